@@ -1,0 +1,28 @@
+"""PyMC models, one file per model; shared fitting machinery in :mod:`clvbayes.models.base`."""
+
+from clvbayes.models.base import (
+    ELPD,
+    CLVModel,
+    ConvergenceWarning,
+    ExcludedCustomersWarning,
+    NotFittedError,
+    check_convergence,
+    default_nuts_sampler,
+)
+from clvbayes.models.bgnbd import BetaGeoModel
+from clvbayes.models.gamma_gamma import GammaGammaModel
+from clvbayes.models.priors import AVAILABLE_DISTRIBUTIONS, Prior
+
+__all__ = [
+    "AVAILABLE_DISTRIBUTIONS",
+    "ELPD",
+    "BetaGeoModel",
+    "CLVModel",
+    "ConvergenceWarning",
+    "ExcludedCustomersWarning",
+    "GammaGammaModel",
+    "NotFittedError",
+    "Prior",
+    "check_convergence",
+    "default_nuts_sampler",
+]

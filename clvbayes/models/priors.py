@@ -1,0 +1,101 @@
+"""Prior distributions that work both in PyMC (for NUTS) and in SciPy (for MAP).
+
+A :class:`Prior` names a PyMC distribution and its parameters, e.g.
+``Prior("HalfNormal", sigma=10)``.  The same object builds the PyMC random
+variable inside a model and evaluates its log density with SciPy, so a MAP fit
+needs no PyTensor compilation.  Only distributions on the positive half-line are
+offered because every parameter of the CLV models is positive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+# name -> (required parameter names, function returning the SciPy log density)
+_SCIPY_LOGPDF = {
+    "HalfFlat": ((), lambda x: np.zeros_like(x)),
+    "HalfNormal": (("sigma",), lambda x, sigma: stats.halfnorm.logpdf(x, scale=sigma)),
+    "HalfCauchy": (("beta",), lambda x, beta: stats.halfcauchy.logpdf(x, scale=beta)),
+    "HalfStudentT": (
+        ("nu", "sigma"),
+        lambda x, nu, sigma: stats.t.logpdf(x, df=nu, scale=sigma) + np.log(2.0),
+    ),
+    "Exponential": (("lam",), lambda x, lam: stats.expon.logpdf(x, scale=1.0 / lam)),
+    "Gamma": (("alpha", "beta"), lambda x, alpha, beta: stats.gamma.logpdf(x, alpha, scale=1 / beta)),
+    "LogNormal": (("mu", "sigma"), lambda x, mu, sigma: stats.lognorm.logpdf(x, sigma, scale=np.exp(mu))),
+    "Weibull": (("alpha", "beta"), lambda x, alpha, beta: stats.weibull_min.logpdf(x, alpha, scale=beta)),
+}
+
+AVAILABLE_DISTRIBUTIONS = tuple(_SCIPY_LOGPDF)
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A prior on a positive model parameter.
+
+    Parameters
+    ----------
+    dist : str
+        Name of a PyMC distribution on (0, inf); one of ``AVAILABLE_DISTRIBUTIONS``
+        (HalfFlat, HalfNormal, HalfCauchy, HalfStudentT, Exponential, Gamma,
+        LogNormal, Weibull).  Parameters use PyMC's names (e.g. ``Gamma(alpha, beta)``
+        with ``beta`` a rate).
+    **params : float
+        The distribution's parameters.
+
+    Examples
+    --------
+    >>> Prior("HalfNormal", sigma=10)
+    Prior('HalfNormal', sigma=10)
+    """
+
+    dist: str
+    params: dict[str, float] = field(default_factory=dict)
+
+    def __init__(self, dist: str, **params: float) -> None:
+        if dist not in _SCIPY_LOGPDF:
+            raise ValueError(
+                f"Unknown prior distribution {dist!r}. Available: {', '.join(AVAILABLE_DISTRIBUTIONS)}."
+            )
+        required = _SCIPY_LOGPDF[dist][0]
+        if set(params) != set(required):
+            raise ValueError(
+                f"Prior {dist!r} takes parameters {list(required)}, got {sorted(params)}."
+            )
+        for key, value in params.items():
+            if not np.isfinite(value) or value <= 0 and key != "mu":
+                raise ValueError(f"Prior {dist!r}: parameter {key}={value!r} must be positive.")
+        object.__setattr__(self, "dist", dist)
+        object.__setattr__(self, "params", {k: float(v) for k, v in params.items()})
+
+    def __repr__(self) -> str:
+        args = "".join(f", {k}={v:g}" for k, v in self.params.items())
+        return f"Prior({self.dist!r}{args})"
+
+    def logpdf(self, x: np.ndarray | float) -> np.ndarray:
+        """Log density at ``x`` (NumPy/SciPy; used by MAP fitting)."""
+        x = np.asarray(x, dtype=float)
+        return _SCIPY_LOGPDF[self.dist][1](x, **self.params)
+
+    def to_pymc(self, name: str) -> Any:
+        """Create the PyMC random variable ``name`` inside the current model context."""
+        import pymc as pm
+
+        return getattr(pm, self.dist)(name, **self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (used when saving a model)."""
+        return {"dist": self.dist, **self.params}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Prior:
+        """Inverse of :meth:`to_dict`."""
+        d = dict(d)
+        return cls(d.pop("dist"), **d)
+
+
+FLAT = Prior("HalfFlat")

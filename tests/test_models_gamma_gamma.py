@@ -1,0 +1,86 @@
+"""Gamma-Gamma model layer: published estimates, exclusions, errors, save/load."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import GG_MLE, flat_priors
+
+from clvbayes.data import DataError
+from clvbayes.models import ExcludedCustomersWarning, GammaGammaModel, Prior
+
+
+def test_mle_reproduces_published_estimates(gg_mle):
+    est = gg_mle.summary()["mean"]
+    for k, v in GG_MLE.items():
+        assert est[k] == pytest.approx(v, rel=0.005), k
+    assert gg_mle.fit_info_["log_likelihood"] == pytest.approx(-4055.92, abs=0.05)
+
+
+def test_map_flat_priors_equals_published(cdnow):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExcludedCustomersWarning)
+        m = GammaGammaModel(priors=flat_priors(GammaGammaModel)).fit(cdnow, method="map")
+    for k, v in GG_MLE.items():
+        assert m.summary()["mean"][k] == pytest.approx(v, rel=0.005), k
+
+
+def test_zero_frequency_customers_excluded_with_reported_count(cdnow):
+    with pytest.warns(ExcludedCustomersWarning, match="1411 of 2357 customers are excluded from the fit"):
+        m = GammaGammaModel().fit(cdnow, method="mle")
+    assert m.fit_info_["n_customers_fitted"] == 946
+    assert m.fit_info_["n_customers_excluded"] == 1411
+
+
+def test_expected_spend_first_ten_published_customers(gg_mle):
+    published = [24.65, 18.91, 35.17, 35.17, 35.17, 71.46, 18.91, 35.17, 27.28, 35.17]
+    from clvbayes.datasets import load_cdnow_summary
+
+    e = gg_mle.expected_spend(load_cdnow_summary().iloc[:10]).mean(("chain", "draw")).values
+    np.testing.assert_allclose(e, published, atol=0.02)
+
+
+def test_zero_frequency_customers_get_population_mean(gg_mle, cdnow):
+    e = gg_mle.expected_spend().mean(("chain", "draw")).values
+    pop = gg_mle.population_mean_spend().mean().item()
+    zero = (cdnow["frequency"] == 0).to_numpy()
+    np.testing.assert_allclose(e[zero], pop)
+    d = gg_mle.draws()
+    assert pop == pytest.approx(d["p"][0, 0] * d["gamma"][0, 0] / (d["q"][0, 0] - 1))
+
+
+def test_non_positive_monetary_value_is_a_clear_error(cdnow):
+    bad = cdnow.copy()
+    bad.iloc[0, bad.columns.get_loc("monetary_value")] = -5.0
+    with pytest.raises(DataError, match="monetary_value"):
+        GammaGammaModel().fit(bad, method="map")
+
+
+def test_unknown_prior_name():
+    with pytest.raises(ValueError, match="Valid names are: p, q, gamma"):
+        GammaGammaModel(priors={"v": Prior("HalfFlat")})
+
+
+def test_loglik_counts_only_repeat_customers(gg_nuts_small):
+    ll = gg_nuts_small.log_likelihood(per="customer")
+    assert ll.sizes["customer"] == 946
+    assert np.isfinite(ll.values).all()
+    assert gg_nuts_small.loo().n_customers == 946
+
+
+def test_save_load_roundtrip(gg_nuts_small, tmp_path):
+    path = tmp_path / "gg.nc"
+    gg_nuts_small.save(path)
+    loaded = GammaGammaModel.load(path)
+    np.testing.assert_array_equal(loaded.expected_spend().values, gg_nuts_small.expected_spend().values)
+
+
+def test_load_wrong_model_class_fails(gg_mle, tmp_path):
+    from clvbayes.models import BetaGeoModel
+
+    path = tmp_path / "gg.nc"
+    gg_mle.save(path)
+    with pytest.raises(ValueError, match="holds a GammaGammaModel, not a BetaGeoModel"):
+        BetaGeoModel.load(path)
