@@ -140,10 +140,12 @@ def test_segment_totals_come_from_per_draw_sums(scored):
     total = scored.segments["all"].loc["all"]
     assert total["n_customers"] == len(c)
     assert total["purchases_total_mean"] == pytest.approx(c["purchases_mean"].sum(), rel=1e-9)
-    # adding up customers' interval bounds is wrong: it gives a far wider range than the per-draw sum
-    assert c["purchases_ci_upper"].sum() - c["purchases_ci_lower"].sum() > 1.5 * (
+    # adding up customers' interval bounds is wrong: the expectations of different customers are
+    # not perfectly correlated, so the summed bounds are too wide (here by ~30%) ...
+    assert c["purchases_ci_upper"].sum() - c["purchases_ci_lower"].sum() > 1.15 * (
         total["purchases_total_ci_upper"] - total["purchases_total_ci_lower"]
     )
+    # ... and for outcomes, which are nearly independent across customers, grossly too wide
     assert c["purchases_pi_upper"].sum() > total["purchases_total_pi_upper"] * 1.5
     seg = scored.segments["segment"]
     assert seg["n_customers"].sum() == len(c)

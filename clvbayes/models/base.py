@@ -415,7 +415,7 @@ class CLVModel:
         counts = ll["counts"].values
         s = ll.stack(__sample__=("chain", "draw")).transpose("__sample__", "history").values
         lppd_i = _logsumexp(s, axis=0) - np.log(s.shape[0])
-        p_i = np.var(s, axis=0, ddof=1)
+        p_i = np.var(s, axis=0)  # ddof=0, as arviz
         return _weighted_elpd("waic", lppd_i - p_i, p_i, counts)
 
     # ------------------------------------------------------------------ save / load

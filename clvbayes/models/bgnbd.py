@@ -149,18 +149,24 @@ class BetaGeoModel(CLVModel):
         return bgnbd.p_alive(*self._args(params), h["frequency"], h["recency"], h["T"])
 
     def _expected_purchases_arrays(self, params, h, t):
-        return bgnbd.expected_purchases(*self._args(params), h["frequency"], h["recency"], h["T"], t)
+        return self._discounted_purchases_arrays(params, h, np.array([float(t)]), np.ones(1))
 
     def _discounted_purchases_arrays(self, params, h, ends, factors):
-        """sum_k factors[k] * E[purchases in period k], shape (S, n)."""
+        """sum_k factors[k] * E[purchases in period k], shape (S, n).
+
+        E[purchases] = P(alive) x E[purchases | alive]; the second factor depends on the
+        history only through (frequency, T), so it is computed once per distinct pair.
+        """
         from clvbayes.math.discount import discounted_increments
 
+        pairs, inv = np.unique(np.stack([h["frequency"], h["T"]]), axis=1, return_inverse=True)
         r, alpha, a, b = (v[..., None] for v in self._args(params))
-        x, tx, T = (h[c][:, None] for c in self.history_columns)
-        return discounted_increments(
-            lambda t: bgnbd.expected_purchases(r, alpha, a, b, x, tx, T, t),
+        x, T = pairs[0][:, None], pairs[1][:, None]
+        per_alive = discounted_increments(
+            lambda t: bgnbd.expected_purchases_alive(r, alpha, a, b, x, T, t),
             scale=np.min(alpha) + np.min(T), ends=ends, factors=factors,
         )  # fmt: skip
+        return self._p_alive_arrays(params, h) * per_alive[:, inv.ravel()]
 
     def _simulate_arrays(self, rng, params, h, horizon):
         """Simulate each customer's purchase times in (T, T + horizon] from the exact latent posterior.

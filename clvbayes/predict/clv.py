@@ -184,7 +184,7 @@ def score_customers(
     has_spend = spend_model is not None
     checked = validate_rfm(rfm, require_monetary=has_spend)
     columns = ("frequency", "recency", "T") + (("monetary_value",) if has_spend else ())
-    data = compress(checked, columns=columns)
+    data = _by_frequency_and_age(compress(checked, columns=columns))
     pparams, sparams = joint_draws(purchase_model, spend_model, n_draws)
     n_s = next(iter(pparams.values())).shape[0]
     reps = int(np.ceil(max(n_outcome_samples, 1) / n_s))
@@ -297,6 +297,23 @@ def score_customers(
         "n_customers": int(data.n_customers), "n_histories": int(data.n_unique),
     }  # fmt: skip
     return CustomerScores(customers=customers, segments=segments, settings=settings)
+
+
+def _by_frequency_and_age(data):
+    """Reorder distinct histories by (frequency, T, ...) so that chunks share (frequency, T) pairs.
+
+    The purchase model evaluates its costly factor once per distinct (frequency, T) in a chunk.
+    """
+    from clvbayes.data import CompressedRFM
+
+    keys = [data[c] for c in reversed(data.columns) if c not in ("frequency", "T")]
+    perm = np.lexsort([*keys, data["T"], data["frequency"]])
+    rank = np.empty_like(perm)
+    rank[perm] = np.arange(perm.size)
+    return CompressedRFM(
+        values={c: np.asarray(data[c])[perm] for c in data.columns}, counts=data.counts[perm],
+        inverse=rank[data.inverse], customer_ids=data.customer_ids, columns=data.columns,
+    )  # fmt: skip
 
 
 def _chunks(counts: np.ndarray, n_draws: int, max_elements: int) -> list[tuple[int, int]]:

@@ -1,0 +1,1007 @@
+"""BG/NBD purchase model: likelihood, predictions and simulation (plain array math).
+
+Model
+-----
+Fader, Hardie & Lee (2005), "'Counting Your Customers' the Easy Way: An Alternative to the
+Pareto/NBD Model", *Marketing Science* 24(2), 275-284 (FHL below; equation numbers are the
+paper's).  For customer ``i``, in continuous time measured from the first purchase:
+
+* while active, the customer buys as a Poisson process with rate ``lambda_i`` (purchases per
+  time unit);
+* right after each repeat purchase the customer drops out for good with probability ``p_i``
+  (so dropout can only happen at a purchase, and a customer with no repeat purchase is active);
+* across customers ``lambda ~ Gamma(shape=r, rate=alpha)`` and ``p ~ Beta(a, b)``, independent.
+
+Assumptions: ``lambda`` and ``p`` are independent; the purchase process of an active customer
+is memoryless; dropout is unobserved.  All four parameters are positive; ``alpha`` is a rate in
+the data's time unit (weeks on CDNOW), the others are unit-free.  Every time (``recency``,
+``T``, horizons ``t``) must be in that same unit: nothing here converts units.
+
+Data columns (one row per customer)
+-----------------------------------
+``frequency``
+    ``x``, number of repeat purchases in the calibration period (>= 0).
+``recency``
+    ``t_x``, time of the last repeat purchase measured from the first purchase
+    (0 if ``x = 0``), ``0 <= t_x <= T``.
+``T``
+    length of the calibration period of the customer (first purchase to its end).
+
+Equations
+---------
+Write ``k = r + x``, ``bb = b + x`` and ``s = t / (alpha + T)``.
+
+* Likelihood of a history (FHL eq. 6)::
+
+      L = B(a, b + x) / B(a, b) * Gamma(r + x) alpha^r / (Gamma(r) (alpha + T)^(r + x))
+          + [x > 0] B(a + 1, b + x - 1) / B(a, b) * Gamma(r + x) alpha^r / (Gamma(r) (alpha + t_x)^(r + x))
+
+  evaluated as ``log L = log A + log1p(exp(d))`` with ``A`` the first term and
+  ``d = log(a / (b + x - 1)) + (r + x) log((alpha + T) / (alpha + t_x))``.
+* Latent posterior.  Given the history, the customer is either still active at ``T`` (weight
+  ``A``: ``lambda ~ Gamma(r + x, alpha + T)``, ``p ~ Beta(a, b + x)``) or dropped out at the
+  ``x``-th purchase (weight ``A exp(d)``: ``lambda ~ Gamma(r + x, alpha + t_x)``,
+  ``p ~ Beta(a + 1, b + x - 1)``), whence (Fader, Hardie & Lee 2008, "Computing P(alive) using
+  the BG/NBD model")::
+
+      P(alive at T | x, t_x, T) = 1 / (1 + [x > 0] exp(d)).
+
+* Given alive at ``T`` with ``(lambda, p)``, the future is a fresh copy of the process, so
+  ``E[purchases in (T, T+t] | lambda, p] = (1 - exp(-lambda p t)) / p`` and
+  ``P(alive at T+t | lambda, p) = exp(-lambda p t)``.  Averaging over the alive posterior::
+
+      P(alive at T+t) = P(alive) * E_p[(1 + p s)^(-k)] = P(alive) * 2F1(k, a; a + bb; -s)
+      E[Y(t) | x, t_x, T] = P(alive) * E_p[(1 - (1 + p s)^(-k)) / p]                    (FHL eq. 10)
+                          = P(alive) * (a + bb - 1)/(a - 1) * [1 - 2F1(k, a - 1; a + bb - 1; -s)]
+
+  with ``p ~ Beta(a, bb)``; a Pfaff transformation of the last ``2F1`` gives FHL's form
+  ``((alpha+T)/(alpha+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; t/(alpha+T+t))``.
+* A new customer is the case ``x = 0``, ``T = 0`` (FHL eq. 7), and the count distribution over
+  ``(0, t]`` is (FHL eq. 8, with ``q = t / (alpha + t)``)::
+
+      P(X(t) = n) = B(a, b + n)/B(a, b) * NB(n; r, q)
+                    + [n > 0] B(a + 1, b + n - 1)/B(a, b) * P(NB(r, q) >= n),
+
+  where ``P(NB >= n) = I_q(n, r)`` is a regularized incomplete beta function.
+
+Numerics
+--------
+FHL's closed forms need the Gauss hypergeometric function at arguments near 1 (long horizons)
+and have a removable singularity at ``a = 1``; :func:`scipy.special.hyp2f1` is not reliable
+over the parameter range a prior allows (it returns NaN for ``hyp2f1(1, 1, 1002, 10/11)`` and
+is 30% off at ``2F1(3, 2.4; 5.4; 1 - 1e-4)``, where ``c - a - b = 0``).  Predictions therefore
+evaluate the two Beta expectations ``S = E_p[(1 + p s)^-k]`` and
+``H = E_p[(1 - (1 + p s)^-k) / p]`` directly (:func:`_beta_expectation`): by a series of
+positive terms for short horizons and by Gauss-Legendre quadrature in ``logit(p)`` otherwise.
+Neither has a singularity at ``a = 1`` or suffers cancellation.  Against 50-60-digit values of
+the closed forms (mpmath) on 9,400 points spanning ``r, a, b`` in ``[1e-3, 1e3]``, ``x`` up to
+1e4, ``s`` in ``[1e-6, 1e7]`` and ``a = 1 +/- 1e-12 ... 1e-1``, the relative error of ``H`` is
+below 2e-11 and the absolute error of ``S`` below 1e-12 (``S`` below ~1e-40 is correct only in
+that absolute sense); the tests recheck them against :func:`scipy.integrate.quad`, Monte Carlo
+and published values.  Cost (one CPU core, CDNOW-like customers at the MLE): about 0.6 us per
+customer and draw for ``t = 39`` weeks, 1 us for ``t = 104`` and 4 us for ``t = 520``.
+
+All functions broadcast: parameters may be posterior-draw arrays such as shape
+``(chain, draw, 1)`` against customer arrays of shape ``(n,)``, giving ``(chain, draw, n)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import SimpleNamespace
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy import special
+
+from clvbayes.math._xp import NUMPY, betaln
+
+__all__ = [
+    "expected_purchases",
+    "expected_purchases_new",
+    "loglik",
+    "p_alive",
+    "p_alive_at",
+    "prob_purchases",
+    "sample_latent",
+    "simulate",
+    "simulate_purchase_times",
+    "simulate_purchases",
+]
+
+_MAX_SHOWN = 5
+
+
+# --------------------------------------------------------------------------------------------
+# input checks (NumPy inputs only; the PyTensor path receives data checked by the caller)
+# --------------------------------------------------------------------------------------------
+def _as_float(name: str, value: ArrayLike) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric, got {value!r}.") from exc
+
+
+def _positions(mask: np.ndarray) -> str:
+    idx = np.flatnonzero(mask)
+    shown = ", ".join(str(i) for i in idx[:_MAX_SHOWN])
+    return f"[{shown}{', ...' if idx.size > _MAX_SHOWN else ''}]"
+
+
+def _check_parameters(**params: ArrayLike) -> list[np.ndarray]:
+    """Return the parameters as float arrays; raise if any value is not positive and finite."""
+    out = []
+    for name, value in params.items():
+        arr = _as_float(name, value)
+        bad = ~(np.isfinite(arr) & (arr > 0))
+        if bad.any():
+            raise ValueError(
+                f"BG/NBD parameter {name} must be positive and finite; "
+                f"{int(bad.sum())} of {arr.size} values are not "
+                f"(e.g. {name} = {arr.ravel()[bad.ravel()][0]!r})."
+            )
+        out.append(arr)
+    return out
+
+
+def _check_history(
+    frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate the customer columns (frequency, recency, T); return them as float arrays."""
+    x = _as_float("frequency", frequency)
+    t_x = _as_float("recency", recency)
+    T = _as_float("T", T)
+    for name, arr, what in (
+        ("frequency", x, "a finite, non-negative number of repeat purchases"),
+        ("recency", t_x, "a finite, non-negative time"),
+        ("T", T, "a finite, non-negative time"),
+    ):
+        bad = ~(np.isfinite(arr) & (arr >= 0))
+        if bad.any():
+            raise ValueError(
+                f"{name} must be {what}; {int(bad.sum())} entries violate it at positions "
+                f"{_positions(bad)} (values {arr.ravel()[bad.ravel()][:_MAX_SHOWN].tolist()})."
+            )
+    try:
+        t_x_b, T_b = np.broadcast_arrays(t_x, T)
+        np.broadcast_shapes(x.shape, T.shape)
+    except ValueError as exc:
+        raise ValueError(
+            f"frequency (shape {x.shape}), recency (shape {t_x.shape}) and T (shape {T.shape}) "
+            "must have the same length, one entry per customer."
+        ) from exc
+    bad = t_x_b > T_b
+    if bad.any():
+        raise ValueError(
+            f"recency must not exceed T; {int(bad.sum())} customers have recency > T at "
+            f"positions {_positions(bad)} (recency {t_x_b[bad][:_MAX_SHOWN].tolist()}, "
+            f"T {T_b[bad][:_MAX_SHOWN].tolist()}).  recency is the time from the first to the "
+            "last repeat purchase and T the time from the first purchase to the end of the "
+            "calibration period, both in the same time unit."
+        )
+    return x, t_x, T
+
+
+def _check_horizon(t: ArrayLike, name: str = "t") -> np.ndarray:
+    t = _as_float(name, t)
+    bad = ~(np.isfinite(t) & (t >= 0))
+    if bad.any():
+        raise ValueError(
+            f"{name} (a time horizon in the data's time unit) must be finite and >= 0; "
+            f"got {t.ravel()[bad.ravel()][:_MAX_SHOWN].tolist()}."
+        )
+    return t
+
+
+def _as_counts(counts: ArrayLike, name: str) -> np.ndarray:
+    arr = _as_float(name, counts)
+    bad = ~(np.isfinite(arr) & (arr >= 0) & (arr == np.floor(arr)))
+    if bad.any():
+        raise ValueError(
+            f"{name} must be non-negative whole numbers; {int(bad.sum())} entries are not, "
+            f"at positions {_positions(bad)}."
+        )
+    return arr.astype(np.int64)
+
+
+def _scalar_if_0d(out: np.ndarray) -> np.ndarray | float:
+    out = np.asarray(out, dtype=float)
+    return out[()] if out.ndim == 0 else out
+
+
+# --------------------------------------------------------------------------------------------
+# log-likelihood and P(alive)
+# --------------------------------------------------------------------------------------------
+def loglik(r, alpha, a, b, frequency, recency, T, xp: SimpleNamespace = NUMPY):
+    """Per-customer BG/NBD log-likelihood (FHL eq. 6) in log-sum-exp form.
+
+    ``log L = log A + log1p(exp(d))`` (the second term only for ``x > 0``), with::
+
+        log A = log Gamma(r + x) - log Gamma(r) + r log(alpha) - (r + x) log(alpha + T)
+                + log B(a, b + x) - log B(a, b)
+        d     = log(a) - log(b + x - 1) + (r + x) (log(alpha + T) - log(alpha + t_x))
+
+    using ``B(a + 1, b + x - 1) / B(a, b + x) = a / (b + x - 1)``.
+
+    This is the density of the observed purchase record (``x`` purchase times in ``(0, T]``, the
+    last at ``t_x``) with respect to the purchase times, exactly FHL's eq. (6) with every
+    constant.  Being a density in ``x`` time variables, it is not bounded by 1: its log changes by
+    ``-x log(c)`` when time is rescaled by ``c`` and is positive for frequent buyers.  Both
+    published stability values pin this form: at ``r = 0.25, alpha = 4, a = 0.8, b = 2.5,
+    T = 40`` it gives -0.5994738 for ``x = 0`` (``r log(alpha / (alpha + T))``) and
+    100.79569 for ``x = 200, t_x = 38``.  Maximising its sum over the CDNOW summary reproduces
+    FHL's estimates (log-likelihood -9582.4).
+
+    Parameters
+    ----------
+    r, alpha, a, b : array_like or tensor
+        Positive parameters (``alpha`` in 1 / time unit); e.g. draws of shape
+        ``(chain, draw, 1)``.
+    frequency, recency, T : array_like or tensor
+        Customer history ``x``, ``t_x``, ``T`` (times in the data's unit), shape ``(n,)``.
+    xp : namespace, default :data:`clvbayes.math._xp.NUMPY`
+        Array namespace; :func:`clvbayes.math._xp.pytensor_namespace` builds the same
+        expression symbolically for PyMC (no NaN in the unused branch, so gradients are
+        finite).  With NumPy the inputs are validated first.
+
+    Returns
+    -------
+    array or tensor
+        Log-likelihood of each history (log of 1 / time unit^x), broadcast shape.
+
+    Raises
+    ------
+    ValueError
+        NumPy namespace only: non-positive parameters, negative frequency or times, or
+        ``recency > T``.
+    """
+    if xp is NUMPY:
+        r, alpha, a, b = _check_parameters(r=r, alpha=alpha, a=a, b=b)
+        frequency, recency, T = _check_history(frequency, recency, T)
+    x = frequency
+    log_alpha_T = xp.log(alpha + T)
+    log_a = (
+        xp.gammaln(r + x)
+        - xp.gammaln(r)
+        + r * xp.log(alpha)
+        - (r + x) * log_alpha_T
+        + betaln(xp, a, b + x)
+        - betaln(xp, a, b)
+    )
+    # b + max(x, 1) - 1 >= b > 0 keeps the unused x = 0 branch finite (and its gradient).
+    d = (
+        xp.log(a)
+        - xp.log(b + xp.maximum(x, 1.0) - 1.0)
+        + (r + x) * (log_alpha_T - xp.log(alpha + recency))
+    )
+    out = log_a + xp.where(x > 0, xp.logaddexp(0.0 * d, d), 0.0 * d)
+    if xp is NUMPY:
+        return _scalar_if_0d(out)
+    return out
+
+
+def _log_dead_odds(r, alpha, a, b, x, t_x, T) -> np.ndarray:
+    """``d`` = log P(dropped out at t_x | history) / P(alive at T | history); -inf for x = 0."""
+    d = (
+        np.log(a)
+        - np.log(b + np.maximum(x, 1.0) - 1.0)
+        + (r + x) * (np.log(alpha + T) - np.log(alpha + t_x))
+    )
+    return np.where(x > 0, d, -np.inf)
+
+
+def p_alive(r, alpha, a, b, frequency, recency, T) -> np.ndarray | float:
+    """Probability that a customer is still active at ``T`` given the history.
+
+    ``P(alive | x, t_x, T) = 1 / (1 + [x > 0] a / (b + x - 1) ((alpha + T)/(alpha + t_x))^(r + x))``
+    (Fader, Hardie & Lee 2008; the alive share of the latent posterior, see the module
+    docstring), computed as ``expit(-d)``.  Customers without repeat purchases are alive with
+    probability 1 (dropout happens only right after a purchase).
+
+    Parameters
+    ----------
+    r, alpha, a, b : array_like
+        Positive parameters, e.g. posterior draws of shape ``(chain, draw, 1)``.
+    frequency, recency, T : array_like
+        Customer history ``x``, ``t_x``, ``T`` (data's time unit), shape ``(n,)``.
+
+    Returns
+    -------
+    float or ndarray
+        Probability in ``(0, 1]``, broadcast shape of all inputs.
+    """
+    r, alpha, a, b = _check_parameters(r=r, alpha=alpha, a=a, b=b)
+    x, t_x, T = _check_history(frequency, recency, T)
+    return _scalar_if_0d(special.expit(-_log_dead_odds(r, alpha, a, b, x, t_x, T)))
+
+
+# --------------------------------------------------------------------------------------------
+# the two Beta expectations behind every prediction
+# --------------------------------------------------------------------------------------------
+# With p ~ Beta(a, bb), k = r + x, bb = b + x and s = t / (alpha + T):
+#   S = E_p[(1 + p s)^-k]              P(active at T + t | active at T)
+#   H = E_p[(1 - (1 + p s)^-k) / p]    E[purchases in (T, T + t] | active at T)
+_SURVIVAL = "survival"
+_PURCHASES = "purchases"
+_SERIES_MAX_TERMS = 400  # estimated series length above which quadrature is used
+_QUAD_CUT = 40.0  # Beta log-density drop (nats) beyond which the window is cut
+_TAYLOR_REACH = 0.2  # end pieces p < 0.2 / (s max(k, 1)) and 1 - p < 0.2 / max(k, 1)
+_TAYLOR_TERMS = 24  # 0.2^24 < 2e-17
+_QUAD_MAX_NODES = 512
+_QUAD_CHUNK = 1 << 22  # elements * nodes evaluated at once
+_CHUNK = 1 << 18  # elements per pass of _beta_expectation
+
+
+def _beta_expectation(kind: str, k, a, bb, s) -> np.ndarray:
+    """``S`` or ``H`` (see above) for broadcast arrays; the engine behind all predictions.
+
+    Each element is evaluated by whichever of two methods is cheaper (accuracy: module
+    docstring):
+
+    * a series of positive terms when its estimated length is at most 400 (horizons up to
+      ``s`` of about 8): with ``N ~ NegBin(k, s / (1 + s))`` the number of purchase
+      opportunities in the window (``lambda`` mixed out) and ``P(G > n) = (bb)_n / (a + bb)_n``
+      the probability of surviving ``n`` purchases, ``S = sum_n P(N = n) P(G > n)`` and
+      ``H = sum_{m >= 1} P(N = m) sum_{n < m} P(G > n)`` (the purchases are ``min(N, G)``);
+    * otherwise Gauss-Legendre quadrature of the Beta expectation in ``v = logit(p)`` over the
+      window where the (log-concave) Beta log-density is within 40 nats of its maximum
+      (further to the left by ``log f(0) - log f(mode)``, as the integrand ``f`` decreases in
+      ``p``), clipped to ``p0 <= p <= 1 - q1``; the end pieces ``p < p0`` and ``p > 1 - q1``
+      are summed exactly from Taylor series of ``f`` and truncated Beta moments
+      (:func:`_end_pieces`).
+    """
+    k, a, bb, s = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (k, a, bb, s)))
+    shape = k.shape
+    k, a, bb, s = (v.ravel() for v in (k, a, bb, s))
+    out = np.empty(k.size)
+    for start in range(0, k.size, _CHUNK):  # bounds the memory of the temporaries
+        part = slice(start, start + _CHUNK)
+        k_, a_, bb_, s_ = k[part], a[part], bb[part], s[part]
+        mean = k_ * s_
+        terms = mean + 8.0 * np.sqrt(mean * (1.0 + s_)) + 40.0 * (1.0 + s_)
+        series = terms <= _SERIES_MAX_TERMS
+        res = np.empty(k_.size)
+        if series.any():
+            res[series] = _series(kind, k_[series], a_[series], bb_[series], s_[series])
+        quad = ~series
+        if quad.any():
+            res[quad] = _quadrature(kind, k_[quad], a_[quad], bb_[quad], s_[quad])
+        out[part] = res
+    return out.reshape(shape)
+
+
+def _series(kind: str, k, a, bb, s) -> np.ndarray:
+    """Positive series of :func:`_beta_expectation` (1-D arrays, short horizons)."""
+    z = s / (1.0 + s)
+    pmf = np.exp(-k * np.log1p(s))  # P(N = 0) >= exp(-k s) >= exp(-400): no underflow
+    surv = np.ones_like(k)  # P(G > 0)
+    cum = np.zeros_like(k)  # sum_{n < 0} P(G > n)
+    total = pmf.copy() if kind == _SURVIVAL else np.zeros_like(k)
+    out = np.empty_like(k)
+    active = np.arange(k.size)
+    apb = a + bb
+    buf1, buf2 = np.empty_like(k), np.empty_like(k)
+    for m in range(1, 20 * _SERIES_MAX_TERMS):
+        # in place (this loop dominates short-horizon predictions):
+        # cum += surv; surv *= (bb + m-1) / (a + bb + m-1); pmf *= (k + m-1) z / m
+        cum += surv
+        np.add(bb, m - 1, out=buf1)
+        np.add(apb, m - 1, out=buf2)
+        buf1 /= buf2
+        surv *= buf1
+        np.add(k, m - 1, out=buf1)
+        buf1 *= z
+        buf1 *= 1.0 / m
+        pmf *= buf1
+        np.multiply(pmf, surv if kind == _SURVIVAL else cum, out=buf1)
+        total += buf1
+        if m % 8:
+            continue
+        # P(N = j + 1) / P(N = j) <= rho for all j >= m, so the tail is geometric
+        rho = z * np.maximum(1.0, (k + m) / (m + 1.0))
+        if kind == _SURVIVAL:
+            tail = pmf * surv * rho / (1.0 - rho)
+        else:
+            tail = pmf * (cum * rho / (1.0 - rho) + surv * rho / (1.0 - rho) ** 2)
+        done = (rho < 1.0) & (tail <= 1e-17 * total)
+        if done.any():
+            out[active[done]] = total[done]
+            keep = ~done
+            active = active[keep]
+            if active.size == 0:
+                return out
+            k, bb, apb, z, pmf, surv, cum, total = (
+                v[keep] for v in (k, bb, apb, z, pmf, surv, cum, total)
+            )
+            buf1, buf2 = buf1[: k.size], buf2[: k.size]
+    raise RuntimeError("BG/NBD series did not converge")  # pragma: no cover
+
+
+def _softplus(v):
+    return np.logaddexp(0.0, v)
+
+
+def _beta_window(a, bb, cut_left, cut_right) -> tuple[np.ndarray, np.ndarray]:
+    """Logit-scale interval outside which the Beta(a, bb) density is below its maximum by more
+    than ``exp(cut_left)`` (left end) or ``exp(cut_right)`` (right end).
+
+    In ``v = logit(p)`` the Beta log-density is ``l(v) = a log(p) + bb log(1 - p)`` (+ const),
+    concave with its maximum at ``v* = log(a / bb)``.  Each end is found by Newton's method
+    started beyond the root (a tangent of a concave function lies above it), from where the
+    iterates move monotonically towards the root; stopping early only widens the interval.
+    """
+
+    def ell(v):
+        log_p = -_softplus(-v)
+        return a * log_p + bb * (log_p - v)
+
+    def slope(v):
+        return a - (a + bb) * special.expit(v)
+
+    mode = np.log(a) - np.log(bb)
+    peak = ell(mode)
+    ends = []
+    for side, cut in ((-1.0, cut_left), (1.0, cut_right)):
+        target = peak - cut
+        u = mode + side * np.minimum(1.0, np.sqrt(1.0 / a + 1.0 / bb))
+        lu, gu = ell(u), slope(u)
+        v = np.where(lu > target, u - (lu - target) / gu, u)
+        for _ in range(6):
+            step = (target - ell(v)) / slope(v)
+            v = v + np.where(np.isfinite(step), step, 0.0)
+        ends.append(v)
+    return ends[0], ends[1]
+
+
+_STIRLING = (1.0 / 12, -1.0 / 360, 1.0 / 1260, -1.0 / 1680, 1.0 / 1188)
+
+
+def _lgamma_correction(x):
+    """``log Gamma(x) - [(x - 1/2) log x - x + log(2 pi) / 2]`` for ``x >= 20`` (Stirling)."""
+    x2 = 1.0 / (x * x)
+    acc = np.zeros_like(x)
+    for c in reversed(_STIRLING):
+        acc = acc * x2 + c
+    return acc / x
+
+
+def _betaln(a, b):
+    """``log B(a, b)`` to ~1e-15 absolute, also when one argument is large.
+
+    :func:`scipy.special.betaln` loses ~1e-11 to cancellation between ``log Gamma(b)`` and
+    ``log Gamma(a + b)`` for small ``a`` and ``b ~ 1e4``; here that difference is taken from
+    Stirling's series, ``-(b - 1/2) log1p(a / b) - a log(a + b) + a + corr(b) - corr(a + b)``.
+    """
+    small, big = np.minimum(a, b), np.maximum(a, b)
+    safe = np.maximum(big, 20.0)
+    diff = (
+        -(safe - 0.5) * np.log1p(small / safe)
+        - small * np.log(safe + small)
+        + small
+        + _lgamma_correction(safe)
+        - _lgamma_correction(safe + small)
+    )
+    return np.where(big >= 20.0, special.gammaln(small) + diff, special.betaln(a, b))
+
+
+@functools.lru_cache(maxsize=64)
+def _gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights on [-1, 1] by Newton's method on P_n.
+
+    (Faster and steadier than the eigenvalue route of ``numpy.polynomial.legendre.leggauss``.)
+    """
+    x = np.cos(np.pi * (np.arange(1, n + 1) - 0.25) / (n + 0.5))
+    for _ in range(100):
+        p_prev, p = np.ones_like(x), x.copy()
+        for j in range(2, n + 1):
+            p_prev, p = p, ((2 * j - 1) * x * p - (j - 1) * p_prev) / j
+        dp = n * (x * p - p_prev) / (x * x - 1.0)
+        dx = p / dp
+        x = x - dx
+        if np.max(np.abs(dx)) < 1e-16:
+            break
+    return x, 2.0 / ((1.0 - x * x) * dp * dp)
+
+
+def _quadrature(kind: str, k, a, bb, s) -> np.ndarray:
+    """Quadrature of :func:`_beta_expectation` (1-D arrays, long horizons)."""
+    out = np.empty_like(k)
+    # window where the Beta density is within _QUAD_CUT nats of its peak; the integrand
+    # decreases in p, so the left end is moved out by log f(0) - log f(Beta mode)
+    mode = a / (a + bb)
+    log_f_mode = -k * np.log1p(mode * s)
+    if kind == _SURVIVAL:
+        growth = -log_f_mode
+    else:
+        # log(f(0) / f(mode)) = -log((1 - (1 + mode s)^-k) / (mode k s)) >= 0
+        growth = -np.log(np.maximum(-np.expm1(log_f_mode) / (mode * k * s), 1e-300))
+    lo, hi = _beta_window(a, bb, _QUAD_CUT + np.maximum(growth, 0.0), _QUAD_CUT)
+    # end pieces p < p0 and p > 1 - q1, done by Taylor series (_end_pieces); if they meet, the
+    # split point is the logit-scale midpoint and the window is empty
+    reach = _TAYLOR_REACH / np.maximum(k, 1.0)
+    p0, q1 = reach / (s + _TAYLOR_REACH), reach
+    l0, l1 = np.log(p0) - np.log1p(-p0), np.log1p(-q1) - np.log(q1)
+    meet = l0 >= l1
+    if meet.any():
+        mid = special.expit(0.5 * (l0[meet] + l1[meet]))
+        p0[meet], q1[meet] = mid, 1.0 - mid
+        l0[meet] = l1[meet] = 0.5 * (l0[meet] + l1[meet])
+    lo = np.maximum(lo, l0)
+    hi = np.minimum(hi, l1)
+    width = np.maximum(hi - lo, 0.0)
+    # Nodes are offsets d from the logit-scale mode v* = log(a / bb), and the log density is
+    # written relative to its value there, so nothing of size ~bb (up to 1e4) cancels:
+    # log sigmoid(v* + d) - log sigmoid(v*) = -log1p(sigmoid(-v*) expm1(-d)).
+    mode_v = np.log(a) - np.log(bb)
+    lo_d = lo - mode_v
+    log_p_mode = -np.log1p(bb / a)
+    q_mode = bb / (a + bb)
+    log_norm = _betaln(a, bb)
+    log_peak = log_p_mode * a - bb * np.log1p(a / bb) - log_norm
+    # Gauss-Legendre nodes: the integrand is analytic within pi of the real axis (poles of the
+    # logistic function), which needs about 3 nodes per unit of window for 1e-15, and a
+    # narrow Beta peak (logit-scale sd ~ sqrt(1/a + 1/bb)) about 2.7 nodes per sd.
+    density = np.maximum(3.0, 2.7 / np.sqrt(1.0 / a + 1.0 / bb))
+    n_nodes = 16 * np.ceil((density * width + 24.0) / 16.0)
+    n_nodes = np.minimum(n_nodes, _QUAD_MAX_NODES).astype(int)
+    for n in np.unique(n_nodes):
+        idx = np.flatnonzero(n_nodes == n)
+        x, w = _gauss_legendre(n)
+        step = max(1, _QUAD_CHUNK // n)
+        for start in range(0, idx.size, step):
+            i = idx[start : start + step]
+            a_i, bb_i, k_i, s_i = (v[i][:, None] for v in (a, bb, k, s))
+            half = (width[i] / 2.0)[:, None]
+            d = lo_d[i][:, None] + half * (x + 1.0)
+            log_ratio = -np.log1p(q_mode[i][:, None] * np.expm1(-d))
+            log_p = log_p_mode[i][:, None] + log_ratio
+            log_dens = (a_i + bb_i) * log_ratio - bb_i * d + log_peak[i][:, None]
+            log_f = -k_i * np.log1p(np.exp(log_p) * s_i)
+            if kind == _SURVIVAL:
+                val = np.exp(log_dens + log_f)
+            else:
+                val = np.exp(log_dens - log_p) * -np.expm1(log_f)
+            out[i] = (val @ w) * half[:, 0]
+    return out + _end_pieces(kind, k, a, bb, s, p0, q1, log_norm)
+
+
+def _scaled_moments(a, bb, x, terms: int, log_norm) -> np.ndarray:
+    """``E[(p / x)^j ; p < x]`` for ``p ~ Beta(a, bb)``, ``j = 0 .. terms`` (shape (terms+1, n)).
+
+    Downward recurrence (all terms positive, hence stable) from
+    ``I_x(a + j, bb) = I_x(a + j + 1, bb) + x^(a+j) (1 - x)^bb / ((a + j) B(a + j, bb))``, i.e.
+    ``M_j = x (a + bb + j) / (a + j) M_(j+1) + x^a (1 - x)^bb / ((a + j) B(a, bb))`` for the scaled
+    moments, started from :func:`scipy.special.betainc` at ``j = terms``.
+    """
+    log_x = np.log(x)
+    base = np.exp(a * log_x + bb * np.log1p(-x) - log_norm)  # x^a (1-x)^bb / B(a, bb)
+    out = np.empty((terms + 1, *np.shape(a)))
+    out[terms] = special.betainc(a + terms, bb, x) * np.exp(
+        _betaln(a + terms, bb) - log_norm - terms * log_x
+    )
+    for j in range(terms - 1, -1, -1):
+        out[j] = out[j + 1] * x * (a + bb + j) / (a + j) + base / (a + j)
+    return out
+
+
+def _end_pieces(kind: str, k, a, bb, s, p0, q1, log_norm) -> np.ndarray:
+    """``E[f(p); p < p0] + E[f(p); p > 1 - q1]`` from Taylor series of ``f`` at 0 and at 1.
+
+    With ``p0 <= 0.2 / (s max(k, 1))`` and ``q1 <= 0.2 / max(k, 1)`` the ``j``-th terms are at
+    most ``0.2^j`` times the leading one (the series converge for ``p s < 1``), so 24 terms
+    reach double precision.  Coefficients, with ``w = s / (1 + s)``:
+
+    * at 0: ``(1 + p s)^-k = sum_j (k)_j (-p s)^j / j!`` and
+      ``(1 - (1 + p s)^-k) / p = sum_j (-1)^j (k)_(j+1) s^(j+1) p^j / (j + 1)!``;
+    * at 1, with ``q = 1 - p``: ``(1 + p s)^-k = sum_j e_j q^j``,
+      ``e_j = (1 + s)^-k (k)_j w^j / j!``, and ``(1 - (1 + p s)^-k) / p = sum_j d_j q^j`` with
+      ``d_j = 1 - e_0 - ... - e_j`` (dividing by ``1 - q`` sums the coefficients).
+    """
+    n = _TAYLOR_TERMS
+    left = _scaled_moments(a, bb, p0, n, log_norm)  # E[(p/p0)^j; p < p0]
+    right = _scaled_moments(bb, a, q1, n, log_norm)  # E[(q/q1)^j; q < q1], q = 1-p ~ Beta(bb, a)
+    w = s / (1.0 + s)
+    e = np.exp(-k * np.log1p(s))  # e_0
+    if kind == _SURVIVAL:
+        c = np.ones_like(k)
+        total = left[0] + e * right[0]
+        for j in range(1, n + 1):
+            c = c * (-(k + j - 1) * s * p0 / j)
+            e = e * ((k + j - 1) * w * q1 / j)  # e_j q1^j
+            total += c * left[j] + e * right[j]
+        return total
+    c = k * s
+    d = -np.expm1(-k * np.log1p(s))  # d_0
+    total = c * left[0] + d * right[0]
+    e_unscaled, q_pow = e, np.ones_like(k)
+    for j in range(1, n + 1):
+        c = c * (-(k + j) * s * p0 / (j + 1))
+        e_unscaled = e_unscaled * ((k + j - 1) * w / j)
+        d = np.maximum(d - e_unscaled, 0.0)
+        q_pow = q_pow * q1
+        total += c * left[j] + d * q_pow * right[j]
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# predictions
+# --------------------------------------------------------------------------------------------
+def p_alive_at(r, alpha, a, b, frequency, recency, T, t) -> np.ndarray | float:
+    """Probability that a customer is still active at ``T + t`` given the history.
+
+    ``P(alive at T + t) = P(alive at T) * E_p[(1 + p t / (alpha + T))^-(r + x)]`` with
+    ``p ~ Beta(a, b + x)``, i.e. ``P(alive) * 2F1(r + x, a; a + b + x; -t / (alpha + T))``:
+    given ``(lambda, p)`` an active customer survives ``t`` more time units with probability
+    ``exp(-lambda p t)`` (dropouts arrive as a Poisson process of rate ``lambda p``), averaged
+    over the alive posterior ``lambda ~ Gamma(r + x, alpha + T)``, ``p ~ Beta(a, b + x)``.
+
+    Parameters
+    ----------
+    r, alpha, a, b : array_like
+        Positive parameters, e.g. posterior draws of shape ``(chain, draw, 1)``.
+    frequency, recency, T : array_like
+        Customer history ``x``, ``t_x``, ``T`` (data's time unit), shape ``(n,)``.
+    t : array_like
+        Horizon after ``T`` (>= 0, data's time unit); ``t = 0`` gives :func:`p_alive`.
+
+    Returns
+    -------
+    float or ndarray
+        Probability in ``[0, 1]``, broadcast shape of all inputs; accurate to about 1e-12
+        absolute (values below ~1e-50 only to that absolute accuracy).
+    """
+    r, alpha, a, b = _check_parameters(r=r, alpha=alpha, a=a, b=b)
+    x, t_x, T = _check_history(frequency, recency, T)
+    t = _check_horizon(t)
+    alive = special.expit(-_log_dead_odds(r, alpha, a, b, x, t_x, T))
+    stay = _beta_expectation(_SURVIVAL, r + x, a, b + x, t / (alpha + T))
+    return _scalar_if_0d(alive * stay)
+
+
+def expected_purchases(r, alpha, a, b, frequency, recency, T, t) -> np.ndarray | float:
+    """Expected number of purchases in ``(T, T + t]`` given the history (FHL eq. 10).
+
+    ``E[Y(t) | x, t_x, T] = P(alive) * E_p[(1 - (1 + p s)^-(r + x)) / p]``, ``s = t/(alpha + T)``,
+    ``p ~ Beta(a, b + x)``: an active customer with ``(lambda, p)`` makes
+    ``(1 - exp(-lambda p t)) / p`` purchases on average in the next ``t`` time units.  This
+    equals FHL's eq. (10)::
+
+        (a + b + x - 1) / (a - 1)
+        * [1 - ((alpha + T) / (alpha + T + t))^(r + x) 2F1(r + x, b + x; a + b + x - 1; t / (alpha + T + t))]
+        / [1 + [x > 0] a / (b + x - 1) ((alpha + T) / (alpha + t_x))^(r + x)]
+
+    but is evaluated without its removable singularity at ``a = 1`` (see
+    :func:`_beta_expectation`); relative accuracy about 1e-11.
+
+    Parameters
+    ----------
+    r, alpha, a, b : array_like
+        Positive parameters, e.g. posterior draws of shape ``(chain, draw, 1)``.
+    frequency, recency, T : array_like
+        Customer history ``x``, ``t_x``, ``T`` (data's time unit), shape ``(n,)``.
+    t : array_like
+        Horizon (>= 0, data's time unit).
+
+    Returns
+    -------
+    float or ndarray
+        Expected number of purchases, broadcast shape of all inputs.
+    """
+    r, alpha, a, b = _check_parameters(r=r, alpha=alpha, a=a, b=b)
+    x, t_x, T = _check_history(frequency, recency, T)
+    t = _check_horizon(t)
+    alive = special.expit(-_log_dead_odds(r, alpha, a, b, x, t_x, T))
+    per_alive = _beta_expectation(_PURCHASES, r + x, a, b + x, t / (alpha + T))
+    return _scalar_if_0d(alive * per_alive)
+
+
+def expected_purchases_alive(r, alpha, a, b, frequency, T, t) -> np.ndarray | float:
+    """Expected purchases in ``(T, T + t]`` of a customer known to be active at ``T``.
+
+    ``E_p[(1 - (1 + p s)^-(r + x)) / p]`` with ``s = t / (alpha + T)``, ``p ~ Beta(a, b + x)``:
+    the factor of :func:`expected_purchases` that does not depend on recency, so callers
+    scoring many customers can evaluate it once per distinct ``(frequency, T)``.
+
+    Parameters
+    ----------
+    r, alpha, a, b : array_like
+        Positive parameters.
+    frequency, T : array_like
+        Repeat purchases ``x`` and age ``T`` (data's time unit).
+    t : array_like
+        Horizon (>= 0, data's time unit).
+    """
+    r, alpha, a, b = _check_parameters(r=r, alpha=alpha, a=a, b=b)
+    x, _, T = _check_history(frequency, np.zeros_like(np.asarray(T, dtype=float)), T)
+    t = _check_horizon(t)
+    return _scalar_if_0d(_beta_expectation(_PURCHASES, r + x, a, b + x, t / (alpha + T)))
+
+
+def expected_purchases_new(r, alpha, a, b, t) -> np.ndarray | float:
+    """Expected number of repeat purchases ``E[X(t)]`` of a new customer in ``(0, t]`` (FHL eq. 7).
+
+    ``E[X(t)] = (a + b - 1)/(a - 1) [1 - (alpha/(alpha + t))^r 2F1(r, b; a + b - 1; t/(alpha + t))]``,
+    the case ``x = 0``, ``T = 0`` of :func:`expected_purchases`, evaluated the same way (no
+    singularity at ``a = 1``).
+
+    Parameters
+    ----------
+    r, alpha, a, b : array_like
+        Positive parameters, e.g. draws of shape ``(chain, draw, 1)``.
+    t : array_like
+        Time since the first purchase (>= 0, data's time unit), e.g. shape ``(n_t,)``.
+
+    Returns
+    -------
+    float or ndarray
+        Expected number of repeat purchases, broadcast shape of the inputs.
+    """
+    r, alpha, a, b = _check_parameters(r=r, alpha=alpha, a=a, b=b)
+    t = _check_horizon(t)
+    return _scalar_if_0d(_beta_expectation(_PURCHASES, r, a, b, t / alpha))
+
+
+def prob_purchases(r, alpha, a, b, t, n) -> np.ndarray | float:
+    """Probability ``P(X(t) = n)`` that a new customer makes ``n`` repeat purchases in ``(0, t]``.
+
+    FHL eq. (8), with the finite sum of negative-binomial probabilities replaced by the
+    regularized incomplete beta function (``q = t / (alpha + t)``)::
+
+        P(X(t) = n) = B(a, b + n)/B(a, b) * Gamma(r + n)/(Gamma(r) n!) (1 - q)^r q^n
+                      + [n > 0] B(a + 1, b + n - 1)/B(a, b) * I_q(n, r)
+
+    where ``I_q(n, r) = P(NB(r, q) >= n)`` is :func:`scipy.special.betainc` ``(n, r, q)``.  The
+    first term is "still active after n purchases and no more by t", the second "dropped out
+    at the n-th purchase, which happened by t".
+
+    Parameters
+    ----------
+    r, alpha, a, b : array_like
+        Positive parameters, e.g. draws of shape ``(chain, draw, 1)``.
+    t : array_like
+        Length of the period (>= 0, data's time unit).
+    n : array_like of int
+        Number of repeat purchases (>= 0), e.g. shape ``(m,)``.
+
+    Returns
+    -------
+    float or ndarray
+        Probabilities, broadcast shape of the inputs; they sum to 1 over ``n = 0, 1, ...``.
+    """
+    r, alpha, a, b = _check_parameters(r=r, alpha=alpha, a=a, b=b)
+    t = _check_horizon(t)
+    n = _as_counts(n, "n").astype(float)
+    positive = t > 0
+    safe_t = np.where(positive, t, 1.0)
+    log_b0 = _betaln(a, b)
+    with np.errstate(divide="ignore"):
+        # n log q, with q = t / (alpha + t); 0 for n = 0 (also at t = 0), -inf for n > 0 at t = 0
+        n_log_q = np.where(n > 0, np.where(positive, -n * np.log1p(alpha / safe_t), -np.inf), 0.0)
+        log_active = (
+            _betaln(a, b + n)
+            - log_b0
+            + special.gammaln(r + n)
+            - special.gammaln(r)
+            - special.gammaln(n + 1.0)
+            - r * np.log1p(t / alpha)
+            + n_log_q
+        )
+        n1 = np.maximum(n, 1.0)
+        tail = special.betainc(n1, r, t / (alpha + t))  # P(NB(r, q) >= n)
+        log_dropped = _betaln(a + 1.0, b + n1 - 1.0) - log_b0 + np.log(tail)
+        log_dropped = np.where(n > 0, log_dropped, -np.inf)
+        out = np.exp(np.logaddexp(log_active, log_dropped))
+    return _scalar_if_0d(out)
+
+
+# --------------------------------------------------------------------------------------------
+# latent posterior and simulation
+# --------------------------------------------------------------------------------------------
+def sample_latent(
+    rng: np.random.Generator | int | None, r, alpha, a, b, frequency, recency, T
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw each customer's latent state ``(alive at T, lambda, p)`` from its exact posterior.
+
+    Derivation.  Given ``(lambda, p)`` the history has likelihood
+    ``(1 - p)^x lambda^x e^(-lambda T)`` (still active: survived all ``x`` purchases, none since
+    ``t_x``) plus, for ``x > 0``, ``p (1 - p)^(x - 1) lambda^x e^(-lambda t_x)`` (dropped out right
+    after the ``x``-th purchase at ``t_x``).  Multiplying by the Gamma and Beta priors, each term is
+    again Gamma x Beta, so the posterior is a two-component mixture:
+
+    * alive at ``T`` with probability :func:`p_alive`, and then
+      ``lambda ~ Gamma(r + x, rate = alpha + T)``, ``p ~ Beta(a, b + x)``;
+    * dropped out at ``t_x`` otherwise, and then ``lambda ~ Gamma(r + x, rate = alpha + t_x)``,
+      ``p ~ Beta(a + 1, b + x - 1)``.
+
+    The component weights are the two terms of FHL eq. (6), so this is an exact joint draw.  For a
+    dead customer ``lambda`` and ``p`` are returned from the dropped-out component; they do not
+    affect the future (a dead customer never buys again), but are the right values for any
+    statistic of the latent rates.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator or seed
+        Random generator (a seed is passed to :func:`numpy.random.default_rng`).
+    r, alpha, a, b : array_like
+        Positive parameters, e.g. posterior draws of shape ``(chain, draw, 1)`` (one latent draw
+        per parameter draw is the usual posterior-predictive step).
+    frequency, recency, T : array_like
+        Customer history ``x``, ``t_x``, ``T`` (data's time unit), shape ``(n,)``.
+
+    Returns
+    -------
+    alive : ndarray of bool
+        Whether the customer is still active at ``T``.
+    lam : ndarray
+        Purchase rate ``lambda`` (purchases per time unit); may underflow to 0 for shapes
+        ``r + x`` below ~0.01.
+    p : ndarray
+        Dropout probability per purchase, in ``[0, 1]``.
+
+    All three have the broadcast shape of all inputs.
+    """
+    rng = np.random.default_rng(rng)
+    r, alpha, a, b = _check_parameters(r=r, alpha=alpha, a=a, b=b)
+    x, t_x, T = _check_history(frequency, recency, T)
+    prob_alive = special.expit(-_log_dead_odds(r, alpha, a, b, x, t_x, T))
+    r, alpha, a, b, x, t_x, T, prob_alive = np.broadcast_arrays(
+        r, alpha, a, b, x, t_x, T, prob_alive
+    )
+    alive = rng.random(prob_alive.shape) < prob_alive
+    lam = rng.standard_gamma(r + x) / np.where(alive, alpha + T, alpha + t_x)
+    # b + max(x, 1) - 1 > 0: the dead branch only occurs for x >= 1
+    p = rng.beta(np.where(alive, a, a + 1.0), np.where(alive, b + x, b + np.maximum(x, 1.0) - 1.0))
+    return alive, lam, p
+
+
+def _check_latent(alive, lam, p, t):
+    alive = np.asarray(alive)
+    if alive.dtype != bool:
+        raise ValueError(f"alive must be a boolean array, got dtype {alive.dtype}.")
+    lam = _as_float("lam", lam)
+    p = _as_float("p", p)
+    if not np.all(np.isfinite(lam) & (lam >= 0)):
+        raise ValueError("lam (purchase rate per time unit) must be finite and >= 0.")
+    if not np.all((p >= 0) & (p <= 1)):
+        raise ValueError("p (dropout probability per purchase) must lie in [0, 1].")
+    t = _check_horizon(t)
+    return np.broadcast_arrays(alive, lam, p, t)
+
+
+def _simulate_window(rng, alive, lam, p, t):
+    """Purchases in ``(0, t]`` of customers active at 0, by thinning.
+
+    Purchases that end in dropout ("killing" purchases) form a Poisson process of rate
+    ``lam p`` and the others one of rate ``lam (1 - p)``, independently.  The customer buys every
+    non-killing purchase before the first killing one, at ``tau ~ Exp(lam p)``, and that one.
+    Returns the counts, the number of non-killing purchases, whether ``tau <= t``, ``tau`` and
+    the window ``min(tau, t)`` in which the non-killing purchases fall (uniformly).
+    """
+    kill_rate = lam * p
+    with np.errstate(divide="ignore"):
+        tau = np.where(kill_rate > 0, rng.standard_exponential(lam.shape) / kill_rate, np.inf)
+    window = np.where(alive, np.minimum(tau, t), 0.0)
+    n_other = rng.poisson(lam * (1.0 - p) * window)
+    killed = alive & (tau <= t)
+    return n_other + killed, n_other, killed, tau, window
+
+
+def simulate_purchases(rng: np.random.Generator | int | None, alive, lam, p, t) -> np.ndarray:
+    """Number of purchases in ``(0, t]`` of customers with latent state ``(alive, lam, p)`` at 0.
+
+    Exact simulation of the BG/NBD process: while active, purchases arrive at rate ``lam``;
+    after each purchase the customer drops out with probability ``p`` (the purchase itself
+    counts).  Its mean is ``(1 - exp(-lam p t)) / p`` for an active customer, 0 for a dead one.
+    Typical use: ``simulate_purchases(rng, *sample_latent(rng, ...), t)`` draws from the
+    posterior predictive of purchases in ``(T, T + t]``.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator or seed
+        Random generator.
+    alive : array_like of bool
+        Whether each customer is active at the start of the window.
+    lam : array_like
+        Purchase rates (>= 0, per time unit).
+    p : array_like
+        Dropout probabilities per purchase, in ``[0, 1]``.
+    t : array_like
+        Window length (>= 0, data's time unit).
+
+    Returns
+    -------
+    ndarray of int64
+        Purchase counts, broadcast shape of the inputs.
+    """
+    rng = np.random.default_rng(rng)
+    alive, lam, p, t = _check_latent(alive, lam, p, t)
+    return _simulate_window(rng, alive, lam, p, t)[0]
+
+
+def simulate_purchase_times(
+    rng: np.random.Generator | int | None, alive, lam, p, t
+) -> tuple[np.ndarray, np.ndarray]:
+    """Purchase counts and purchase times in ``(0, t]`` (for discounted value).
+
+    Same process and parameters as :func:`simulate_purchases`.  Given the dropout time ``tau``
+    the non-killing purchases are uniform on ``(0, min(tau, t)]``; the killing purchase, if
+    ``tau <= t``, is the last one, at ``tau``.
+
+    Returns
+    -------
+    counts : ndarray of int64
+        Purchases per customer, broadcast shape of the inputs.
+    times : ndarray, shape (counts.sum(),)
+        Purchase times in ``(0, t]`` (data's time unit, measured from the start of the window),
+        customers in C order of ``counts`` (the first ``counts.flat[0]`` belong to the first
+        customer, and so on), ascending within each customer.
+    """
+    rng = np.random.default_rng(rng)
+    alive, lam, p, t = _check_latent(alive, lam, p, t)
+    counts, _, killed, tau, window = _simulate_window(rng, alive, lam, p, t)
+    flat_counts = counts.ravel()
+    owner = np.repeat(np.arange(flat_counts.size), flat_counts)
+    starts = np.cumsum(flat_counts) - flat_counts
+    slot = np.arange(owner.size) - starts[owner]
+    is_kill = killed.ravel()[owner] & (slot == flat_counts[owner] - 1)
+    uniform = 1.0 - rng.random(owner.size)  # in (0, 1]
+    times = np.where(is_kill, tau.ravel()[owner], uniform * window.ravel()[owner])
+    order = np.lexsort((times, owner))
+    return counts, times[order]
+
+
+def simulate(
+    rng: np.random.Generator | int | None, r, alpha, a, b, T, t_holdout=0.0
+) -> dict[str, np.ndarray]:
+    """Simulate customers from the BG/NBD population with observation lengths ``T``.
+
+    Each customer gets ``lambda ~ Gamma(r, rate=alpha)`` and ``p ~ Beta(a, b)``, makes a first
+    purchase at time 0 and then follows the process of :func:`simulate_purchases`.  The
+    calibration period is ``(0, T]`` and the holdout period ``(T, T + t_holdout]``.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator or seed
+        Random generator.
+    r, alpha, a, b : array_like
+        Positive parameters (scalars, or broadcastable to ``T``).
+    T : array_like
+        Calibration length of each customer (>= 0, data's time unit), shape ``(n,)``.
+    t_holdout : array_like, default 0
+        Holdout length (>= 0, data's time unit).
+
+    Returns
+    -------
+    dict of ndarray, each of shape ``(n,)``
+        ``frequency`` (int64, repeat purchases in ``(0, T]``), ``recency`` (time of the last of
+        them, 0 if none), ``T``, ``frequency_holdout`` (int64, purchases in
+        ``(T, T + t_holdout]``), and the true latent ``lam``, ``p`` and ``alive_at_T`` (bool).
+    """
+    rng = np.random.default_rng(rng)
+    r, alpha, a, b = _check_parameters(r=r, alpha=alpha, a=a, b=b)
+    T = _check_horizon(T, "T")
+    t_holdout = _check_horizon(t_holdout, "t_holdout")
+    r, alpha, a, b, T, t_holdout = np.broadcast_arrays(r, alpha, a, b, T, t_holdout)
+    lam = rng.standard_gamma(r) / alpha
+    p = rng.beta(a, b)
+    alive0 = np.ones(T.shape, dtype=bool)
+    _, n_cal, killed_cal, tau, _ = _simulate_window(rng, alive0, lam, p, T)
+    frequency = n_cal + killed_cal
+    # last purchase: the killing one at tau, else the largest of n_cal uniforms on (0, T]
+    safe_n = np.maximum(n_cal, 1)
+    last_other = T * (1.0 - rng.random(T.shape)) ** (1.0 / safe_n)
+    recency = np.where(killed_cal, tau, np.where(n_cal > 0, last_other, 0.0))
+    alive_at_T = ~killed_cal
+    end = np.minimum(tau, T + t_holdout)
+    hold_window = np.where(alive_at_T, np.maximum(end - T, 0.0), 0.0)
+    n_hold = rng.poisson(lam * (1.0 - p) * hold_window)
+    killed_hold = alive_at_T & (tau <= T + t_holdout)
+    return {
+        "frequency": frequency.astype(np.int64),
+        "recency": recency,
+        "T": T.astype(float),
+        "frequency_holdout": (n_hold + killed_hold).astype(np.int64),
+        "lam": lam,
+        "p": p,
+        "alive_at_T": alive_at_T,
+    }
