@@ -1,0 +1,28 @@
+"""The data layer: transaction logs in, validated RFM summaries out.
+
+Imports neither PyMC nor PyTensor.
+
+- :func:`read_transactions` reads CSV/Parquet (a DataFrame passes through);
+- :func:`summarize_transactions` builds the RFM table (frequency, recency, T,
+  monetary_value) from a transaction log;
+- :func:`calibration_holdout_split` adds holdout-period counts for out-of-sample checks;
+- :func:`validate_rfm` checks an RFM table that did not come from us;
+- :func:`compress` collapses customers with identical rows for fast likelihoods;
+- :class:`DataError` is the one exception raised for bad input.
+"""
+
+from clvbayes.data.compress import CompressedRFM, compress
+from clvbayes.data.rfm import read_transactions, summarize_transactions
+from clvbayes.data.split import calibration_holdout_split
+from clvbayes.data.validation import TIME_UNITS, DataError, validate_rfm
+
+__all__ = [
+    "TIME_UNITS",
+    "CompressedRFM",
+    "DataError",
+    "calibration_holdout_split",
+    "compress",
+    "read_transactions",
+    "summarize_transactions",
+    "validate_rfm",
+]
