@@ -67,7 +67,9 @@ def gg_nuts_small(cdnow):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return GammaGammaModel().fit(cdnow, draws=100, tune=200, chains=2, seed=4, progressbar=False)
+        return GammaGammaModel().fit(
+            cdnow, draws=100, tune=200, chains=2, seed=4, progressbar=False
+        )
 
 
 def flat_priors(model_cls):

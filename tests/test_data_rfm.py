@@ -428,3 +428,13 @@ def test_data_layer_imports_without_pymc():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_dates_before_1970():
+    dates = pd.to_datetime(["1960-01-01 10:00", "1969-12-31 23:00", "1970-01-02 00:00"])
+    tx = pd.DataFrame({"customer_id": [1, 1, 2], "date": dates})
+    out = summarize_transactions(tx, time_unit="days")
+    assert out["recency"].tolist() == [3652.0, 0.0]
+    assert out["T"].tolist() == [3654.0, 0.0]
+    exact = summarize_transactions(tx, time_unit="days", merge_same_day=False)
+    assert exact.loc[1, "recency"] == pytest.approx(3652 + 13 / 24)

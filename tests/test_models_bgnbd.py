@@ -52,7 +52,9 @@ def test_compressed_loglik_equals_per_customer(cdnow):
     np.testing.assert_allclose(data.expand(uniq), full, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("params", [(0.2426, 4.41, 0.79, 2.43), (5.0, 0.5, 1.0, 1.0), (0.01, 300.0, 40.0, 0.05)])
+@pytest.mark.parametrize(
+    "params", [(0.2426, 4.41, 0.79, 2.43), (5.0, 0.5, 1.0, 1.0), (0.01, 300.0, 40.0, 0.05)]
+)
 def test_pytensor_loglik_equals_numpy(params):
     import pytensor
     import pytensor.tensor as pt
@@ -61,31 +63,39 @@ def test_pytensor_loglik_equals_numpy(params):
     tx = np.array([0.0, 1.5, 30.43, 30.857, 38.0, 39.0])
     T = np.array([40.0, 38.86, 38.86, 31.0, 40.0, 39.0])
     syms = [pt.dscalar(n) for n in ("r", "alpha", "a", "b")]
-    out = bgnbd.loglik(*syms, pt.as_tensor(x), pt.as_tensor(tx), pt.as_tensor(T), xp=pytensor_namespace())
+    out = bgnbd.loglik(
+        *syms, pt.as_tensor(x), pt.as_tensor(tx), pt.as_tensor(T), xp=pytensor_namespace()
+    )
     f = pytensor.function(syms, out)
     np.testing.assert_allclose(f(*params), bgnbd.loglik(*params, x, tx, T), rtol=1e-10)
 
 
 def test_pymc_model_logp_matches_numpy_total(cdnow):
-    import pymc as pm
 
     model = BetaGeoModel(priors=flat_priors(BetaGeoModel))
     data = model._compress(cdnow)
     pm_model = model.build_pymc_model(data)
     point = {f"{k}_log__": np.log(v) for k, v in BGNBD_MLE.items()}
     logp = pm_model.compile_logp(jacobian=False)(point)
-    expected = np.sum(data.counts * bgnbd.loglik(*BGNBD_MLE.values(), data["frequency"], data["recency"], data["T"]))
+    expected = np.sum(
+        data.counts
+        * bgnbd.loglik(*BGNBD_MLE.values(), data["frequency"], data["recency"], data["T"])
+    )
     assert logp == pytest.approx(expected, rel=1e-10)
 
 
 # ---------------------------------------------------------------- API contract
 def test_unknown_prior_name_lists_valid_names():
-    with pytest.raises(ValueError, match=r"unknown prior name\(s\) \['beta'\].*Valid names are: r, alpha, a, b"):
+    with pytest.raises(
+        ValueError, match=r"unknown prior name\(s\) \['beta'\].*Valid names are: r, alpha, a, b"
+    ):
         BetaGeoModel(priors={"beta": Prior("HalfNormal", sigma=1)})
 
 
 def test_unknown_prior_distribution_lists_available():
-    with pytest.raises(ValueError, match="Unknown prior distribution 'Normal'. Available: HalfFlat"):
+    with pytest.raises(
+        ValueError, match=r"Unknown prior distribution 'Normal'\. Available: HalfFlat"
+    ):
         Prior("Normal", sigma=1)
 
 
@@ -170,14 +180,18 @@ def test_save_load_roundtrip_identical_predictions(bgnbd_nuts_small, tmp_path):
     np.testing.assert_array_equal(loaded.data_.inverse, bgnbd_nuts_small.data_.inverse)
     assert loaded.priors == bgnbd_nuts_small.priors
     assert loaded.time_unit_ == "weeks"
-    assert list(loaded.p_alive()["customer_id"].values) == list(bgnbd_nuts_small.p_alive()["customer_id"].values)
+    assert list(loaded.p_alive()["customer_id"].values) == list(
+        bgnbd_nuts_small.p_alive()["customer_id"].values
+    )
 
 
 def test_save_without_data_needs_table(bgnbd_mle, cdnow, tmp_path):
     path = tmp_path / "nodata.nc"
     bgnbd_mle.save(path, include_data=False)
     loaded = BetaGeoModel.load(path)
-    with pytest.raises(ValueError, match="saved without its training data: pass the customer table"):
+    with pytest.raises(
+        ValueError, match="saved without its training data: pass the customer table"
+    ):
         loaded.p_alive()
     np.testing.assert_array_equal(loaded.p_alive(cdnow).values, bgnbd_mle.p_alive().values)
 
@@ -190,7 +204,7 @@ def test_load_incompatible_version_fails_clearly(bgnbd_mle, tmp_path):
     idata = az.from_netcdf(str(path))
     idata.attrs["clvbayes_format"] = 0
     idata.to_netcdf(str(tmp_path / "old2.nc"), engine="h5netcdf")
-    with pytest.raises(ValueError, match="saved-model format 0 .* cannot be read by this clvbayes"):
+    with pytest.raises(ValueError, match=r"saved-model format 0 .* cannot be read by this clvbayes"):
         BetaGeoModel.load(tmp_path / "old2.nc")
 
 

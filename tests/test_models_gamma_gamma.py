@@ -28,7 +28,9 @@ def test_map_flat_priors_equals_published(cdnow):
 
 
 def test_zero_frequency_customers_excluded_with_reported_count(cdnow):
-    with pytest.warns(ExcludedCustomersWarning, match="1411 of 2357 customers are excluded from the fit"):
+    with pytest.warns(
+        ExcludedCustomersWarning, match="1411 of 2357 customers are excluded from the fit"
+    ):
         m = GammaGammaModel().fit(cdnow, method="mle")
     assert m.fit_info_["n_customers_fitted"] == 946
     assert m.fit_info_["n_customers_excluded"] == 1411
@@ -80,7 +82,9 @@ def test_save_load_roundtrip(gg_nuts_small, tmp_path):
     path = tmp_path / "gg.nc"
     gg_nuts_small.save(path)
     loaded = GammaGammaModel.load(path)
-    np.testing.assert_array_equal(loaded.expected_spend().values, gg_nuts_small.expected_spend().values)
+    np.testing.assert_array_equal(
+        loaded.expected_spend().values, gg_nuts_small.expected_spend().values
+    )
 
 
 def test_load_wrong_model_class_fails(gg_mle, tmp_path):

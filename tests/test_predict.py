@@ -53,7 +53,9 @@ def test_schedule_handles_partial_last_period():
 
 
 @pytest.mark.parametrize("horizon", [52.0, 520.0, 5000.0])
-@pytest.mark.parametrize("params", [(0.2426, 4.4136, 0.7929, 2.4259), (2.0, 50.0, 1.0, 3.0), (0.5, 1.0, 3.0, 0.5)])
+@pytest.mark.parametrize(
+    "params", [(0.2426, 4.4136, 0.7929, 2.4259), (2.0, 50.0, 1.0, 3.0), (0.5, 1.0, 3.0, 0.5)]
+)
 def test_discounted_sum_equals_exact_period_sum(horizon, params):
     r, alpha, a, b = params
     x = np.array([0.0, 2.0, 26.0, 300.0])
@@ -82,8 +84,14 @@ def test_clv_at_mle_equals_brute_force_sum(bgnbd_mle, gg_mle):
     bg = {k: float(v) for k, v in bgnbd_mle.summary()["mean"].items()}
     gg = {k: float(v) for k, v in gg_mle.summary()["mean"].items()}
     spend = gg["p"] * (gg["gamma"] + x * z) / (gg["p"] * x + gg["q"] - 1)
-    cum = [0.0] + [_expected_by_quadrature(*bg.values(), x, tx, T, k) for k in range(1, horizon + 1)]
-    brute = margin * spend * sum((cum[k] - cum[k - 1]) / (1 + weekly_rate) ** k for k in range(1, horizon + 1))
+    cum = [0.0] + [
+        _expected_by_quadrature(*bg.values(), x, tx, T, k) for k in range(1, horizon + 1)
+    ]
+    brute = (
+        margin
+        * spend
+        * sum((cum[k] - cum[k - 1]) / (1 + weekly_rate) ** k for k in range(1, horizon + 1))
+    )
     assert res.customers["clv_mean"].iloc[0] == pytest.approx(brute, rel=1e-8)
     assert res.customers["purchases_mean"].iloc[0] == pytest.approx(cum[-1], rel=1e-8)
     assert res.customers["spend_mean"].iloc[0] == pytest.approx(spend, rel=1e-12)
@@ -125,7 +133,9 @@ def test_customer_table_columns_and_consistency(scored, cdnow, bgnbd_nuts_small)
     # the predictive interval of the outcome contains the credible interval of its expectation
     assert (c["purchases_pi_upper"] >= c["purchases_ci_upper"] - 1e-9).mean() > 0.99
     assert np.all(np.mod(c["purchases_pi_upper"], 1) == 0)
-    assert scored.settings["discount_rate_per_period"] == pytest.approx(rate_per_period(0.1, "weeks"))
+    assert scored.settings["discount_rate_per_period"] == pytest.approx(
+        rate_per_period(0.1, "weeks")
+    )
 
 
 def test_identical_histories_get_identical_rows(scored, cdnow):
@@ -157,7 +167,9 @@ def test_simulated_outcomes_agree_with_expectations(scored):
     """The mean of the predictive total (simulation) matches the expected total (closed form)."""
     total = scored.segments["all"].loc["all"]
     for q in ("purchases", "revenue", "clv", "alive"):
-        assert total[f"{q}_total_pi_lower"] < total[f"{q}_total_mean"] < total[f"{q}_total_pi_upper"]
+        assert (
+            total[f"{q}_total_pi_lower"] < total[f"{q}_total_mean"] < total[f"{q}_total_pi_upper"]
+        )
 
 
 def test_same_seed_same_table_and_chunking_does_not_change_expectations(cdnow, bgnbd_mle, gg_mle):
@@ -173,7 +185,9 @@ def test_same_seed_same_table_and_chunking_does_not_change_expectations(cdnow, b
 def test_time_unit_mismatch_is_an_error(cdnow, bgnbd_mle):
     days = cdnow.copy()
     days.attrs = {**cdnow.attrs, "time_unit": "days"}
-    with pytest.raises(ValueError, match="customer table is in days but the purchase model was fitted in weeks"):
+    with pytest.raises(
+        ValueError, match="customer table is in days but the purchase model was fitted in weeks"
+    ):
         score_customers(days, bgnbd_mle, horizon=10)
 
 
@@ -236,7 +250,9 @@ def test_predictive_intervals_are_calibrated_on_simulated_data(params_bg, params
         pit = res[f"{q}_pit"]
         central = ((pit > 0.05) & (pit < 0.95)).mean()
         covered = res[f"{q}_pi_covered"].mean()
-        print(f"\n{params_bg} {params_gg} {q}: randomised coverage {central:.3f}, interval coverage {covered:.3f}")
+        print(
+            f"\n{params_bg} {params_gg} {q}: randomised coverage {central:.3f}, interval coverage {covered:.3f}"
+        )
         assert 0.87 <= central <= 0.93, q
         assert covered >= 0.87, q
 
@@ -251,14 +267,20 @@ def test_parameter_credible_intervals_cover_truth_at_nominal_rate():
     hits = []
     for rep in range(20):
         rng = np.random.default_rng(1000 + rep)
-        rfm, _, _ = _simulate_dataset(rng, tuple(truth_bg.values()), tuple(truth_gg.values()), n=1000)
+        rfm, _, _ = _simulate_dataset(
+            rng, tuple(truth_bg.values()), tuple(truth_gg.values()), n=1000
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             bg = BetaGeoModel().fit(rfm, draws=400, tune=400, chains=2, seed=rep, progressbar=False)
-            gg = GammaGammaModel().fit(rfm, draws=400, tune=400, chains=2, seed=rep, progressbar=False)
+            gg = GammaGammaModel().fit(
+                rfm, draws=400, tune=400, chains=2, seed=rep, progressbar=False
+            )
         for model, truth in ((bg, truth_bg), (gg, truth_gg)):
             s = model.summary(prob=0.9)
             hits += [s.loc[k, "lower_0.9"] <= v <= s.loc[k, "upper_0.9"] for k, v in truth.items()]
     rate = float(np.mean(hits))
-    print(f"\nSBC: 90% credible intervals cover the true parameter in {rate:.1%} of {len(hits)} cases")
+    print(
+        f"\nSBC: 90% credible intervals cover the true parameter in {rate:.1%} of {len(hits)} cases"
+    )
     assert 0.82 <= rate <= 0.97

@@ -212,7 +212,21 @@ def _scalar_if_0d(out: np.ndarray) -> np.ndarray | float:
 # --------------------------------------------------------------------------------------------
 # log-likelihood and P(alive)
 # --------------------------------------------------------------------------------------------
-def loglik(r, alpha, a, b, frequency, recency, T, xp: SimpleNamespace = NUMPY):
+def loglik_frequency_terms(r, a, b, frequency, xp: SimpleNamespace = NUMPY):
+    """The terms of :func:`loglik` that depend on the history only through ``x``.
+
+    ``log Gamma(r + x) - log Gamma(r) + log B(a, b + x) - log B(a, b)``: the costly special
+    functions, which a caller may evaluate once per distinct frequency and pass to
+    :func:`loglik` as ``frequency_terms`` (the PyMC model does, for speed).
+    """
+    return (
+        xp.gammaln(r + frequency) - xp.gammaln(r) + betaln(xp, a, b + frequency) - betaln(xp, a, b)
+    )
+
+
+def loglik(
+    r, alpha, a, b, frequency, recency, T, xp: SimpleNamespace = NUMPY, frequency_terms=None
+):
     """Per-customer BG/NBD log-likelihood (FHL eq. 6) in log-sum-exp form.
 
     ``log L = log A + log1p(exp(d))`` (the second term only for ``x > 0``), with::
@@ -243,6 +257,9 @@ def loglik(r, alpha, a, b, frequency, recency, T, xp: SimpleNamespace = NUMPY):
         Array namespace; :func:`clvbayes.math._xp.pytensor_namespace` builds the same
         expression symbolically for PyMC (no NaN in the unused branch, so gradients are
         finite).  With NumPy the inputs are validated first.
+    frequency_terms : array or tensor, optional
+        :func:`loglik_frequency_terms` already evaluated for each row (e.g. gathered from
+        the distinct frequencies); computed here when not given.
 
     Returns
     -------
@@ -260,14 +277,9 @@ def loglik(r, alpha, a, b, frequency, recency, T, xp: SimpleNamespace = NUMPY):
         frequency, recency, T = _check_history(frequency, recency, T)
     x = frequency
     log_alpha_T = xp.log(alpha + T)
-    log_a = (
-        xp.gammaln(r + x)
-        - xp.gammaln(r)
-        + r * xp.log(alpha)
-        - (r + x) * log_alpha_T
-        + betaln(xp, a, b + x)
-        - betaln(xp, a, b)
-    )
+    if frequency_terms is None:
+        frequency_terms = loglik_frequency_terms(r, a, b, x, xp)
+    log_a = frequency_terms + r * xp.log(alpha) - (r + x) * log_alpha_T
     # b + max(x, 1) - 1 >= b > 0 keeps the unused x = 0 branch finite (and its gradient).
     d = (
         xp.log(a)

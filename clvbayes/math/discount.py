@@ -44,7 +44,9 @@ def rate_per_period(annual_rate: float, time_unit: str, period: float = 1.0) -> 
         raise ValueError(f"time_unit must be one of {sorted(DAYS_PER_UNIT)}, got {time_unit!r}.")
     if not annual_rate > -1:
         raise ValueError(f"annual discount rate must be > -1, got {annual_rate}.")
-    return float(np.expm1(np.log1p(annual_rate) * period * DAYS_PER_UNIT[time_unit] / DAYS_PER_YEAR))
+    return float(
+        np.expm1(np.log1p(annual_rate) * period * DAYS_PER_UNIT[time_unit] / DAYS_PER_YEAR)
+    )
 
 
 def schedule(horizon: float, discount_rate: float = 0.0, period: float = 1.0):

@@ -173,6 +173,7 @@ def loglik(
     frequency: ArrayOrTensor,
     monetary_value: ArrayOrTensor,
     xp: SimpleNamespace = NUMPY,
+    frequency_terms: ArrayOrTensor | None = None,
 ) -> ArrayOrTensor:
     """Per-customer log density of the mean transaction value z-bar given x.
 
@@ -195,6 +196,9 @@ def loglik(
     xp : namespace, default :data:`clvbayes.math._xp.NUMPY`
         Array namespace; pass :func:`clvbayes.math._xp.pytensor_namespace` to build the same
         expression symbolically for PyMC.  With NumPy the inputs are validated first.
+    frequency_terms : array or tensor, optional
+        :func:`loglik_frequency_terms` already evaluated per row (e.g. gathered from the
+        distinct frequencies, as the PyMC model does for speed).
 
     Returns
     -------
@@ -215,8 +219,15 @@ def loglik(
     m = xp.where(has_spend, monetary_value, 1.0)
     px = p * x
     xm = x * m
-    ll = -betaln(xp, px, q) - px * xp.log1p(gamma / xm) - q * xp.log1p(xm / gamma) - xp.log(m)
+    if frequency_terms is None:
+        frequency_terms = loglik_frequency_terms(p, q, x, xp)
+    ll = frequency_terms - px * xp.log1p(gamma / xm) - q * xp.log1p(xm / gamma) - xp.log(m)
     return xp.where(has_spend, ll, 0.0)
+
+
+def loglik_frequency_terms(p, q, frequency, xp: SimpleNamespace = NUMPY):
+    """``-log B(p x, q)``: the costly term of :func:`loglik` that depends only on ``x`` (>= 1)."""
+    return -betaln(xp, p * frequency, q)
 
 
 # --------------------------------------------------------------------------------------------

@@ -75,9 +75,15 @@ class BetaGeoModel(CLVModel):
         return compress(validate_rfm(rfm), columns=self.history_columns)
 
     def _loglik(self, params, data, xp=NUMPY):
+        terms = None
+        if getattr(data, "frequency_index", None) is not None:  # PyMC model: per distinct frequency
+            unique = bgnbd.loglik_frequency_terms(
+                params["r"], params["a"], params["b"], data.frequency_unique, xp=xp
+            )
+            terms = unique[data.frequency_index]
         return bgnbd.loglik(
             params["r"], params["alpha"], params["a"], params["b"],
-            data["frequency"], data["recency"], data["T"], xp=xp,
+            data["frequency"], data["recency"], data["T"], xp=xp, frequency_terms=terms,
         )  # fmt: skip
 
     def _initial_point(self, data: CompressedRFM) -> dict[str, float]:
@@ -128,7 +134,9 @@ class BetaGeoModel(CLVModel):
         t_arr = np.atleast_1d(np.asarray(t, dtype=float))
         values = bgnbd.expected_purchases_new(d["r"], d["alpha"], d["a"], d["b"], t_arr)
         if np.ndim(t) == 0:
-            return xr.DataArray(values[..., 0], dims=("chain", "draw"), name="expected_purchases_new")
+            return xr.DataArray(
+                values[..., 0], dims=("chain", "draw"), name="expected_purchases_new"
+            )
         return xr.DataArray(
             values, dims=("chain", "draw", "t"), coords={"t": t_arr}, name="expected_purchases_new"
         )
@@ -140,7 +148,9 @@ class BetaGeoModel(CLVModel):
         d = {k: v[..., None] for k, v in self.draws().items()}
         n_arr = np.atleast_1d(np.asarray(n))
         values = bgnbd.prob_purchases(d["r"], d["alpha"], d["a"], d["b"], t, n_arr)
-        return xr.DataArray(values, dims=("chain", "draw", "n"), coords={"n": n_arr}, name="prob_purchases")
+        return xr.DataArray(
+            values, dims=("chain", "draw", "n"), coords={"n": n_arr}, name="prob_purchases"
+        )
 
     # ------------------------------------------------------------------ array interface
     # Used by clvbayes.predict: ``params`` holds arrays of shape (S, 1) (S posterior draws),
@@ -174,7 +184,9 @@ class BetaGeoModel(CLVModel):
         Returns (counts of shape (S, n), flat purchase times measured from T).
         """
         r, alpha, a, b = (np.broadcast_to(v, (v.shape[0], h["T"].size)) for v in self._args(params))
-        alive, lam, p = bgnbd.sample_latent(rng, r, alpha, a, b, h["frequency"], h["recency"], h["T"])
+        alive, lam, p = bgnbd.sample_latent(
+            rng, r, alpha, a, b, h["frequency"], h["recency"], h["T"]
+        )
         counts, times = bgnbd.simulate_purchase_times(rng, alive, lam, p, horizon)
         return np.asarray(alive), np.asarray(counts).reshape(r.shape), times
 

@@ -69,7 +69,15 @@ class GammaGammaModel(CLVModel):
         # rows with frequency 0 get weight 0; give them harmless values so no NaN reaches gradients
         x_safe = xp.maximum(x, 1)
         z_safe = xp.where(x > 0, data["monetary_value"], 1.0)
-        return gamma_gamma.loglik(params["p"], params["q"], params["gamma"], x_safe, z_safe, xp=xp)
+        terms = None
+        if getattr(data, "frequency_index", None) is not None:  # PyMC model: per distinct frequency
+            unique = gamma_gamma.loglik_frequency_terms(
+                params["p"], params["q"], xp.maximum(data.frequency_unique, 1), xp=xp
+            )
+            terms = unique[data.frequency_index]
+        return gamma_gamma.loglik(
+            params["p"], params["q"], params["gamma"], x_safe, z_safe, xp=xp, frequency_terms=terms
+        )
 
     def _initial_point(self, data: CompressedRFM) -> dict[str, float]:
         w = self._likelihood_weights(data)

@@ -25,9 +25,18 @@ _SCIPY_LOGPDF = {
         lambda x, nu, sigma: stats.t.logpdf(x, df=nu, scale=sigma) + np.log(2.0),
     ),
     "Exponential": (("lam",), lambda x, lam: stats.expon.logpdf(x, scale=1.0 / lam)),
-    "Gamma": (("alpha", "beta"), lambda x, alpha, beta: stats.gamma.logpdf(x, alpha, scale=1 / beta)),
-    "LogNormal": (("mu", "sigma"), lambda x, mu, sigma: stats.lognorm.logpdf(x, sigma, scale=np.exp(mu))),
-    "Weibull": (("alpha", "beta"), lambda x, alpha, beta: stats.weibull_min.logpdf(x, alpha, scale=beta)),
+    "Gamma": (
+        ("alpha", "beta"),
+        lambda x, alpha, beta: stats.gamma.logpdf(x, alpha, scale=1 / beta),
+    ),
+    "LogNormal": (
+        ("mu", "sigma"),
+        lambda x, mu, sigma: stats.lognorm.logpdf(x, sigma, scale=np.exp(mu)),
+    ),
+    "Weibull": (
+        ("alpha", "beta"),
+        lambda x, alpha, beta: stats.weibull_min.logpdf(x, alpha, scale=beta),
+    ),
 }
 
 AVAILABLE_DISTRIBUTIONS = tuple(_SCIPY_LOGPDF)
@@ -67,7 +76,7 @@ class Prior:
                 f"Prior {dist!r} takes parameters {list(required)}, got {sorted(params)}."
             )
         for key, value in params.items():
-            if not np.isfinite(value) or value <= 0 and key != "mu":
+            if not np.isfinite(value) or (value <= 0 and key != "mu"):
                 raise ValueError(f"Prior {dist!r}: parameter {key}={value!r} must be positive.")
         object.__setattr__(self, "dist", dist)
         object.__setattr__(self, "params", {k: float(v) for k, v in params.items()})

@@ -87,7 +87,9 @@ def joint_draws(purchase_model, spend_model=None, n_draws: int | None = None):
         n = min(n, n_draws)
     out = []
     for f, size in zip(flat, sizes, strict=True):
-        idx = np.zeros(n, dtype=int) if size == 1 else np.linspace(0, size - 1, n).round().astype(int)
+        idx = (
+            np.zeros(n, dtype=int) if size == 1 else np.linspace(0, size - 1, n).round().astype(int)
+        )
         out.append({k: v[idx][:, None] for k, v in f.items()})
     return out[0], (out[1] if spend_model is not None else None)
 
@@ -171,15 +173,21 @@ def score_customers(
         )
     if annual_discount_rate is not None:
         if discount_rate:
-            raise ValueError("Give either discount_rate (per period) or annual_discount_rate, not both.")
+            raise ValueError(
+                "Give either discount_rate (per period) or annual_discount_rate, not both."
+            )
         if not time_unit:
-            raise ValueError("annual_discount_rate needs the data's time unit (rfm.attrs['time_unit']).")
+            raise ValueError(
+                "annual_discount_rate needs the data's time unit (rfm.attrs['time_unit'])."
+            )
         discount_rate = rate_per_period(annual_discount_rate, time_unit, period)
     ends, factors = schedule(horizon, discount_rate, period)
     by = [by] if isinstance(by, str) else list(by or [])
     missing = [c for c in by if c not in rfm.columns]
     if missing:
-        raise ValueError(f"Grouping column(s) {missing} not in the customer table; columns: {list(rfm.columns)}.")
+        raise ValueError(
+            f"Grouping column(s) {missing} not in the customer table; columns: {list(rfm.columns)}."
+        )
 
     has_spend = spend_model is not None
     checked = validate_rfm(rfm, require_monetary=has_spend)
@@ -204,7 +212,8 @@ def score_customers(
         labels[col] = pd.Index(uniques, name=col)
     hist_group = {
         g: sparse.csr_matrix(
-            (np.ones(data.n_customers), (data.inverse, codes)), shape=(data.n_unique, len(labels[g]))
+            (np.ones(data.n_customers), (data.inverse, codes)),
+            shape=(data.n_unique, len(labels[g])),
         )
         for g, codes in groupings.items()
     }
@@ -221,7 +230,9 @@ def score_customers(
         raise ValueError(f"observed has unknown outcome(s) {unknown}; valid: {valid}.")
     for q, v in observed.items():
         if v.shape != (data.n_customers,):
-            raise ValueError(f"observed[{q!r}] needs one value per customer ({data.n_customers}), got shape {v.shape}.")
+            raise ValueError(
+                f"observed[{q!r}] needs one value per customer ({data.n_customers}), got shape {v.shape}."
+            )
     pit = {q: np.empty(data.n_customers) for q in observed}
     per_elem = max(1, n_sim)
     chunks = _chunks(data.counts, per_elem, max_chunk_elements)
@@ -247,7 +258,9 @@ def score_customers(
             values = spend_model._simulate_values_arrays(rng, sim_sparams, nu, n_buy)
             owner = np.repeat(np.arange(n_buy.size), n_buy.ravel())
             k = np.clip(np.ceil(times / period - 1e-12).astype(np.int64), 1, factors.size)
-            outcome["revenue"] = np.bincount(owner, values, minlength=n_buy.size).reshape(n_buy.shape)
+            outcome["revenue"] = np.bincount(owner, values, minlength=n_buy.size).reshape(
+                n_buy.shape
+            )
             outcome["clv"] = margin * np.bincount(
                 owner, values * factors[k - 1], minlength=n_buy.size
             ).reshape(n_buy.shape)
@@ -263,10 +276,15 @@ def score_customers(
                 per_hist[q].setdefault("pi_lower", []).append(pooled[0])
                 per_hist[q].setdefault("pi_upper", []).append(pooled[1])
         for q, obs in observed.items():
-            pit[q][starts[h0] : starts[h1]] = _pooled_pit(outcome[q], cnt, obs[starts[h0] : starts[h1]], rng)
+            pit[q][starts[h0] : starts[h1]] = _pooled_pit(
+                outcome[q], cnt, obs[starts[h0] : starts[h1]], rng
+            )
         # ---- reduce: per-draw segment totals
         cust = order[starts[h0] : starts[h1]]
-        expect_seg = {"alive": expect["p_alive"], **{q: expect[q] for q in seg_quants if q != "alive"}}
+        expect_seg = {
+            "alive": expect["p_alive"],
+            **{q: expect[q] for q in seg_quants if q != "alive"},
+        }
         for g, codes in groupings.items():
             m_hist = hist_group[g][h0:h1]
             onehot = sparse.csr_matrix(
@@ -283,7 +301,9 @@ def score_customers(
     for q, vals in pit.items():
         obs = np.empty(data.n_customers)
         obs[order] = observed[q]
-        customers[f"{q}_pi_covered"] = (customers[f"{q}_pi_lower"] <= obs) & (obs <= customers[f"{q}_pi_upper"])
+        customers[f"{q}_pi_covered"] = (customers[f"{q}_pi_lower"] <= obs) & (
+            obs <= customers[f"{q}_pi_upper"]
+        )
         customers[f"{q}_pit"] = np.empty(data.n_customers)
         customers.iloc[order, customers.columns.get_loc(f"{q}_pit")] = vals
     segments = {

@@ -83,7 +83,9 @@ def summarize_draws(draws, prob: float = DEFAULT_PROB, kind: str = "ci") -> pd.D
     if hasattr(draws, "dims"):
         other = [d for d in draws.dims if d not in SAMPLE_DIMS]
         if len(other) > 1:
-            raise ValueError(f"summarize_draws takes at most one non-sample dimension, got {other}.")
+            raise ValueError(
+                f"summarize_draws takes at most one non-sample dimension, got {other}."
+            )
         stacked = draws.stack(__sample__=[d for d in SAMPLE_DIMS if d in draws.dims])
         values = stacked.transpose("__sample__", *other).values
         index = pd.Index(draws[other[0]].values, name=other[0]) if other else pd.RangeIndex(1)

@@ -1,0 +1,56 @@
+"""Diagnostic plots for clvbayes models (matplotlib).
+
+Every function draws on an optional ``ax`` (a new figure by default) and returns the Axes
+(or an array of Axes for multi-panel plots).  Wherever the model gives an interval the plot
+shows it, in two kinds that mean different things:
+
+* **credible** (darker band, thick whisker): uncertainty about an *expected* value because
+  the model parameters are not known exactly -- it needs posterior draws, so a MAP fit
+  has none;
+* **predictive** (lighter band, thin capped whisker): the range of what will actually be
+  *observed*, which adds the customers' own randomness.
+
+Model checks (:mod:`clvbayes.plotting.checks`)
+    :func:`plot_frequency_ppc`, :func:`plot_calibration_holdout`, :func:`plot_tracking`
+    (numbers in :func:`tracking_data`), :func:`plot_pit`.
+Customers (:mod:`clvbayes.plotting.customers`)
+    :func:`plot_p_alive_matrix`, :func:`plot_expected_purchases_matrix`,
+    :func:`plot_customer_history`.
+CLV (:mod:`clvbayes.plotting.clv`)
+    :func:`plot_clv_distribution`, :func:`plot_segment_totals`, :func:`plot_interval_kinds`.
+Parameters and sampler (:mod:`clvbayes.plotting.diagnostics`)
+    :func:`plot_posteriors`, :func:`plot_trace`.
+
+Simulation-based bands take a ``seed``: the same seed gives the same picture.
+"""
+
+from clvbayes.plotting.checks import (
+    plot_calibration_holdout,
+    plot_frequency_ppc,
+    plot_pit,
+    plot_tracking,
+    tracking_data,
+)
+from clvbayes.plotting.clv import plot_clv_distribution, plot_interval_kinds, plot_segment_totals
+from clvbayes.plotting.customers import (
+    plot_customer_history,
+    plot_expected_purchases_matrix,
+    plot_p_alive_matrix,
+)
+from clvbayes.plotting.diagnostics import plot_posteriors, plot_trace
+
+__all__ = [
+    "plot_calibration_holdout",
+    "plot_clv_distribution",
+    "plot_customer_history",
+    "plot_expected_purchases_matrix",
+    "plot_frequency_ppc",
+    "plot_interval_kinds",
+    "plot_p_alive_matrix",
+    "plot_pit",
+    "plot_posteriors",
+    "plot_segment_totals",
+    "plot_trace",
+    "plot_tracking",
+    "tracking_data",
+]

@@ -1,0 +1,115 @@
+"""Helpers shared by the plotting modules: axes, thinned draws, interval bands, histories."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clvbayes.data import TIME_UNITS, CompressedRFM, compress, validate_rfm
+from clvbayes.predict import joint_draws, tail_probs
+
+#: Default number of posterior draws used by a plot (evenly spaced; all if fewer).
+N_DRAWS = 200
+#: Default number of simulated data sets behind a predictive band.
+N_SIMS = 200
+
+# Colours: observed data in black/grey, the model in one blue; ci darker than pi.
+OBSERVED_COLOR = "0.15"
+MODEL_COLOR = "C0"
+CI_ALPHA = 0.45
+PI_ALPHA = 0.18
+
+BGNBD_PARAMS = ("r", "alpha", "a", "b")
+
+
+def get_ax(ax=None):
+    """The given Axes, or a new figure's Axes."""
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    return plt.subplots()[1]
+
+
+def check_fitted(model: Any) -> None:
+    """Raise the model's own "call fit first" error when it is not fitted."""
+    check = getattr(model, "_check_fitted", None)
+    if check is not None:
+        check()
+    elif not hasattr(model, "idata_"):
+        raise TypeError(f"Expected a fitted clvbayes model, got {type(model).__name__}.")
+
+
+def bgnbd_draws(model: Any, n_draws: int | None = N_DRAWS) -> dict[str, np.ndarray]:
+    """Evenly thinned posterior draws of a fitted BG/NBD model, each of shape (S, 1).
+
+    A MAP/MLE fit gives S = 1.
+    """
+    check_fitted(model)
+    if tuple(getattr(model, "param_names", ())) != BGNBD_PARAMS:
+        raise TypeError(
+            f"This plot needs a fitted BetaGeoModel (parameters r, alpha, a, b), "
+            f"got {type(model).__name__}."
+        )
+    return joint_draws(model, None, n_draws)[0]
+
+
+def n_samples(draws: dict[str, np.ndarray]) -> int:
+    """Number of posterior draws S in a dict of (S, 1) arrays."""
+    return int(next(iter(draws.values())).shape[0])
+
+
+def cycle(draws: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """``n`` rows of the draws, cycling through them (one parameter draw per simulated data set)."""
+    idx = np.arange(n) % n_samples(draws)
+    return {k: v[idx] for k, v in draws.items()}
+
+
+def interval(values: np.ndarray, prob: float, axis: int = 0, discrete: bool = False):
+    """Equal-tailed interval of ``values`` along ``axis``, as (lower, upper).
+
+    Linear interpolation for expectations; the inverted empirical CDF for outcomes
+    (``discrete=True``), as in :mod:`clvbayes.predict.summary`.
+    """
+    lo, hi = tail_probs(prob)
+    method = "inverted_cdf" if discrete else "linear"
+    q = np.quantile(values, [lo, hi], axis=axis, method=method)
+    return q[0], q[1]
+
+
+def band(ax, x, lower, upper, *, kind: str, prob: float, label: str | None = None, step=None):
+    """Shade a credible (``kind="ci"``) or predictive (``kind="pi"``) band; return the collection."""
+    alpha = CI_ALPHA if kind == "ci" else PI_ALPHA
+    if label is None:
+        what = "credible interval of the expectation" if kind == "ci" else "predictive interval"
+        label = f"model, {prob:.0%} {what}"
+    return ax.fill_between(
+        x, lower, upper, color=MODEL_COLOR, alpha=alpha, linewidth=0, label=label, step=step
+    )
+
+
+def histories(
+    model: Any, rfm: pd.DataFrame | None, columns=("frequency", "recency", "T")
+) -> CompressedRFM:
+    """Distinct customer histories: of ``rfm``, or the model's training data when ``rfm`` is None."""
+    check_fitted(model)
+    if rfm is None:
+        data = getattr(model, "data_", None)
+        if data is None or any(c not in data.columns for c in columns):
+            raise ValueError(
+                "This model carries no training data for this plot: pass the customer table."
+            )
+        return data
+    return compress(validate_rfm(rfm), columns=columns)
+
+
+def days_per_unit(time_unit: str | None) -> float:
+    """Length of one time unit in days (weeks: 7), with an error naming the valid units."""
+    if time_unit not in TIME_UNITS:
+        raise ValueError(
+            f"Unknown or missing time unit {time_unit!r}; the customer table's attrs['time_unit'] "
+            f"(or time_unit=) must be one of {list(TIME_UNITS)}."
+        )
+    return TIME_UNITS[time_unit]
