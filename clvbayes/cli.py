@@ -433,9 +433,8 @@ def run(args: argparse.Namespace) -> Path:
             DEFAULT_ANNUAL_DISCOUNT_RATE if args.discount_rate is None else args.discount_rate
         )
     with progress.step("segmenting customers"):
-        # the labels need only expectations (P(alive), E[CLV]), which do not depend on the
-        # outcome simulation, so this pass simulates as little as possible
-        quick = score_customers(rfm, bg, gg, horizon=horizon, n_outcome_samples=1,
+        # the labels need only expectations (P(alive), E[CLV]): no outcome simulation here
+        quick = score_customers(rfm, bg, gg, horizon=horizon, outcomes=False,
                                 **{**common, "progress": False})  # fmt: skip
         labels = label_customers(rfm.join(quick.customers[["p_alive_mean", "clv_mean"]]))
     with progress.step("predicting every customer and segment totals"):

@@ -237,7 +237,7 @@ def _simulate_dataset(rng, params_bg, params_gg, n=2000, t_cal=52.0, t_hold=39.0
 def test_predictive_intervals_are_calibrated_on_simulated_data(params_bg, params_gg):
     from clvbayes.models import BetaGeoModel, GammaGammaModel
 
-    rng = np.random.default_rng(sum(params_bg) * 1000 // 1)
+    rng = np.random.default_rng(int(sum(params_bg) * 1000))
     rfm, hold_n, revenue = _simulate_dataset(rng, params_bg, params_gg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -284,3 +284,20 @@ def test_parameter_credible_intervals_cover_truth_at_nominal_rate():
         f"\nSBC: 90% credible intervals cover the true parameter in {rate:.1%} of {len(hits)} cases"
     )
     assert 0.82 <= rate <= 0.97
+
+
+def test_expectations_only_pass_matches_full_pass(cdnow, bgnbd_mle, gg_mle):
+    kw = dict(horizon=26, discount_rate=0.001, seed=9, by=None)
+    full = score_customers(cdnow, bgnbd_mle, gg_mle, **kw)
+    quick = score_customers(cdnow, bgnbd_mle, gg_mle, outcomes=False, **kw)
+    assert not any("_pi_" in c for c in quick.customers.columns)
+    pd.testing.assert_frame_equal(quick.customers, full.customers[quick.customers.columns])
+    assert "clv_total_pi_lower" not in quick.segments["all"].columns
+    with pytest.raises(ValueError, match="observed outcomes need outcomes=True"):
+        score_customers(
+            cdnow,
+            bgnbd_mle,
+            outcomes=False,
+            observed={"purchases": cdnow["frequency_holdout"]},
+            **kw,
+        )

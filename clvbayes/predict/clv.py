@@ -112,6 +112,7 @@ def score_customers(
     max_chunk_elements: int = 2_000_000,
     progress: bool = False,
     observed: dict[str, Any] | None = None,
+    outcomes: bool = True,
 ) -> CustomerScores:
     """Predict every customer's future with credible and predictive intervals.
 
@@ -158,6 +159,10 @@ def score_customers(
         customer in table order.  Adds ``{q}_pi_covered`` (does the predictive interval
         contain the observation) and ``{q}_pit`` (randomised probability integral
         transform: uniform on (0, 1) when the model is calibrated, also for counts).
+    outcomes : bool
+        Simulate outcomes (default).  ``False`` computes only the expectations and their
+        credible intervals (no ``pi`` columns): several times faster, e.g. to rank
+        customers before a full run.
 
     Returns
     -------
@@ -233,6 +238,8 @@ def score_customers(
             raise ValueError(
                 f"observed[{q!r}] needs one value per customer ({data.n_customers}), got shape {v.shape}."
             )
+    if observed and not outcomes:
+        raise ValueError("observed outcomes need outcomes=True (the predictive distribution).")
     pit = {q: np.empty(data.n_customers) for q in observed}
     per_elem = max(1, n_sim)
     chunks = _chunks(data.counts, per_elem, max_chunk_elements)
@@ -240,38 +247,20 @@ def score_customers(
     for i_chunk, (h0, h1) in enumerate(chunks):
         h = {c: np.asarray(data[c])[h0:h1] for c in columns}
         cnt = data.counts[h0:h1]
-        # ---- expectations, once per distinct history: (S, u)
-        expect = {"p_alive": purchase_model._p_alive_arrays(pparams, h)}
-        expect["purchases"] = purchase_model._expected_purchases_arrays(pparams, h, float(ends[-1]))
-        if has_spend:
-            expect["spend"] = spend_model._expected_spend_arrays(sparams, h)
-            expect["revenue"] = expect["spend"] * expect["purchases"]
-            disc = purchase_model._discounted_purchases_arrays(pparams, h, ends, factors)
-            expect["clv"] = margin * expect["spend"] * disc
-        # ---- outcomes, simulated for every customer of these histories: (S, c)
-        rep = np.repeat(np.arange(h1 - h0), cnt)
-        hc = {c: v[rep] for c, v in h.items()}
-        alive, n_buy, times = purchase_model._simulate_arrays(rng, sim_pparams, hc, float(ends[-1]))
-        outcome = {"alive": alive.astype(float), "purchases": n_buy.astype(float)}
-        if has_spend:
-            nu = spend_model._sample_rate_arrays(rng, sim_sparams, hc)
-            values = spend_model._simulate_values_arrays(rng, sim_sparams, nu, n_buy)
-            owner = np.repeat(np.arange(n_buy.size), n_buy.ravel())
-            k = np.clip(np.ceil(times / period - 1e-12).astype(np.int64), 1, factors.size)
-            outcome["revenue"] = np.bincount(owner, values, minlength=n_buy.size).reshape(
-                n_buy.shape
-            )
-            outcome["clv"] = margin * np.bincount(
-                owner, values * factors[k - 1], minlength=n_buy.size
-            ).reshape(n_buy.shape)
-            outcome["spend"] = spend_model._simulate_values_arrays(
-                rng, sim_sparams, nu, np.ones(nu.shape, dtype=np.int64)
-            ).reshape(nu.shape)
+        expect = _expectations(
+            purchase_model, spend_model, pparams, sparams, h, ends, factors, margin
+        )
+        if outcomes:  # simulated for every customer of these histories: (S', c)
+            hc = {c: v[np.repeat(np.arange(h1 - h0), cnt)] for c, v in h.items()}
+            outcome = _simulate_outcomes(
+                rng, purchase_model, spend_model, sim_pparams, sim_sparams, hc,
+                float(ends[-1]), period, factors, margin,
+            )  # fmt: skip
         # ---- reduce: per-history summaries
         for q in quantities:
             for key, val in draw_stats(expect[q], prob, axis=0, kind="ci").items():
                 per_hist[q].setdefault(f"ci_{key}", []).append(val)
-            if q in OUTCOMES:
+            if outcomes and q in OUTCOMES:
                 pooled = _pooled_quantiles(outcome[q], cnt, prob)
                 per_hist[q].setdefault("pi_lower", []).append(pooled[0])
                 per_hist[q].setdefault("pi_upper", []).append(pooled[1])
@@ -293,7 +282,8 @@ def score_customers(
             )
             for q in seg_quants:
                 totals_e[g][q] += (m_hist.T @ expect_seg[q].T).T
-                totals_r[g][q] += (onehot.T @ outcome[q].T).T
+                if outcomes:
+                    totals_r[g][q] += (onehot.T @ outcome[q].T).T
         if progress:
             _report(i_chunk + 1, len(chunks), starts[h1], data.n_customers, t_start)
 
@@ -307,7 +297,9 @@ def score_customers(
         customers[f"{q}_pit"] = np.empty(data.n_customers)
         customers.iloc[order, customers.columns.get_loc(f"{q}_pit")] = vals
     segments = {
-        g: _segment_table(totals_e[g], totals_r[g], labels[g], hist_group[g], prob)
+        g: _segment_table(
+            totals_e[g], totals_r[g] if outcomes else None, labels[g], hist_group[g], prob
+        )
         for g in groupings
     }
     settings = {
@@ -317,6 +309,44 @@ def score_customers(
         "n_customers": int(data.n_customers), "n_histories": int(data.n_unique),
     }  # fmt: skip
     return CustomerScores(customers=customers, segments=segments, settings=settings)
+
+
+def _expectations(purchase_model, spend_model, pparams, sparams, h, ends, factors, margin):
+    """Posterior draws of each expected quantity for distinct histories ``h``: arrays (S, u)."""
+    expect = {"p_alive": purchase_model._p_alive_arrays(pparams, h)}
+    expect["purchases"] = purchase_model._expected_purchases_arrays(pparams, h, float(ends[-1]))
+    if spend_model is not None:
+        expect["spend"] = spend_model._expected_spend_arrays(sparams, h)
+        expect["revenue"] = expect["spend"] * expect["purchases"]
+        disc = purchase_model._discounted_purchases_arrays(pparams, h, ends, factors)
+        expect["clv"] = margin * expect["spend"] * disc
+    return expect
+
+
+def _simulate_outcomes(rng, purchase_model, spend_model, pparams, sparams, hc, horizon, period,
+                       factors, margin):  # fmt: skip
+    """One simulated outcome per (draw, customer) for customers ``hc``: arrays (S, c).
+
+    Each customer's latent state is drawn from its exact posterior given the draw's
+    parameters, then the future is simulated: purchase times, each purchase's value, and
+    the discounted sum (a purchase in period k is discounted by ``factors[k - 1]``).
+    """
+    alive, n_buy, times = purchase_model._simulate_arrays(rng, pparams, hc, horizon)
+    outcome = {"alive": alive.astype(float), "purchases": n_buy.astype(float)}
+    if spend_model is None:
+        return outcome
+    nu = spend_model._sample_rate_arrays(rng, sparams, hc)
+    values = spend_model._simulate_values_arrays(rng, sparams, nu, n_buy)
+    owner = np.repeat(np.arange(n_buy.size), n_buy.ravel())
+    k = np.clip(np.ceil(times / period - 1e-12).astype(np.int64), 1, factors.size)
+    outcome["revenue"] = np.bincount(owner, values, minlength=n_buy.size).reshape(n_buy.shape)
+    discounted = np.bincount(owner, values * factors[k - 1], minlength=n_buy.size)
+    outcome["clv"] = margin * discounted.reshape(n_buy.shape)
+    one_each = np.ones(nu.shape, dtype=np.int64)
+    outcome["spend"] = spend_model._simulate_values_arrays(rng, sparams, nu, one_each).reshape(
+        nu.shape
+    )
+    return outcome
 
 
 def _by_frequency_and_age(data):
@@ -399,12 +429,13 @@ def _segment_table(tot_e, tot_r, labels, hist_group, prob) -> pd.DataFrame:
     cols: dict[str, np.ndarray] = {"n_customers": n.astype(np.int64)}
     for q in tot_e:
         e = draw_stats(tot_e[q], prob, axis=0, kind="ci")
-        r = draw_stats(tot_r[q], prob, axis=0, kind="pi")
         cols[f"{q}_total_mean"] = e["mean"]
         cols[f"{q}_total_ci_lower"] = e["lower"]
         cols[f"{q}_total_ci_upper"] = e["upper"]
-        cols[f"{q}_total_pi_lower"] = r["lower"]
-        cols[f"{q}_total_pi_upper"] = r["upper"]
+        if tot_r is not None:
+            r = draw_stats(tot_r[q], prob, axis=0, kind="pi")
+            cols[f"{q}_total_pi_lower"] = r["lower"]
+            cols[f"{q}_total_pi_upper"] = r["upper"]
         cols[f"{q}_per_customer_mean"] = e["mean"] / n
         cols[f"{q}_per_customer_ci_lower"] = e["lower"] / n
         cols[f"{q}_per_customer_ci_upper"] = e["upper"] / n
