@@ -59,54 +59,32 @@ class UserError(Exception):
 # arguments
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (np.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
+def _checked(convert, noun: str, ok, requirement: str):
+    """An argparse type: ``convert(text)`` that must satisfy ``ok(value)``."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{requirement}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (np.isfinite(value) and value > -1):
-        raise argparse.ArgumentTypeError(f"a discount rate must be > -1, got {text!r}")
-    return value
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (e.g. 0.9), got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
+_positive_float = _checked(
+    float, "a number", lambda v: np.isfinite(v) and v > 0, "must be a positive number"
+)
+_rate = _checked(
+    float, "a number", lambda v: np.isfinite(v) and v > -1, "a discount rate must be > -1"
+)
+_probability = _checked(
+    float, "a number", lambda v: 0 < v < 1, "must be between 0 and 1 (e.g. 0.9)"
+)
+_positive_int = _checked(int, "a whole number", lambda v: v >= 1, "must be at least 1")
+_count = _checked(int, "a whole number", lambda v: v >= 0, "must be 0 or more")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

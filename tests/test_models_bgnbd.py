@@ -204,7 +204,9 @@ def test_load_incompatible_version_fails_clearly(bgnbd_mle, tmp_path):
     idata = az.from_netcdf(str(path))
     idata.attrs["clvbayes_format"] = 0
     idata.to_netcdf(str(tmp_path / "old2.nc"), engine="h5netcdf")
-    with pytest.raises(ValueError, match=r"saved-model format 0 .* cannot be read by this clvbayes"):
+    with pytest.raises(
+        ValueError, match=r"saved-model format 0 .* cannot be read by this clvbayes"
+    ):
         BetaGeoModel.load(tmp_path / "old2.nc")
 
 

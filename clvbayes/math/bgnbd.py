@@ -94,6 +94,12 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import special
 
+from clvbayes.math._checks import MAX_SHOWN as _MAX_SHOWN
+from clvbayes.math._checks import as_counts as _as_counts
+from clvbayes.math._checks import as_float as _as_float
+from clvbayes.math._checks import check_parameters
+from clvbayes.math._checks import positions as _positions
+from clvbayes.math._checks import scalar_if_0d as _scalar_if_0d
 from clvbayes.math._xp import NUMPY, betaln
 
 __all__ = [
@@ -109,39 +115,12 @@ __all__ = [
     "simulate_purchases",
 ]
 
-_MAX_SHOWN = 5
-
 
 # --------------------------------------------------------------------------------------------
 # input checks (NumPy inputs only; the PyTensor path receives data checked by the caller)
 # --------------------------------------------------------------------------------------------
-def _as_float(name: str, value: ArrayLike) -> np.ndarray:
-    try:
-        return np.asarray(value, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric, got {value!r}.") from exc
-
-
-def _positions(mask: np.ndarray) -> str:
-    idx = np.flatnonzero(mask)
-    shown = ", ".join(str(i) for i in idx[:_MAX_SHOWN])
-    return f"[{shown}{', ...' if idx.size > _MAX_SHOWN else ''}]"
-
-
 def _check_parameters(**params: ArrayLike) -> list[np.ndarray]:
-    """Return the parameters as float arrays; raise if any value is not positive and finite."""
-    out = []
-    for name, value in params.items():
-        arr = _as_float(name, value)
-        bad = ~(np.isfinite(arr) & (arr > 0))
-        if bad.any():
-            raise ValueError(
-                f"BG/NBD parameter {name} must be positive and finite; "
-                f"{int(bad.sum())} of {arr.size} values are not "
-                f"(e.g. {name} = {arr.ravel()[bad.ravel()][0]!r})."
-            )
-        out.append(arr)
-    return out
+    return check_parameters("BG/NBD", **params)
 
 
 def _check_history(
@@ -191,22 +170,6 @@ def _check_horizon(t: ArrayLike, name: str = "t") -> np.ndarray:
             f"got {t.ravel()[bad.ravel()][:_MAX_SHOWN].tolist()}."
         )
     return t
-
-
-def _as_counts(counts: ArrayLike, name: str) -> np.ndarray:
-    arr = _as_float(name, counts)
-    bad = ~(np.isfinite(arr) & (arr >= 0) & (arr == np.floor(arr)))
-    if bad.any():
-        raise ValueError(
-            f"{name} must be non-negative whole numbers; {int(bad.sum())} entries are not, "
-            f"at positions {_positions(bad)}."
-        )
-    return arr.astype(np.int64)
-
-
-def _scalar_if_0d(out: np.ndarray) -> np.ndarray | float:
-    out = np.asarray(out, dtype=float)
-    return out[()] if out.ndim == 0 else out
 
 
 # --------------------------------------------------------------------------------------------

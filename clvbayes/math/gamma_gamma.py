@@ -68,6 +68,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from clvbayes.math._checks import MAX_SHOWN as _MAX_SHOWN
+from clvbayes.math._checks import as_counts as _as_counts
+from clvbayes.math._checks import as_float as _as_float
+from clvbayes.math._checks import check_parameters
+from clvbayes.math._checks import positions as _positions
+from clvbayes.math._checks import scalar_if_0d as _scalar_if_0d
 from clvbayes.math._xp import NUMPY, betaln
 
 __all__ = [
@@ -79,7 +85,6 @@ __all__ = [
     "simulate_transaction_values",
 ]
 
-_MAX_SHOWN = 5
 
 #: A NumPy array-like or a PyTensor tensor (``loglik`` accepts both).
 ArrayOrTensor = Any
@@ -88,33 +93,8 @@ ArrayOrTensor = Any
 # --------------------------------------------------------------------------------------------
 # input checks (NumPy inputs only; the PyTensor path receives data checked by the caller)
 # --------------------------------------------------------------------------------------------
-def _as_float(name: str, value: ArrayLike) -> np.ndarray:
-    try:
-        return np.asarray(value, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric, got {value!r}.") from exc
-
-
-def _positions(mask: np.ndarray) -> str:
-    idx = np.flatnonzero(mask)
-    shown = ", ".join(str(i) for i in idx[:_MAX_SHOWN])
-    return f"[{shown}{', ...' if idx.size > _MAX_SHOWN else ''}]"
-
-
 def _check_parameters(**params: ArrayLike) -> list[np.ndarray]:
-    """Return the parameters as float arrays; raise if any value is not positive and finite."""
-    out = []
-    for name, value in params.items():
-        arr = _as_float(name, value)
-        bad = ~(np.isfinite(arr) & (arr > 0))
-        if bad.any():
-            raise ValueError(
-                f"Gamma-Gamma parameter {name} must be positive and finite; "
-                f"{int(bad.sum())} of {arr.size} values are not "
-                f"(e.g. {name} = {arr.ravel()[bad.ravel()][0]!r})."
-            )
-        out.append(arr)
-    return out
+    return check_parameters("Gamma-Gamma", **params)
 
 
 def _check_data(frequency: ArrayLike, monetary_value: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -156,11 +136,6 @@ def _count_bad_draws(bad: np.ndarray, param_shape: tuple[int, ...]) -> tuple[int
     draw_id = np.broadcast_to(np.arange(n_draws).reshape(param_shape), bad.shape)
     n_bad = int(np.unique(draw_id[bad]).size)
     return n_bad, n_draws, int(np.flatnonzero(bad)[0])
-
-
-def _scalar_if_0d(out: np.ndarray) -> np.ndarray | float:
-    out = np.asarray(out, dtype=float)
-    return out[()] if out.ndim == 0 else out
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,14 +410,3 @@ def simulate(
     totals = np.bincount(np.repeat(np.arange(x.size), x), weights=values, minlength=x.size)
     monetary_value = np.divide(totals, x, out=np.zeros(x.size), where=x > 0)
     return {"nu": nu, "frequency": x, "monetary_value": monetary_value}
-
-
-def _as_counts(counts: ArrayLike, name: str) -> np.ndarray:
-    arr = _as_float(name, counts).ravel()
-    bad = ~(np.isfinite(arr) & (arr >= 0) & (arr == np.floor(arr)))
-    if bad.any():
-        raise ValueError(
-            f"{name} must be non-negative whole numbers; {int(bad.sum())} entries are not, "
-            f"at positions {_positions(bad)}."
-        )
-    return arr.astype(np.int64)

@@ -1,0 +1,63 @@
+"""Input checks shared by the model math modules (NumPy inputs only).
+
+The PyTensor path of each log-likelihood receives data already checked by the caller;
+these helpers validate arguments of the NumPy functions and say what is wrong, where
+(positions of the first offending entries) and which values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+MAX_SHOWN = 5
+"""How many offending positions or values an error message lists."""
+
+
+def as_float(name: str, value: ArrayLike) -> np.ndarray:
+    """``value`` as a float array; a clear error if it is not numeric."""
+    try:
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric, got {value!r}.") from exc
+
+
+def positions(mask: np.ndarray) -> str:
+    """The first flat positions where ``mask`` is true, formatted for a message."""
+    idx = np.flatnonzero(mask)
+    shown = ", ".join(str(i) for i in idx[:MAX_SHOWN])
+    return f"[{shown}{', ...' if idx.size > MAX_SHOWN else ''}]"
+
+
+def check_parameters(model: str, **params: ArrayLike) -> list[np.ndarray]:
+    """Return the parameters as float arrays; raise if any value is not positive and finite."""
+    out = []
+    for name, value in params.items():
+        arr = as_float(name, value)
+        bad = ~(np.isfinite(arr) & (arr > 0))
+        if bad.any():
+            raise ValueError(
+                f"{model} parameter {name} must be positive and finite; "
+                f"{int(bad.sum())} of {arr.size} values are not "
+                f"(e.g. {name} = {arr.ravel()[bad.ravel()][0]!r})."
+            )
+        out.append(arr)
+    return out
+
+
+def as_counts(counts: ArrayLike, name: str) -> np.ndarray:
+    """Non-negative whole numbers as int64; a clear error otherwise."""
+    arr = as_float(name, counts)
+    bad = ~(np.isfinite(arr) & (arr >= 0) & (arr == np.floor(arr)))
+    if bad.any():
+        raise ValueError(
+            f"{name} must be non-negative whole numbers; {int(bad.sum())} entries are not, "
+            f"at positions {positions(bad)}."
+        )
+    return arr.astype(np.int64)
+
+
+def scalar_if_0d(out: np.ndarray) -> np.ndarray | float:
+    """A Python float for 0-d results, the array otherwise."""
+    out = np.asarray(out, dtype=float)
+    return out[()] if out.ndim == 0 else out
