@@ -11,3 +11,24 @@ Layout (imports flow one way, top to bottom):
 """
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "BetaGeoModel": "clvbayes.models",
+    "GammaGammaModel": "clvbayes.models",
+    "Prior": "clvbayes.models",
+    "score_customers": "clvbayes.predict",
+    "summarize_draws": "clvbayes.predict",
+    "summarize_transactions": "clvbayes.data",
+    "calibration_holdout_split": "clvbayes.data",
+    "DataError": "clvbayes.data",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    """Lazy top-level shortcuts (``clvbayes.BetaGeoModel``) that keep ``import clvbayes`` light."""
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'clvbayes' has no attribute {name!r}")
