@@ -54,7 +54,8 @@ def default_nuts_sampler() -> str:
     """The NUTS back-end used when ``nuts_sampler`` is not given.
 
     Chosen from measurements (``benchmarks/speed.py``): the fastest installed
-    back-end by effective samples per second including compilation.
+    back-end by effective samples per second including compilation -- nutpie when
+    installed (``pip install clvbayes[nutpie]``), else PyMC's own NUTS.
     """
     import importlib.util
 
@@ -64,8 +65,10 @@ def default_nuts_sampler() -> str:
     return "pymc"
 
 
-# Measured order, fastest first (see benchmarks/speed.py and the README).
-_SAMPLER_PREFERENCE = ("pymc",)
+# Measured order, fastest first, by ESS per second including compilation on CDNOW
+# (benchmarks/results/speed.md, 2-core machine): nutpie 350 (BG/NBD) / 570 (Gamma-Gamma),
+# pymc 274 / 411, numpyro 107 / 151. nutpie is an optional extra (clvbayes[nutpie]).
+_SAMPLER_PREFERENCE = ("nutpie", "pymc")
 
 
 @dataclass(frozen=True)
