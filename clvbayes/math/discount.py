@@ -79,7 +79,8 @@ def discounted_increments(
     ends: np.ndarray,
     factors: np.ndarray,
     tol: float = 1e-12,
-) -> np.ndarray:
+    with_total: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """``sum_k factors[k] * (F(ends[k]) - F(ends[k-1]))`` with ``F(0) = 0``, cheaply and exactly.
 
     ``F`` is an expected cumulative number of purchases.  For the purchase models here
@@ -103,6 +104,9 @@ def discounted_increments(
         Positive time scale of each element (alpha + T); only its minimum is used.
     ends, factors : ndarray
         From :func:`schedule`.
+    with_total : bool
+        Also return ``F(ends[-1])`` (undiscounted total at the horizon), which is
+        evaluated anyway.
     """
     k = ends.size
     c = float(np.min(scale))
@@ -111,8 +115,9 @@ def discounted_increments(
     rho = b + np.sqrt(b * b + 1.0)
     n = int(np.clip(np.ceil(-np.log(tol) / np.log(rho)) + 2, 4, 64))
     if k <= n:
-        increments = np.diff(cumulative(ends), axis=-1, prepend=0.0)
-        return increments @ factors
+        values = cumulative(ends)
+        discounted = np.diff(values, axis=-1, prepend=0.0) @ factors
+        return (discounted, values[..., -1]) if with_total else discounted
     # Chebyshev points of the second kind on [0, v_max]: node 0 is t = 0 (F = 0), node n-1 is t = H.
     j = np.arange(n)
     x = (1.0 - np.cos(np.pi * j / (n - 1))) / 2.0
@@ -131,4 +136,6 @@ def discounted_increments(
     basis[rows] = exact[rows].astype(float)
     weights = (factors[:-1] - factors[1:]) @ basis
     weights[-1] += factors[-1]
-    return cumulative(t_nodes[1:]) @ weights[1:]
+    values = cumulative(t_nodes[1:])
+    discounted = values @ weights[1:]
+    return (discounted, values[..., -1]) if with_total else discounted

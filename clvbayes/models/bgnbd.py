@@ -161,8 +161,8 @@ class BetaGeoModel(CLVModel):
     def _expected_purchases_arrays(self, params, h, t):
         return self._discounted_purchases_arrays(params, h, np.array([float(t)]), np.ones(1))
 
-    def _discounted_purchases_arrays(self, params, h, ends, factors):
-        """sum_k factors[k] * E[purchases in period k], shape (S, n).
+    def _discounted_purchases_arrays(self, params, h, ends, factors, with_total=False):
+        """sum_k factors[k] * E[purchases in period k], shape (S, n) (and E[purchases to ends[-1]]).
 
         E[purchases] = P(alive) x E[purchases | alive]; the second factor depends on the
         history only through (frequency, T), so it is computed once per distinct pair.
@@ -174,9 +174,11 @@ class BetaGeoModel(CLVModel):
         x, T = pairs[0][:, None], pairs[1][:, None]
         per_alive = discounted_increments(
             lambda t: bgnbd.expected_purchases_alive(r, alpha, a, b, x, T, t),
-            scale=np.min(alpha) + np.min(T), ends=ends, factors=factors,
+            scale=np.min(alpha) + np.min(T), ends=ends, factors=factors, with_total=True,
         )  # fmt: skip
-        return self._p_alive_arrays(params, h) * per_alive[:, inv.ravel()]
+        p_alive = self._p_alive_arrays(params, h)
+        discounted, total = (p_alive * v[:, inv.ravel()] for v in per_alive)
+        return (discounted, total) if with_total else discounted
 
     def _simulate_arrays(self, rng, params, h, horizon):
         """Simulate each customer's purchase times in (T, T + horizon] from the exact latent posterior.

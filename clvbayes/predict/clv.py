@@ -314,12 +314,15 @@ def score_customers(
 def _expectations(purchase_model, spend_model, pparams, sparams, h, ends, factors, margin):
     """Posterior draws of each expected quantity for distinct histories ``h``: arrays (S, u)."""
     expect = {"p_alive": purchase_model._p_alive_arrays(pparams, h)}
-    expect["purchases"] = purchase_model._expected_purchases_arrays(pparams, h, float(ends[-1]))
-    if spend_model is not None:
-        expect["spend"] = spend_model._expected_spend_arrays(sparams, h)
-        expect["revenue"] = expect["spend"] * expect["purchases"]
-        disc = purchase_model._discounted_purchases_arrays(pparams, h, ends, factors)
-        expect["clv"] = margin * expect["spend"] * disc
+    if spend_model is None:
+        expect["purchases"] = purchase_model._expected_purchases_arrays(pparams, h, float(ends[-1]))
+        return expect
+    disc, expect["purchases"] = purchase_model._discounted_purchases_arrays(
+        pparams, h, ends, factors, with_total=True
+    )
+    expect["spend"] = spend_model._expected_spend_arrays(sparams, h)
+    expect["revenue"] = expect["spend"] * expect["purchases"]
+    expect["clv"] = margin * expect["spend"] * disc
     return expect
 
 
