@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 from conftest import BGNBD_MLE, BGNBD_MLE_SE, flat_priors
+from scipy import stats
 
 from clvbayes.data import compress
 from clvbayes.math import bgnbd
@@ -222,3 +223,25 @@ def test_nuts_default_priors_match_mle(cdnow):
         assert s.loc[k, "sd"] == pytest.approx(BGNBD_MLE_SE[k], rel=0.2), k
         assert s.loc[k, "r_hat"] <= 1.01, k
     assert m.fit_info_["divergences"] == 0
+
+
+@pytest.mark.parametrize(
+    "prior, frozen",
+    [
+        (Prior("HalfNormal", sigma=3), stats.halfnorm(scale=3)),
+        (Prior("HalfCauchy", beta=2), stats.halfcauchy(scale=2)),
+        (Prior("Exponential", lam=0.5), stats.expon(scale=2)),
+        (Prior("Gamma", alpha=2.5, beta=4), stats.gamma(2.5, scale=0.25)),
+        (Prior("LogNormal", mu=0.3, sigma=1.2), stats.lognorm(1.2, scale=np.exp(0.3))),
+        (Prior("Weibull", alpha=1.5, beta=2), stats.weibull_min(1.5, scale=2)),
+    ],
+)
+def test_prior_log_densities_match_scipy(prior, frozen):
+    x = np.array([1e-3, 0.1, 0.7, 2.0, 15.0])
+    np.testing.assert_allclose(prior.logpdf(x), frozen.logpdf(x), rtol=1e-12)
+
+
+def test_half_student_t_prior_matches_scipy():
+    x = np.array([0.01, 1.0, 8.0])
+    ref = stats.t.logpdf(x, df=3, scale=2) + np.log(2)
+    np.testing.assert_allclose(Prior("HalfStudentT", nu=3, sigma=2).logpdf(x), ref, rtol=1e-12)

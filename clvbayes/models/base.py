@@ -54,8 +54,9 @@ def default_nuts_sampler() -> str:
     """The NUTS back-end used when ``nuts_sampler`` is not given.
 
     Chosen from measurements (``benchmarks/speed.py``): the fastest installed
-    back-end by effective samples per second including compilation -- nutpie when
-    installed (``pip install clvbayes[nutpie]``), else PyMC's own NUTS.
+    back-end by effective samples per second including compilation.  PyMC's own NUTS
+    and nutpie (``pip install clvbayes[nutpie]``) were within noise of each other;
+    numpyro was 3-5x slower.  Pass ``nuts_sampler="nutpie"`` to use nutpie.
     """
     import importlib.util
 
@@ -65,10 +66,11 @@ def default_nuts_sampler() -> str:
     return "pymc"
 
 
-# Measured order, fastest first, by ESS per second including compilation on CDNOW
-# (benchmarks/results/speed.md, 2-core machine): nutpie 350 (BG/NBD) / 570 (Gamma-Gamma),
-# pymc 274 / 411, numpyro 107 / 151. nutpie is an optional extra (clvbayes[nutpie]).
-_SAMPLER_PREFERENCE = ("nutpie", "pymc")
+# By ESS per second including compilation on CDNOW (benchmarks/results/speed.md, 2-core
+# machine, two runs): pymc 155 and 240 over both models, nutpie 197 and 177, numpyro ~50.
+# pymc and nutpie are within measurement noise, so the default is PyMC's own NUTS, which needs
+# no extra and makes the default independent of what else is installed.
+_SAMPLER_PREFERENCE = ("pymc",)
 
 
 @dataclass(frozen=True)
@@ -240,9 +242,10 @@ class CLVModel:
     def _fit_map(self, data: CompressedRFM, use_priors: bool, options: dict):
         f = self._objective(data, use_priors)
         start = np.log([self._initial_point(data)[k] for k in self.param_names])
+        # BFGS: for 3-4 parameters its NumPy bookkeeping is ~3x cheaper than L-BFGS-B's
         res = optimize.minimize(
-            f, start, jac=lambda th: _central_gradient(f, th), method="L-BFGS-B",
-            options={"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-9, **options},
+            f, start, jac=lambda th: _central_gradient(f, th), method="BFGS",
+            options={"maxiter": 2000, "gtol": 1e-8, **options},
         )  # fmt: skip
         if not res.success and np.max(np.abs(_central_gradient(f, res.x))) > 1e-3:
             warnings.warn(
