@@ -189,7 +189,8 @@ class BetaGeoModel(CLVModel):
         alive, lam, p = bgnbd.sample_latent(
             rng, r, alpha, a, b, h["frequency"], h["recency"], h["T"]
         )
-        counts, times = bgnbd.simulate_purchase_times(rng, alive, lam, p, horizon)
+        # unsorted: the caller only sums (discounted) values over each customer's purchases
+        counts, times = bgnbd.simulate_purchase_times(rng, alive, lam, p, horizon, sort=False)
         return np.asarray(alive), np.asarray(counts).reshape(r.shape), times
 
     @staticmethod
