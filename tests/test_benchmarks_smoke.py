@@ -223,3 +223,13 @@ def test_markdown_table_formats_numbers_and_marks_numeric_columns():
     assert lines[1] == "|:---|---:|---:|"
     assert lines[2] == "| a | 1,235 |  |"
     assert lines[3] == "| b\\|c | 0.0123 | 3 |"
+
+
+@pytest.mark.slow
+def test_scale_smoke_runs_every_step_and_writes_results(tmp_path):
+    """benchmarks/scale.py --smoke: simulate, summarise (vs DuckDB if installed), fit, score."""
+    done = _run("scale.py", "--skip-peers", "--no-profile", "--out", str(tmp_path), timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = (tmp_path / "scale.md").read_text()
+    assert "RFM" in table and "score" in table
+    assert (tmp_path / "scale.csv").exists() and (tmp_path / "scale.png").exists()
