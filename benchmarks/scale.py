@@ -20,20 +20,22 @@ and its children (``os.wait4``):
   from 1000 draws.
 
 Where a target at the largest N is missed, the step is profiled with cProfile (the fit:
-one chain, 50 + 50 draws; scoring: 20k of the customers) and the top entries go into the
-results file.  A fit or scoring run longer than ``--fit-timeout`` / ``--score-timeout`` is
-stopped and its total time estimated (fit: leapfrog steps of the largest completed fit x
-this size's gradient time; scoring: from its own progress).
+one chain, 50 + 50 iterations; scoring: 200k of the customers) and the top entries go into
+the results file.  A fit or scoring run longer than ``--fit-timeout`` / ``--score-timeout``
+is stopped and reported as such.  ``--max-fit-customers`` fits only up to that size and
+scores the larger ones with that posterior (scoring cost does not depend on its values).
 
 Usage::
 
     python benchmarks/scale.py --smoke                        # tiny, writes to a temp dir
     python benchmarks/scale.py --peer-python /path/to/peers/bin/python
     python benchmarks/scale.py --customers 10000 100000 --skip-peers --out /tmp/scale
+    python benchmarks/scale.py --render benchmarks/results/scale.json   # redo md/csv/png
 
-Writes ``scale.md``, ``scale.csv`` and ``scale.png`` to ``--out`` (default
-``benchmarks/results``).  Top-level imports are the standard library and NumPy only, so the
-peer environment can run this file's pymc-marketing workers.
+Writes ``scale.json`` (every figure, the notes and profiles), ``scale.md``, ``scale.csv``
+and ``scale.png`` to ``--out`` (default ``benchmarks/results``).  Top-level imports are the
+standard library and NumPy only, so the peer environment can run this file's
+pymc-marketing workers.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ SCORE_KW = {"horizon": 52, "annual_discount_rate": 0.10, "n_draws": 1000, "seed"
 TARGET_SECONDS = 180.0
 TARGET_GB = 4.0
 TARGET_RATIO = 1.5
-SUBSAMPLE = 50_000  # customers scored to estimate a scoring run that is too slow to finish
+PROFILE_FIT_ITERATIONS = 50  # tuning and draws of the one-chain fit that is profiled
+PROFILE_SCORE_CUSTOMERS = 200_000  # customers scored under cProfile
 FIT_KEYS = (
     "bg_seconds", "gg_seconds", "bg_histories", "gg_histories", "bg_sampler", "bg_min_ess_bulk",
     "gg_min_ess_bulk", "bg_max_rhat", "gg_max_rhat", "bg_leapfrog_steps", "gg_leapfrog_steps",
@@ -217,7 +220,8 @@ def _w_grad(a) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             data = model._compress(rfm)
-        pm_model = model.build_pymc_model(data)
+        out[f"{name}_histories"] = data.n_unique
+        pm_model = model.build_pymc_model(data, fast=True)  # what PyMC's NUTS runs
         dlogp = pm_model.compile_dlogp()
         point = pm_model.initial_point()
         dlogp(point)
@@ -457,10 +461,8 @@ def _fmt_s(s) -> str:
     return f"{s:.1f}" if s < 100 else f"{s:.0f}"
 
 
-def _fmt_gb(full, subsample=None) -> str:
-    if full is not None:
-        return f"{full:.2f}"
-    return f"{subsample:.2f} (subsample)" if subsample is not None else "-"
+def _fmt_gb(value) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
 def _slope(xs, ys) -> str:
@@ -491,7 +493,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     parser.add_argument("--repeats", type=int, default=3, help="RFM rounds per method")
     parser.add_argument("--fit-timeout", type=float, default=1200.0, help="seconds per fit")
-    parser.add_argument("--score-timeout", type=float, default=1200.0, help="seconds per scoring")
+    parser.add_argument("--score-timeout", type=float, default=2400.0, help="seconds per scoring")
+    parser.add_argument(
+        "--max-fit-customers", type=int, help="fit only up to this N; larger N reuse that posterior"
+    )
+    parser.add_argument("--render", type=Path, help="only rewrite the outputs from a scale.json")
     parser.add_argument("--no-profile", action="store_true", help="skip profiling misses")
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--draws", type=int, default=1000)
@@ -506,6 +512,11 @@ def main(argv: list[str] | None = None) -> None:
     a = parser.parse_args(argv)
     if a.worker:
         _worker_main(a)
+        return
+    if a.render:
+        out = a.out or a.render.parent
+        out.mkdir(parents=True, exist_ok=True)
+        _render(out, json.loads(a.render.read_text()))
         return
     sizes = [int(n) for n in a.customers]
     if a.smoke:
@@ -532,7 +543,6 @@ def main(argv: list[str] | None = None) -> None:
     profiles: list[tuple[str, str]] = []
     notes: list[str] = []
     last_models: Path | None = None
-    parallel = min(a.chains, os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="clvbayes-scale-") as tmp:
         for n in sizes:
             work = Path(tmp) / f"n{n}"
@@ -571,60 +581,32 @@ def main(argv: list[str] | None = None) -> None:
                 ),
                 flush=True,
             )
-            # ---- fit: skipped when the estimate is far beyond the time limit
+            # ---- fit (only up to --max-fit-customers; larger sizes reuse the largest posterior)
             grad = _run("grad", n, work, a)
-            rec["bg_grad_ms"] = 1e3 * grad.get("bg_grad_seconds", float("nan"))
-            rec["gg_grad_ms"] = 1e3 * grad.get("gg_grad_seconds", float("nan"))
-            prev = next((r for r in reversed(records) if r.get("bg_leapfrog_steps")), None)
-            if prev:
-                # leapfrog steps of the largest completed fit (draws only: x 2 for tuning)
-                # x this size's gradient time / chains run in parallel
-                rec["fit_estimate_s"] = sum(
-                    2 * prev[f"{m}_leapfrog_steps"] * rec[f"{m}_grad_ms"] / 1e3 / parallel
-                    for m in ("bg", "gg")
-                )
-            estimate_note = (
-                f"estimated as 2 x (leapfrog steps of the {_fmt_n(prev['customers'])} fit, draws "
-                "only, so x 2 for tuning) x this size's gradient time / chains in parallel"
-                if prev
-                else ""
-            )
-            if rec.get("fit_estimate_s", 0) > 3 * a.fit_timeout:
-                fit = {"skipped": True}
-                rec["fit_skipped"] = True
-                print(
-                    f"  NUTS fit     not run: estimated {rec['fit_estimate_s']:.0f} s", flush=True
-                )
-                notes.append(
-                    f"{_fmt_n(n)}: the NUTS fit was not run, its time is {estimate_note} "
-                    f"(more than 3x --fit-timeout {a.fit_timeout:.0f} s)."
-                )
+            for key in ("bg", "gg"):
+                rec[f"{key}_grad_ms"] = 1e3 * grad.get(f"{key}_grad_seconds", float("nan"))
+                rec[f"{key}_histories"] = grad.get(f"{key}_histories")
+            models = last_models
+            if a.max_fit_customers and n > a.max_fit_customers:
+                fit: dict = {"skipped": True}
+                print(f"  NUTS fit     not run (--max-fit-customers {a.max_fit_customers})")
             else:
                 fit = _run("fit", n, work, a, timeout=a.fit_timeout)
-            rec["fit_timed_out"] = bool(fit.get("timed_out"))
-            if not fit.get("timed_out"):
-                rec["fit_s"] = fit.get("seconds")
-            rec["fit_peak_gb"] = fit.get("peak_rss_gb")
-            for key in FIT_KEYS:
-                rec[key] = fit.get(key)
-            models = last_models
-            if rec["fit_timed_out"]:
-                print(
-                    f"  NUTS fit     stopped after {a.fit_timeout:.0f} s (estimated total "
-                    f"{_fmt_s(rec.get('fit_estimate_s'))} s)",
-                    flush=True,
-                )
+                rec["fit_timed_out"] = bool(fit.get("timed_out"))
+                for key in FIT_KEYS:
+                    if fit.get(key) is not None:
+                        rec[key] = fit[key]
+            if fit.get("timed_out"):
+                rec["fit_timeout"] = a.fit_timeout
+                print(f"  NUTS fit     stopped after {a.fit_timeout:.0f} s", flush=True)
                 notes.append(
-                    f"{_fmt_n(n)}: the NUTS fit was stopped after {a.fit_timeout:.0f} s"
-                    + (
-                        f"; its time is {estimate_note}."
-                        if prev
-                        else " (no estimate: no smaller fit)."
-                    )
+                    f"{_fmt_n(n)}: the NUTS fit was stopped after {a.fit_timeout:.0f} s (its "
+                    "time is only known to exceed that; see the profile)."
                 )
             elif "failed" in fit:
                 print(f"  NUTS fit     failed: {fit['failed']}", flush=True)
             elif not fit.get("skipped"):
+                rec["fit_s"], rec["fit_peak_gb"] = fit["seconds"], fit["peak_rss_gb"]
                 last_models = models = work
                 print(
                     f"  NUTS fit     {rec['fit_s']:.1f} s (BG/NBD {rec['bg_seconds']:.1f} s on "
@@ -635,52 +617,37 @@ def main(argv: list[str] | None = None) -> None:
                 )
             if models is not None and models != work:
                 notes.append(
-                    f"{_fmt_n(n)}: scored with the posterior of the largest completed fit "
-                    f"({models.name[1:]} customers); the cost of scoring does not depend on the "
-                    "posterior's values."
+                    f"{_fmt_n(n)}: scored with the posterior of the {_fmt_n(int(models.name[1:]))} "
+                    "fit; the cost of scoring does not depend on the posterior's values."
                 )
-            # ---- scoring: every customer, or a random subsample when far too slow
-            prev = next((r for r in reversed(records) if r.get("score_s")), None)
-            predicted = prev["score_s"] * n / prev["customers"] if prev else 0.0
-            score: dict = {}
-            if models is not None and predicted <= 3 * a.score_timeout:
+            # ---- scoring every customer
+            if models is not None:
                 score = _run("score", n, work, a, models=models, timeout=a.score_timeout)
-            if models is not None and (not score or score.get("timed_out")):
-                k = min(n, SUBSAMPLE)
-                sub = _run("score", n, work, a, models=models, subsample=k)
-                rec["score_estimate_s"] = sub.get("seconds", float("nan")) * n / k
-                rec["score_subsample_peak_gb"] = sub.get("peak_rss_gb")
-                rec["score_timed_out"] = True
-                why = (
-                    f"was stopped after {a.score_timeout:.0f} s"
-                    if score
-                    else f"was not run (about {predicted:.0f} s predicted from the "
-                    f"{_fmt_n(prev['customers'])} run, more than 3x --score-timeout)"
-                )
-                print(
-                    f"  scoring      {why}; {_fmt_n(k)} random customers took "
-                    f"{sub.get('seconds', float('nan')):.1f} s (peak "
-                    f"{sub.get('peak_rss_gb') or float('nan'):.2f} GB): estimated "
-                    f"{rec['score_estimate_s']:.0f} s",
-                    flush=True,
-                )
-                notes.append(
-                    f"{_fmt_n(n)}: scoring every customer {why}; its time is estimated as the time "
-                    f"for {_fmt_n(k)} random customers x {n // k} (the work is linear in customers). "
-                    f"Peak memory of that run: {sub.get('peak_rss_gb') or float('nan'):.2f} GB "
-                    "(chunked work; the full run adds the per-customer table, ~0.3 GB per 1M)."
-                )
-            elif score and "failed" in score:
-                print(f"  scoring      failed: {score['failed']}", flush=True)
-            elif score:
-                rec["score_s"] = score.get("seconds")
-                rec["score_peak_gb"] = score.get("peak_rss_gb")
-                rec["score_histories"] = score.get("n_histories")
-                print(
-                    f"  scoring      {rec['score_s']:.1f} s, peak {rec['score_peak_gb']:.2f} GB "
-                    f"({score.get('n_draws')} draws)",
-                    flush=True,
-                )
+                if score.get("timed_out"):
+                    rec["score_timed_out"] = True
+                    rec["score_timeout"] = a.score_timeout
+                    frac = score.get("fraction_done", 0.0)
+                    print(
+                        f"  scoring      stopped after {a.score_timeout:.0f} s "
+                        f"({frac:.0%} of the customers done)",
+                        flush=True,
+                    )
+                    notes.append(
+                        f"{_fmt_n(n)}: scoring was stopped after {a.score_timeout:.0f} s with "
+                        f"{frac:.0%} of the customers done (the last chunks, the most frequent "
+                        "buyers, are the slowest)."
+                    )
+                elif "failed" in score:
+                    print(f"  scoring      failed: {score['failed']}", flush=True)
+                else:
+                    rec["score_s"] = score.get("seconds")
+                    rec["score_peak_gb"] = score.get("peak_rss_gb")
+                    rec["score_histories"] = score.get("n_histories")
+                    print(
+                        f"  scoring      {rec['score_s']:.1f} s, peak {rec['score_peak_gb']:.2f} GB "
+                        f"({score.get('n_draws')} draws)",
+                        flush=True,
+                    )
             # ---- peers
             if peer_ok and n == int(a.peer_at):
                 import pandas as pd
@@ -713,19 +680,17 @@ def main(argv: list[str] | None = None) -> None:
                     f"(peak {rec.get('pmm_score_peak_gb') or float('nan'):.2f} GB)",
                     flush=True,
                 )
-            # ---- profiles of the 1M misses (or the largest size)
+            # ---- profiles of the misses at the largest size
             if n == max(sizes) and not a.no_profile:
-                fit_time = rec.get("fit_s") or rec.get("fit_estimate_s") or 0
-                if rec.get("fit_timed_out") or rec.get("fit_skipped") or fit_time > TARGET_SECONDS:
-                    small = argparse.Namespace(
-                        **{**vars(a), "chains": 1, "draws": 200, "tune": 200}
-                    )
-                    pf = _run("fit", n, work, small, profile=True, timeout=a.fit_timeout)
+                if rec.get("fit_timed_out") or (rec.get("fit_s") or 0) > TARGET_SECONDS:
+                    it = PROFILE_FIT_ITERATIONS
+                    short = argparse.Namespace(**{**vars(a), "chains": 1, "draws": it, "tune": it})
+                    pf = _run("fit", n, work, short, profile=True, timeout=a.fit_timeout)
                     if "profile_tottime" in pf:
                         profiles.append(
                             (
-                                f"NUTS fit at {_fmt_n(n)} (1 chain, 200 + 200 draws, "
-                                f"{pf['seconds']:.0f} s)",
+                                f"NUTS fit at {_fmt_n(n)}: 1 chain, {it} + {it} iterations, "
+                                f"{pf['seconds']:.0f} s under cProfile",
                                 pf["profile_tottime"],
                             )
                         )
@@ -734,13 +699,13 @@ def main(argv: list[str] | None = None) -> None:
                     or (rec.get("score_s") or 0) > TARGET_SECONDS
                     or (rec.get("score_peak_gb") or 0) > TARGET_GB
                 ):
-                    k = min(n, SUBSAMPLE // 2)
+                    k = min(n, PROFILE_SCORE_CUSTOMERS)
                     ps = _run("score", n, work, a, models=models, profile=True, subsample=k)
                     if "profile_tottime" in ps:
                         profiles.append(
                             (
-                                f"scoring {_fmt_n(k)} of the {_fmt_n(n)} customers "
-                                f"({ps['seconds']:.0f} s under cProfile)",
+                                f"scoring {_fmt_n(k)} of the {_fmt_n(n)} customers, "
+                                f"{ps['seconds']:.0f} s under cProfile",
                                 ps["profile_tottime"],
                             )
                         )
@@ -753,6 +718,24 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _write(out_dir: Path, records, profiles, notes, peer_note, load_before, a) -> None:
+    """scale.json (everything, for --render), scale.csv, scale.md and scale.png."""
+    state = {
+        "records": records,
+        "profiles": profiles,
+        "notes": notes,
+        "peer_note": peer_note,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "args": {k: v for k, v in vars(a).items() if isinstance(v, int | float | str | bool)},
+    }
+    (out_dir / "scale.json").write_text(json.dumps(state, indent=1, default=str))
+    _render(out_dir, state)
+
+
+def _render(out_dir: Path, state: dict) -> None:
+    records, profiles, notes = state["records"], state["profiles"], state["notes"]
+    peer_note, load_before = state["peer_note"], state["load_before"]
+    a = argparse.Namespace(**state["args"])
     fields = sorted({k for r in records for k in r}, key=lambda k: (k != "customers", k))
     with open(out_dir / "scale.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
@@ -769,7 +752,7 @@ def _write(out_dir: Path, records, profiles, notes, peer_note, load_before, a) -
         + " customers",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other work: load "
-        f"average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after), Python "
+        f"average {load_before:.1f} before and {state['load_after']:.1f} after), Python "
         f"{platform.python_version()}. Generated by `benchmarks/scale.py`"
         + (" --smoke" if a.smoke else "")
         + ".",
@@ -792,19 +775,17 @@ def _write(out_dir: Path, records, profiles, notes, peer_note, load_before, a) -
     for r in records:
         fit = _fmt_s(r.get("fit_s"))
         if r.get("fit_timed_out"):
-            fit = f"> {a.fit_timeout:.0f} (est. {_fmt_s(r.get('fit_estimate_s'))})"
-        elif r.get("fit_skipped"):
-            fit = f"est. {_fmt_s(r.get('fit_estimate_s'))}"
+            fit = f"> {r.get('fit_timeout', a.fit_timeout):.0f} (stopped)"
         hist = f"{r['bg_histories']:,} / {r['gg_histories']:,}" if r.get("bg_histories") else "-"
         score = _fmt_s(r.get("score_s"))
         if r.get("score_timed_out"):
-            score = f"est. {_fmt_s(r.get('score_estimate_s'))}"
+            score = f"> {r.get('score_timeout', a.score_timeout):.0f} (stopped)"
         lines.append(
             f"| {_fmt_n(r['customers'])} | {r['rows']:,} | {r['rfm_s']:.2f} "
             f"| {_fmt_s(r.get('duckdb_s'))} | {r.get('rfm_ratio', float('nan')):.2f} "
-            f"| {r['rfm_peak_gb']:.2f} | {fit} | {r.get('fit_peak_gb') or float('nan'):.2f} "
+            f"| {r['rfm_peak_gb']:.2f} | {fit} | {_fmt_gb(r.get('fit_peak_gb'))} "
             f"| {hist} | {r.get('bg_grad_ms', float('nan')):.1f} / {r.get('gg_grad_ms', float('nan')):.1f} "
-            f"| {score} | {_fmt_gb(r.get('score_peak_gb'), r.get('score_subsample_peak_gb'))} |"
+            f"| {score} | {_fmt_gb(r.get('score_peak_gb'))} |"
         )
     lines += [
         "",
@@ -820,19 +801,19 @@ def _write(out_dir: Path, records, profiles, notes, peer_note, load_before, a) -
         ("RFM summary peak memory", big.get("rfm_peak_gb"), TARGET_GB, " GB"),
         (
             "NUTS fit, both models",
-            big.get("fit_s") or big.get("fit_estimate_s"),
+            big.get("fit_s") or (math.inf if big.get("fit_timed_out") else None),
             TARGET_SECONDS,
             " s",
         ),
         (
             "scoring time",
-            big.get("score_s") or big.get("score_estimate_s"),
+            big.get("score_s") or (math.inf if big.get("score_timed_out") else None),
             TARGET_SECONDS,
             " s",
         ),
         (
             "scoring peak memory",
-            big.get("score_peak_gb") or big.get("score_subsample_peak_gb"),
+            big.get("score_peak_gb"),
             TARGET_GB,
             " GB",
         ),
@@ -846,6 +827,8 @@ def _write(out_dir: Path, records, profiles, notes, peer_note, load_before, a) -
     for name, value, limit, unit in checks:
         met = "-" if value is None else ("yes" if value <= limit else "**no**")
         shown = "-" if value is None else f"{value:.2f}{unit}"
+        if value == math.inf:
+            shown = "stopped, see the table"
         lines.append(f"| {name} | {shown} | {limit:g}{unit} | {met} |")
     fit_rows = [r for r in records if r.get("bg_min_ess_bulk")]
     if fit_rows:
@@ -924,13 +907,13 @@ def _plot(path: Path, records) -> None:
         m = [r.get(mem) for r in records]
         if any(v is not None for v in m):
             ax_m.plot(ns, [np.nan if v is None else v for v in m], style, label=label)
-    for key, measured, style, label in (
-        ("fit_estimate_s", "fit_s", "sC2", "NUTS fit (estimated)"),
-        ("score_estimate_s", "score_s", "^C3", "scoring (estimated)"),
+    for key, limit, style, label in (
+        ("fit_timed_out", "fit_timeout", "sC2", "NUTS fit stopped (> limit)"),
+        ("score_timed_out", "score_timeout", "^C3", "scoring stopped (> limit)"),
     ):
-        est = [(r["customers"], r[key]) for r in records if r.get(key) and not r.get(measured)]
-        if est:
-            ax_t.plot(*zip(*est, strict=True), style, mfc="none", label=label)
+        stopped = [(r["customers"], r[limit]) for r in records if r.get(key) and r.get(limit)]
+        if stopped:
+            ax_t.plot(*zip(*stopped, strict=True), style, mfc="none", ms=9, label=label)
     ax_t.axhline(TARGET_SECONDS, color="grey", lw=0.8, ls=":", label="target at 1M (3 min)")
     ax_m.axhline(TARGET_GB, color="grey", lw=0.8, ls=":", label="target at 1M (4 GB)")
     for ax, ylabel in ((ax_t, "seconds"), (ax_m, "peak memory (GB)")):

@@ -9,14 +9,16 @@ r = 0.2426, alpha = 4.4136, a = 0.7929, b = 2.4259 (weeks).
 from __future__ import annotations
 
 import itertools
+import warnings
 from importlib import resources
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import integrate, optimize, special
+from scipy import integrate, optimize, special, stats
 
 from clvbayes.math import bgnbd
+from clvbayes.math.discount import discounted_increments, schedule
 
 MLE = (0.2426, 4.4136, 0.7929, 2.4259)
 
@@ -463,3 +465,202 @@ def test_math_layer_imports_without_pymc():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------------------------
+# weighted total log-likelihood and its gradient (the NUTS kernel)
+# --------------------------------------------------------------------------------------------
+SUM_POINTS = [
+    MLE,
+    (1e-3, 0.5, 2.0, 3.0),  # tiny r
+    (2.0, 10.0, 1.0 + 1e-9, 0.5),  # a near 1, b < 1
+    (50.0, 1e3, 40.0, 0.05),  # large r, alpha, a; small b
+    (0.7, 1e-3, 0.3, 1e-3),  # tiny alpha and b: d far above the softplus cap
+]
+
+
+def _sum_histories(rng, n=3000):
+    """Random weighted histories: zeros, ordinary and very frequent buyers (x up to 1e4)."""
+    share = [0.3, 0.2, 0.15, 0.1, 0.08, 0.06, 0.04, 0.04, 0.02, 0.01]
+    x = rng.choice([0, 1, 2, 3, 5, 8, 13, 40, 200, 10_000], size=n, p=share).astype(float)
+    T = rng.choice(np.arange(1, 400) / 7.0, size=n)
+    t_x = np.where(x > 0, np.round(rng.uniform(0, 1, n) * T * 7) / 7, 0.0)
+    t_x[::7] = np.where(x[::7] > 0, T[::7], 0.0)  # last purchase at the end: D = 0
+    w = rng.integers(0, 6, size=n)  # weight 0 histories are dropped
+    return x, t_x, T, w
+
+
+@pytest.fixture(
+    params=[(8192, 2048, {"mixed"}), (64, 100, {"mixed", "one x"}), (7, 1, {"one x"})],
+    ids=["default", "small", "tiny"],
+)
+def sum_chunking(request, monkeypatch):
+    """Chunk size, single-frequency threshold and the chunk kinds they give on the test data."""
+    chunk, block_min, kinds = request.param
+    monkeypatch.setattr(bgnbd, "_SUM_CHUNK", chunk)
+    monkeypatch.setattr(bgnbd, "_SUM_BLOCK_MIN", block_min)
+    return kinds
+
+
+@pytest.fixture(scope="module")
+def symbolic_sum_and_grad():
+    """``sum(w * loglik)`` and its PyTensor gradient, from the symbolic graph PyMC uses."""
+    pytensor = pytest.importorskip("pytensor")
+    pt = pytest.importorskip("pytensor.tensor")
+    from clvbayes.math._xp import pytensor_namespace
+
+    theta = pt.dvector("theta", shape=(4,))
+    x, t_x, T, w = (pt.dvector(n) for n in ("x", "t_x", "T", "w"))
+    total = (w * bgnbd.loglik(*theta, x, t_x, T, xp=pytensor_namespace())).sum()
+    fn = pytensor.function([theta, x, t_x, T, w], [total, pytensor.grad(total, theta)])
+    return lambda params, x, t_x, T, w: fn(
+        np.asarray(params, float), x, t_x, T, np.asarray(w, float)
+    )
+
+
+@pytest.mark.parametrize("params", SUM_POINTS)
+def test_loglik_sum_and_grad_match_symbolic_gradient(
+    params, sum_chunking, symbolic_sum_and_grad, rng
+):
+    x, t_x, T, w = _sum_histories(rng)
+    data = bgnbd.prepare_loglik_sum(x, t_x, T, w)
+    assert {"one x" if c[2] is None else "mixed" for c in data.chunks} == sum_chunking
+    total, grad = bgnbd.loglik_sum_and_grad(*params, data)
+    assert total == pytest.approx(np.sum(w * bgnbd.loglik(*params, x, t_x, T)), rel=1e-10)
+    ref_total, ref_grad = symbolic_sum_and_grad(params, x, t_x, T, w)
+    assert total == pytest.approx(ref_total, rel=1e-10)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-7)
+
+
+def test_loglik_sum_gradient_matches_finite_differences(cdnow_summary):
+    x, t_x, T = (cdnow_summary[c].to_numpy(float) for c in ("x", "t_x", "T"))
+    w = np.ones_like(x)
+    data = bgnbd.prepare_loglik_sum(x, t_x, T, w)
+    for params in ((0.5, 3.0, 0.6, 4.0), (0.2426, 4.4136, 0.7929, 2.4259)):
+        _, grad = bgnbd.loglik_sum_and_grad(*params, data)
+        fd = np.empty(4)
+        for i in range(4):  # central differences in log(parameter): step 1e-5 relative
+            up, down = np.array(params), np.array(params)
+            up[i] *= np.exp(1e-5)
+            down[i] *= np.exp(-1e-5)
+            diff = bgnbd.loglik(*up, x, t_x, T).sum() - bgnbd.loglik(*down, x, t_x, T).sum()
+            fd[i] = diff / 2e-5 / params[i]
+        np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-6)
+
+
+def test_loglik_sum_weights_equal_repeated_histories(rng):
+    x, t_x, T, w = _sum_histories(rng, n=200)
+    weighted = bgnbd.prepare_loglik_sum(x, t_x, T, w)
+    rep = [np.repeat(v, w) for v in (x, t_x, T)]
+    repeated = bgnbd.prepare_loglik_sum(*rep, np.ones(int(w.sum())))
+    a, ga = bgnbd.loglik_sum_and_grad(*MLE, weighted)
+    b, gb = bgnbd.loglik_sum_and_grad(*MLE, repeated)
+    assert a == pytest.approx(b, rel=1e-12)
+    np.testing.assert_allclose(ga, gb, rtol=1e-10)
+
+
+def test_loglik_sum_without_repeat_buyers_and_empty():
+    T = np.array([10.0, 20.0, 20.0])
+    data = bgnbd.prepare_loglik_sum(np.zeros(3), np.zeros(3), T, [1, 2, 3])
+    total, grad = bgnbd.loglik_sum_and_grad(*MLE, data)
+    assert total == pytest.approx(np.sum([1, 2, 3] * bgnbd.loglik(*MLE, 0, 0, T)), rel=1e-12)
+    assert grad.shape == (4,) and grad[2] == 0 and grad[3] == 0
+    empty = bgnbd.prepare_loglik_sum([], [], [], [])
+    total, grad = bgnbd.loglik_sum_and_grad(*MLE, empty)
+    assert total == 0 and np.all(grad == 0)
+
+
+@pytest.mark.parametrize(
+    ("weights", "match"),
+    [([1, 2], "one entry per history"), ([1, -1, 2], "non-negative whole"),
+     ([1, 0.5, 2], "non-negative whole"), ([1, np.nan, 2], "non-negative whole")],
+)  # fmt: skip
+def test_prepare_loglik_sum_rejects_bad_weights(weights, match):
+    with pytest.raises(ValueError, match=match):
+        bgnbd.prepare_loglik_sum([0, 1, 2], [0, 1, 2], [3, 3, 3], weights)
+
+
+def test_prepare_loglik_sum_validates_histories():
+    with pytest.raises(ValueError, match="recency must not exceed T"):
+        bgnbd.prepare_loglik_sum([1], [5.0], [3.0], [1])
+
+
+def test_loglik_sum_at_zero_or_infinite_parameters_is_not_finite_and_silent():
+    """NUTS may probe overflowed or underflowed parameters: non-finite output, no exception."""
+    data = bgnbd.prepare_loglik_sum([0, 1, 5, 200], [0, 1, 3, 30], [10, 10, 20, 40], [1, 2, 3, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for params in [(np.inf, 0.0, 0.0, np.inf), (0.0, 1.0, 1.0, 1.0), (1.0, np.inf, 1.0, 1.0)]:
+            total, grad = bgnbd.loglik_sum_and_grad(*params, data)
+            assert not (np.isfinite(total) and np.all(np.isfinite(grad))), params
+
+
+# ---------------------------------------------------------------- scoring engines
+def test_several_horizons_in_one_pass_equal_one_at_a_time():
+    """The node axis (shared Beta factors) gives the same values as separate evaluations,
+    for series and quadrature elements alike."""
+    rng = np.random.default_rng(5)
+    k = rng.uniform(0.05, 60, size=(40, 1))
+    a = rng.uniform(0.1, 3, size=(40, 1))
+    bb = rng.uniform(0.5, 80, size=(40, 1))
+    s = np.sort(rng.uniform(0.01, 20, size=(40, 6)), axis=1)  # long horizons -> quadrature
+    together = bgnbd._beta_expectation(bgnbd._PURCHASES, k, a, bb, s)
+    apart = np.stack(
+        [bgnbd._beta_expectation(bgnbd._PURCHASES, k[:, 0], a[:, 0], bb[:, 0], s[:, j]) for j in range(6)],
+        axis=1,
+    )  # fmt: skip
+    np.testing.assert_allclose(together, apart, rtol=1e-13)
+    for j in range(6):  # and against the independent quadrature
+        i = 7
+        want = _expected_by_quadrature_alive(k[i, 0], a[i, 0], bb[i, 0], s[i, j])
+        assert together[i, j] == pytest.approx(want, rel=1e-9)
+
+
+def _expected_by_quadrature_alive(k, a, bb, s):
+    def f(p):
+        return stats.beta.pdf(p, a, bb) * -np.expm1(-k * np.log1p(p * s)) / p
+
+    return integrate.quad(f, 0, 1, limit=400, epsabs=1e-14, epsrel=1e-12)[0]
+
+
+def test_active_futures_match_exact_expectations_and_reference_simulation():
+    """The shared-arrival simulator is an exact draw for every (frequency, T): its means match
+    the closed forms and its count distribution matches the plain per-customer simulator."""
+    r, alpha, a, b = 0.7, 4.0, 0.8, 3.0
+    p_val, q_val = 3.0, 5.0
+    n_draws = 40_000
+    x = np.array([0.0, 0.0, 3.0, 3.0, 3.0, 12.0])
+    T = np.array([10.0, 60.0, 5.0, 20.0, 80.0, 30.0])
+    horizon, period = 26.0, 1.0
+    ends, factors = schedule(horizon, 0.01, period)
+    fut = bgnbd.simulate_active_futures(
+        11, *(np.full(n_draws, v) for v in (r, alpha, a, b)), x, T, horizon, period, factors,
+        mark_shape=np.full(n_draws, p_val), mark_rate_shape=p_val * x + q_val + np.zeros((n_draws, 6)),
+    )  # fmt: skip
+    exact_n = bgnbd.expected_purchases_alive(r, alpha, a, b, x, T, horizon)
+    exact_disc = discounted_increments(
+        lambda t: bgnbd.expected_purchases_alive(r, alpha, a, b, x[:, None], T[:, None], t),
+        scale=alpha + T.min(), ends=ends, factors=factors,
+    )  # fmt: skip
+    n = fut["purchases"]
+    se = n.std(axis=0) / np.sqrt(n_draws)
+    assert np.all(np.abs(n.mean(axis=0) - exact_n) < 4 * se)
+    # values: E[sum g_j / G] = E[n] p / (p x + q - 1) (n, g and G independent)
+    unit = p_val / (p_val * x + q_val - 1.0)
+    for key, mean in (("value", exact_n * unit), ("discounted", exact_disc * unit), ("one", unit)):
+        v = fut[key]
+        assert np.all(np.abs(v.mean(axis=0) - mean) < 4.5 * v.std(axis=0) / np.sqrt(n_draws)), key
+    # reference: per-customer latent draw + the plain process simulator
+    rng = np.random.default_rng(3)
+    lam, p = bgnbd.sample_latent_alive(rng, r, alpha, a, b, np.repeat(x[None], n_draws, 0), T)
+    ref = bgnbd.simulate_purchases(rng, np.ones(lam.shape, dtype=bool), lam, p, horizon)
+    for j in range(x.size):
+        top = int(max(n[:, j].max(), ref[:, j].max())) + 1
+        obs = np.stack([np.bincount(n[:, j].astype(int), minlength=top),
+                        np.bincount(ref[:, j], minlength=top)])  # fmt: skip
+        keep = obs.sum(axis=0) >= 20
+        table = np.column_stack([obs[:, keep], obs[:, ~keep].sum(axis=1)])
+        table = table[:, table.sum(axis=0) > 0]
+        assert stats.chi2_contingency(table).pvalue > 1e-3, j
+    with pytest.raises(ValueError, match="sorted by frequency"):
+        bgnbd.simulate_active_futures(1, [r], [alpha], [a], [b], [3.0, 1.0], [5.0, 5.0], 10.0)

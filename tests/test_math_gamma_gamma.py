@@ -9,6 +9,7 @@ import itertools
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -329,3 +330,95 @@ def test_math_layer_imports_without_pymc_or_pytensor():
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert res.returncode == 0, res.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# weighted total log-likelihood and its gradient (the NUTS kernel)
+# --------------------------------------------------------------------------------------------
+SUM_POINTS = [
+    (CDNOW_P, CDNOW_Q, CDNOW_GAMMA),
+    (1e-3, 0.5, 2.0),  # tiny p
+    (0.7, 1.0 + 1e-9, 1e-3),  # q near 1, tiny gamma
+    (1e3, 1e-3, 1e3),
+    (50.0, 200.0, 1e5),
+]
+
+
+def _spend_histories(rng, n=3000):
+    x = rng.choice([0, 1, 2, 3, 5, 13, 40, 200, 10_000], size=n).astype(float)
+    m = np.where(x > 0, np.exp(rng.normal(3, 2, n)), 0.0)
+    w = rng.integers(0, 6, size=n)
+    return x, m, w
+
+
+@pytest.fixture(scope="module")
+def symbolic_sum_and_grad():
+    pytensor = pytest.importorskip("pytensor")
+    pt = pytest.importorskip("pytensor.tensor")
+    from clvbayes.math._xp import pytensor_namespace
+
+    theta = pt.dvector("theta", shape=(3,))
+    x, m, w = (pt.dvector(n) for n in ("x", "m", "w"))
+    ll = gg.loglik(*theta, pt.maximum(x, 1.0), pt.switch(x > 0, m, 1.0), xp=pytensor_namespace())
+    total = (pt.switch(x > 0, w, 0.0) * ll).sum()
+    fn = pytensor.function([theta, x, m, w], [total, pytensor.grad(total, theta)])
+    return lambda params, x, m, w: fn(np.asarray(params, float), x, m, np.asarray(w, float))
+
+
+@pytest.mark.parametrize("chunk", [8192, 100, 7])
+@pytest.mark.parametrize("params", SUM_POINTS)
+def test_loglik_sum_and_grad_match_symbolic_gradient(
+    params, chunk, symbolic_sum_and_grad, rng, monkeypatch
+):
+    monkeypatch.setattr(gg, "_SUM_CHUNK", chunk)
+    x, m, w = _spend_histories(rng)
+    data = gg.prepare_loglik_sum(x, m, w)
+    total, grad = gg.loglik_sum_and_grad(*params, data)
+    assert total == pytest.approx(np.sum(w * gg.loglik(*params, x, m)), rel=1e-10)
+    ref_total, ref_grad = symbolic_sum_and_grad(params, x, m, w)
+    assert total == pytest.approx(ref_total, rel=1e-10)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-7)
+
+
+def test_loglik_sum_gradient_matches_finite_differences(cdnow):
+    x, m = cdnow["x"].to_numpy(float), cdnow["zbar"].to_numpy(float)
+    data = gg.prepare_loglik_sum(x, m, np.ones_like(x))
+    for params in ((2.0, 3.0, 20.0), (CDNOW_P, CDNOW_Q, CDNOW_GAMMA)):
+        total, grad = gg.loglik_sum_and_grad(*params, data)
+        assert total == pytest.approx(gg.loglik(*params, x, m).sum(), rel=1e-12)
+        fd = np.empty(3)
+        for i in range(3):  # central differences in log(parameter)
+            up, down = np.array(params), np.array(params)
+            up[i] *= np.exp(1e-5)
+            down[i] *= np.exp(-1e-5)
+            fd[i] = (gg.loglik(*up, x, m).sum() - gg.loglik(*down, x, m).sum()) / 2e-5 / params[i]
+        np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-5)
+
+
+def test_loglik_sum_of_published_fit(cdnow):
+    x, m = cdnow["x"].to_numpy(float), cdnow["zbar"].to_numpy(float)
+    data = gg.prepare_loglik_sum(x, m, np.ones_like(x))
+    assert data.n_customers == 946  # the customers with x = 0 carry no spend information
+    total, _ = gg.loglik_sum_and_grad(CDNOW_P, CDNOW_Q, CDNOW_GAMMA, data)
+    assert total == pytest.approx(CDNOW_LL, abs=0.01)
+
+
+def test_loglik_sum_empty_and_bad_weights():
+    total, grad = gg.loglik_sum_and_grad(
+        1.0, 2.0, 3.0, gg.prepare_loglik_sum([0, 0], [0, 0], [1, 2])
+    )
+    assert total == 0 and np.all(grad == 0) and grad.shape == (3,)
+    with pytest.raises(ValueError, match="one entry per history"):
+        gg.prepare_loglik_sum([1, 2], [3.0, 4.0], [1])
+    with pytest.raises(ValueError, match="non-negative whole"):
+        gg.prepare_loglik_sum([1, 2], [3.0, 4.0], [1, -2])
+
+
+def test_loglik_sum_at_zero_or_infinite_parameters_is_not_finite_and_silent():
+    """NUTS may probe overflowed or underflowed parameters: non-finite output, no exception."""
+    data = gg.prepare_loglik_sum([0, 1, 5, 200], [0.0, 1.0, 3.0, 30.0], [1, 2, 3, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for params in [(np.inf, 0.0, 0.0), (0.0, 1.0, 1.0), (1.0, 1.0, np.inf)]:
+            total, grad = gg.loglik_sum_and_grad(*params, data)
+            assert not (np.isfinite(total) and np.all(np.isfinite(grad))), params

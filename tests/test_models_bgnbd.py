@@ -85,6 +85,51 @@ def test_pymc_model_logp_matches_numpy_total(cdnow):
     assert logp == pytest.approx(expected, rel=1e-10)
 
 
+@pytest.mark.parametrize(
+    "point",
+    [BGNBD_MLE, {"r": 1e-3, "alpha": 0.5, "a": 1.0 + 1e-9, "b": 0.05},
+     {"r": 30.0, "alpha": 900.0, "a": 20.0, "b": 0.01}],
+)  # fmt: skip
+def test_fast_pymc_model_equals_symbolic(cdnow, point):
+    """The NumPy Op gives the symbolic graph's log posterior and gradient (priors included)."""
+    model = BetaGeoModel()
+    data = model._compress(cdnow)
+    symbolic, fast = (model.build_pymc_model(data, fast=f) for f in (False, True))
+    assert "counts" not in fast.named_vars and "counts" in symbolic.named_vars
+    x = {f"{k}_log__": np.log(v) for k, v in point.items()}
+    assert fast.compile_logp()(x) == pytest.approx(symbolic.compile_logp()(x), rel=1e-10)
+    np.testing.assert_allclose(fast.compile_dlogp()(x), symbolic.compile_dlogp()(x), rtol=1e-7)
+
+
+def test_fast_pymc_model_pickles(cdnow):
+    import pickle
+
+    model = BetaGeoModel()
+    pm_model = model.build_pymc_model(model._compress(cdnow), fast=True)
+    f = pm_model.compile_dlogp()
+    x = {f"{k}_log__": np.log(v) for k, v in BGNBD_MLE.items()}
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(f))(x), f(x))
+
+
+@pytest.mark.parametrize(("sampler", "fast"), [("pymc", True), ("numpyro", False)])
+def test_nuts_sampler_gets_fast_or_symbolic_graph(cdnow, monkeypatch, sampler, fast):
+    """PyMC's NUTS runs the NumPy Op; numpyro (and nutpie) need the symbolic graph."""
+    import pymc as pm
+
+    class Stop(Exception):
+        pass
+
+    def fake_sample(**kwargs):
+        seen.append("counts" not in pm.modelcontext(None).named_vars)
+        raise Stop
+
+    seen = []
+    monkeypatch.setattr(pm, "sample", fake_sample)
+    with pytest.raises(Stop):
+        BetaGeoModel().fit(cdnow, nuts_sampler=sampler)
+    assert seen == [fast]
+
+
 # ---------------------------------------------------------------- API contract
 def test_unknown_prior_name_lists_valid_names():
     with pytest.raises(
@@ -129,6 +174,13 @@ def test_short_nuts_structure_and_predictions(bgnbd_nuts_small, cdnow):
     assert e.shape == (2, 100, 5)
     assert list(e["customer_id"].values) == list(cdnow.index[:5])
     assert np.all(np.isfinite(e.values))
+
+
+def test_short_nuts_near_mle(bgnbd_nuts_small):
+    s = bgnbd_nuts_small.summary()
+    assert bgnbd_nuts_small.fit_info_["nuts_sampler"] == "pymc"
+    for k, v in BGNBD_MLE.items():
+        assert abs(s.loc[k, "mean"] - v) < 4 * BGNBD_MLE_SE[k], k
 
 
 def test_nuts_is_reproducible_with_seed(cdnow):

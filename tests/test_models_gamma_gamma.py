@@ -94,3 +94,32 @@ def test_load_wrong_model_class_fails(gg_mle, tmp_path):
     gg_mle.save(path)
     with pytest.raises(ValueError, match="holds a GammaGammaModel, not a BetaGeoModel"):
         BetaGeoModel.load(path)
+
+
+@pytest.mark.parametrize(
+    "point",
+    [GG_MLE, {"p": 1e-3, "q": 1.0 + 1e-9, "gamma": 1e-3}, {"p": 300.0, "q": 0.05, "gamma": 1e5}],
+)
+def test_fast_pymc_model_equals_symbolic(cdnow, point):
+    """The NumPy Op gives the symbolic graph's log posterior and gradient (priors included)."""
+    model = GammaGammaModel()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExcludedCustomersWarning)
+        data = model._compress(cdnow)
+    symbolic, fast = (model.build_pymc_model(data, fast=f) for f in (False, True))
+    x = {f"{k}_log__": np.log(v) for k, v in point.items()}
+    assert fast.compile_logp()(x) == pytest.approx(symbolic.compile_logp()(x), rel=1e-10)
+    # atol: at the MLE the gradient (~1) is what is left of per-customer terms summing to ~1e4
+    np.testing.assert_allclose(
+        fast.compile_dlogp()(x), symbolic.compile_dlogp()(x), rtol=1e-7, atol=1e-6
+    )
+
+
+def test_short_nuts_near_mle(gg_nuts_small):
+    s = gg_nuts_small.summary()
+    assert gg_nuts_small.fit_info_["nuts_sampler"] == "pymc"
+    assert s["r_hat"].max() < 1.1
+    mle_mean_spend = GG_MLE["p"] * GG_MLE["gamma"] / (GG_MLE["q"] - 1)  # 35.2
+    assert float(gg_nuts_small.population_mean_spend().mean()) == pytest.approx(
+        mle_mean_spend, rel=0.1
+    )

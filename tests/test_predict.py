@@ -301,3 +301,71 @@ def test_expectations_only_pass_matches_full_pass(cdnow, bgnbd_mle, gg_mle):
             observed={"purchases": cdnow["frequency_holdout"]},
             **kw,
         )
+
+
+# ---------------------------------------------------------------- engine at scale
+@pytest.mark.parametrize("kind", ["ci", "pi"])
+@pytest.mark.parametrize("prob", [0.9, 0.5, 0.98, 0.1])
+def test_fast_draw_summaries_equal_numpy_quantiles(kind, prob):
+    """The compiled tail selection returns numpy's quantiles exactly, also with ties, a mass
+    at zero (outcomes), skew, non-finite values and few draws."""
+    from clvbayes.predict import draw_stats
+
+    rng = np.random.default_rng(int(prob * 100))
+    cases = {
+        "normal": rng.standard_normal((1000, 300)),
+        "counts": rng.poisson(0.7, (1000, 300)).astype(float),
+        "zero_mass": np.where(rng.random((1000, 300)) < 0.6, 0.0, rng.lognormal(3, 2, (1000, 300))),
+        "skewed": rng.lognormal(0, 3, (700, 400)),
+        "few_draws": rng.standard_normal((70, 2000)),
+    }
+    cases["non_finite"] = cases["normal"].copy()
+    cases["non_finite"][3, 5] = np.nan
+    cases["non_finite"][:, 7] = np.inf
+    method = "linear" if kind == "ci" else "inverted_cdf"
+    lo, hi = (1 - prob) / 2, (1 + prob) / 2
+    for name, x in cases.items():
+        got = draw_stats(x, prob, axis=0, kind=kind)
+        want = np.quantile(x, [lo, hi], axis=0, method=method)
+        with np.errstate(invalid="ignore"):
+            np.testing.assert_allclose(got["lower"], want[0], rtol=1e-15, err_msg=name)
+            np.testing.assert_allclose(got["upper"], want[1], rtol=1e-15, err_msg=name)
+            np.testing.assert_allclose(got["mean"], x.mean(axis=0), rtol=1e-12, err_msg=name)
+            np.testing.assert_allclose(got["sd"], x.std(axis=0, ddof=1), rtol=1e-10, err_msg=name)
+
+
+def test_results_do_not_depend_on_threads(cdnow, bgnbd_mle, gg_mle):
+    kw = dict(horizon=26, annual_discount_rate=0.1, seed=4, n_outcome_samples=300, by="segment")
+    cdnow = cdnow.assign(segment=np.where(cdnow["frequency"] > 2, "loyal", "other"))
+    a = score_customers(cdnow, bgnbd_mle, gg_mle, n_jobs=1, max_chunk_elements=60_000, **kw)
+    b = score_customers(cdnow, bgnbd_mle, gg_mle, n_jobs=2, max_chunk_elements=60_000, **kw)
+    pd.testing.assert_frame_equal(a.customers, b.customers)
+    for g in a.segments:
+        pd.testing.assert_frame_equal(a.segments[g], b.segments[g])
+
+
+def test_large_segment_totals_agree_with_customer_by_customer_simulation(monkeypatch):
+    """Totals of large segments (normal given each draw, conditional variances estimated from
+    the samples) match the exact per-customer simulation of the same segments."""
+    from clvbayes.models import BetaGeoModel, GammaGammaModel
+    from clvbayes.predict import clv
+
+    rng = np.random.default_rng(21)
+    rfm, _, _ = _simulate_dataset(rng, (0.5, 3.0, 0.7, 3.0), (5.0, 4.0, 20.0), n=6000)
+    rfm["group"] = np.where(rng.random(len(rfm)) < 0.3, "small share", "large share")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bg = BetaGeoModel().fit(rfm, method="map")
+        gg = GammaGammaModel().fit(rfm, method="map")
+    kw = dict(horizon=39, annual_discount_rate=0.1, seed=5, n_outcome_samples=2000, by="group")
+    monkeypatch.setattr(clv, "EXACT_SEGMENT_MIN", 0)
+    normal = score_customers(rfm, bg, gg, **kw).segments
+    monkeypatch.setattr(clv, "EXACT_SEGMENT_MIN", 10**9)
+    exact = score_customers(rfm, bg, gg, **kw).segments
+    for g in ("all", "group"):
+        for q in ("alive", "purchases", "revenue", "clv"):
+            for side in ("lower", "upper"):
+                col = f"{q}_total_pi_{side}"
+                width = exact[g][f"{q}_total_pi_upper"] - exact[g][f"{q}_total_pi_lower"]
+                gap = (normal[g][col] - exact[g][col]).abs()
+                assert (gap <= 0.06 * width).all(), (g, col, gap / width)

@@ -88,8 +88,11 @@ All functions broadcast: parameters may be posterior-draw arrays such as shape
 from __future__ import annotations
 
 import functools
+import itertools
+from dataclasses import dataclass
 from types import SimpleNamespace
 
+import numba
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import special
@@ -103,11 +106,14 @@ from clvbayes.math._checks import scalar_if_0d as _scalar_if_0d
 from clvbayes.math._xp import NUMPY, betaln
 
 __all__ = [
+    "LoglikSumData",
     "expected_purchases",
     "expected_purchases_new",
     "loglik",
+    "loglik_sum_and_grad",
     "p_alive",
     "p_alive_at",
+    "prepare_loglik_sum",
     "prob_purchases",
     "sample_latent",
     "simulate",
@@ -291,6 +297,251 @@ def p_alive(r, alpha, a, b, frequency, recency, T) -> np.ndarray | float:
 
 
 # --------------------------------------------------------------------------------------------
+# weighted total log-likelihood and its gradient (the hot path of NUTS)
+# --------------------------------------------------------------------------------------------
+# Histories per pass: the work arrays (64 KiB each) stay in cache, and the dot products stay
+# at or below 10,000 elements, above which OpenBLAS runs them multi-threaded (10-100x slower
+# when the other cores are busy, e.g. with the other chains).
+_SUM_CHUNK = 8192
+_SUM_BLOCK_MIN = 2048  # a frequency shared by this many histories gets chunks of its own
+_SOFTPLUS_CAP = 36.0  # log(1 + exp(d)) rounds to d in float64 for d >= 36
+
+
+@dataclass(frozen=True, eq=False)
+class LoglikSumData:
+    """Weighted histories laid out once for :func:`loglik_sum_and_grad`.
+
+    Built by :func:`prepare_loglik_sum`; plain arrays, so it pickles to sampler processes.
+
+    Attributes
+    ----------
+    n_customers : float
+        Total weight ``W = sum_i w_i``.
+    x_values, x_weights : ndarray
+        Distinct frequencies (``x = 0`` included) and the total weight of each.
+    T_values, T_weights, T_x_weights : ndarray
+        Distinct ``T`` (time unit) and, for each, ``sum w_i`` and ``sum w_i x_i`` over its
+        histories.
+    x, recency, T, weights : ndarray
+        The histories with ``x > 0``, grouped by frequency: first the frequencies shared by
+        at least 2,048 histories, then the others, each group in increasing ``x``.
+    pos_x_values, pos_x_index : ndarray
+        Distinct frequencies ``> 0`` and, per history above, the index of its frequency.
+    chunks : tuple
+        ``(start, stop, run_starts, run_x)`` per chunk of the histories above.  A chunk of
+        one frequency has ``run_starts = None`` and ``run_x`` the index of that frequency;
+        a mixed chunk has the chunk-local starts of its runs of equal frequency and their
+        frequency indices.
+    chunk_size : int
+        Length of the longest chunk (size of the work arrays).
+    """
+
+    n_customers: float
+    x_values: np.ndarray
+    x_weights: np.ndarray
+    T_values: np.ndarray
+    T_weights: np.ndarray
+    T_x_weights: np.ndarray
+    x: np.ndarray
+    recency: np.ndarray
+    T: np.ndarray
+    weights: np.ndarray
+    pos_x_values: np.ndarray
+    pos_x_index: np.ndarray
+    chunks: tuple
+    chunk_size: int
+
+
+def prepare_loglik_sum(
+    frequency: ArrayLike, recency: ArrayLike, T: ArrayLike, weights: ArrayLike
+) -> LoglikSumData:
+    """Lay out weighted histories once for :func:`loglik_sum_and_grad`.
+
+    Histories with weight 0 are dropped.  Those with ``x = 0`` enter only through the
+    per-frequency and per-``T`` tables (they have no ``softplus`` term); the others are
+    grouped by frequency so that most chunks hold a single ``x`` and need no per-history
+    lookup of ``x``-dependent values.  About 0.1 s for a million histories.
+
+    Parameters
+    ----------
+    frequency, recency, T : array_like, shape (n,)
+        Histories ``x``, ``t_x``, ``T`` (times in the data's unit), e.g. the distinct rows
+        of a compressed customer table.
+    weights : array_like of int, shape (n,)
+        Number of customers sharing each history (non-negative whole numbers).
+
+    Returns
+    -------
+    LoglikSumData
+
+    Raises
+    ------
+    ValueError
+        On invalid histories (as :func:`loglik`), or weights of another length or not
+        non-negative whole numbers.
+    """
+    x, t_x, T = (np.ravel(v) for v in _check_history(frequency, recency, T))
+    if not x.size == t_x.size == T.size:
+        raise ValueError("frequency, recency and T must have one entry per history.")
+    w = _as_counts(weights, "weights").ravel().astype(float)
+    if w.size != x.size:
+        raise ValueError(f"weights must have one entry per history ({x.size}), got {w.size}.")
+    keep = w > 0
+    x, t_x, T, w = x[keep], t_x[keep], T[keep], w[keep]
+    x_values, x_index = np.unique(x, return_inverse=True)
+    T_values, T_index = np.unique(T, return_inverse=True)
+    tables = {
+        "n_customers": float(np.sum(w)),
+        "x_values": x_values,
+        "x_weights": np.bincount(x_index, weights=w, minlength=x_values.size),
+        "T_values": T_values,
+        "T_weights": np.bincount(T_index, weights=w, minlength=T_values.size),
+        "T_x_weights": np.bincount(T_index, weights=w * x, minlength=T_values.size),
+    }
+
+    pos = x > 0
+    x, t_x, T, w = x[pos], t_x[pos], T[pos], w[pos]
+    pos_x_values, index, n_of_x = np.unique(x, return_inverse=True, return_counts=True)
+    big = n_of_x[index] >= _SUM_BLOCK_MIN
+    order = np.lexsort((index, ~big))  # frequencies with many histories first, each by x
+    x, t_x, T, w, index = x[order], t_x[order], T[order], w[order], index[order]
+    chunks = []
+    n_big = int(big.sum())
+    runs = np.r_[0, np.flatnonzero(np.diff(index[:n_big])) + 1, n_big] if n_big else []
+    for s0, e0 in itertools.pairwise(runs):  # one frequency: even chunks of <= _SUM_CHUNK
+        edges = np.linspace(s0, e0, -(-(e0 - s0) // _SUM_CHUNK) + 1).round().astype(np.int64)
+        chunks += [(int(s), int(e), None, int(index[s0])) for s, e in itertools.pairwise(edges)]
+    for s in range(n_big, x.size, _SUM_CHUNK):  # the rare frequencies, mixed
+        e = min(s + _SUM_CHUNK, x.size)
+        starts = np.r_[0, np.flatnonzero(np.diff(index[s:e])) + 1]
+        chunks.append((s, e, starts, index[s:e][starts]))
+    return LoglikSumData(
+        **tables, x=x, recency=t_x, T=T, weights=w, pos_x_values=pos_x_values,
+        pos_x_index=index, chunks=tuple(chunks),
+        chunk_size=max((e - s for s, e, *_ in chunks), default=0),
+    )  # fmt: skip
+
+
+def loglik_sum_and_grad(r, alpha, a, b, data: LoglikSumData) -> tuple[float, np.ndarray]:
+    """Weighted total log-likelihood ``sum_i w_i log L_i`` and its gradient in ``(r, alpha, a, b)``.
+
+    The value equals ``sum(weights * loglik(r, alpha, a, b, x, t_x, T))`` (:func:`loglik`,
+    FHL eq. 6) and the gradient is exact (no finite differences).  Decomposition, with
+    ``W = sum w``, ``W_x``, ``W_T`` the weights per distinct ``x`` and ``T``,
+    ``X_T = sum_{T_i = T} w_i x_i`` and, for the histories with ``x > 0``,
+    ``D = log(alpha + T) - log(alpha + t_x)``, ``d = log a - log(b + x - 1) + (r + x) D``::
+
+        total = sum_x W_x F(x) + r log(alpha) W - sum_T (r W_T + X_T) log(alpha + T)
+                + sum_{x_i > 0} w_i softplus(d_i)
+        F(x)  = log Gamma(r + x) - log Gamma(r) + log B(a, b + x) - log B(a, b)
+
+    and, with ``psi`` the digamma function, ``s_i = w_i expit(d_i)`` and
+    ``Q = 1 / (alpha + T) - 1 / (alpha + t_x)``::
+
+        d/dr     = sum_x W_x [psi(r + x) - psi(r)] + W log(alpha)
+                   - sum_T W_T log(alpha + T) + sum_i s_i D_i
+        d/dalpha = r W / alpha - sum_T (r W_T + X_T) / (alpha + T) + sum_i s_i (r + x_i) Q_i
+        d/da     = sum_x W_x [psi(a + b) - psi(a + b + x)] + sum_i s_i / a
+        d/db     = sum_x W_x [psi(b + x) - psi(b) + psi(a + b) - psi(a + b + x)]
+                   - sum_i s_i / (b + x_i - 1)
+
+    Only the ``softplus`` sum runs over the histories: in chunks of 8,192 (work arrays in
+    cache), ~20 NumPy passes with three vectorised transcendental functions each, about
+    10 ns per history (7 ms for the 721,451 histories with ``x > 0`` of a million
+    simulated customers, one core).  ``softplus(d)`` is evaluated as
+    ``max(log(1 + exp(min(d, 36))), d)``: absolute error of order 1e-16 per history.
+
+    Parameters
+    ----------
+    r, alpha, a, b : float
+        Positive parameters (``alpha`` in 1 / time unit).  Not validated: this is called
+        thousands of times per fit with values from a sampler.
+    data : LoglikSumData
+        From :func:`prepare_loglik_sum`.
+
+    Returns
+    -------
+    total : float
+        Weighted log-likelihood (log of 1 / time unit^x, summed).
+    gradient : ndarray, shape (4,)
+        Its partial derivatives in ``r``, ``alpha`` (time unit), ``a``, ``b``.  Parameters
+        at 0 or infinity (which a sampler may probe) give non-finite values, not errors.
+    """
+    with np.errstate(all="ignore"):
+        return _loglik_sum_and_grad(*(np.float64(v) for v in (r, alpha, a, b)), data)
+
+
+def _loglik_sum_and_grad(r, alpha, a, b, data: LoglikSumData) -> tuple[float, np.ndarray]:
+    W = data.n_customers
+    # terms of x alone: once per distinct frequency
+    xv, wx = data.x_values, data.x_weights
+    F = special.gammaln(r + xv) - special.gammaln(r) + _np_betaln(a, b + xv) - _np_betaln(a, b)
+    psi_abx = special.digamma(a + b + xv)
+    psi_ab = special.digamma(a + b)
+    g_r = wx @ (special.digamma(r + xv) - special.digamma(r))
+    g_a = wx @ (psi_ab - psi_abx)
+    g_b = wx @ (special.digamma(b + xv) - special.digamma(b) + psi_ab - psi_abx)
+    # terms of T alone: once per distinct T
+    log_aT = np.log(alpha + data.T_values)
+    coef = r * data.T_weights + data.T_x_weights
+    total = wx @ F + r * np.log(alpha) * W - coef @ log_aT
+    g_r += W * np.log(alpha) - data.T_weights @ log_aT
+    g_alpha = r * W / alpha - coef @ (1.0 / (alpha + data.T_values))
+    # softplus terms of the histories with x > 0
+    x_pos = data.pos_x_values
+    c = np.log(a) - np.log(b + x_pos - 1.0)
+    inv_b = 1.0 / (b + x_pos - 1.0)
+    sum_s = sum_s_b = sum_s_D = sum_s_rxQ = 0.0
+    work = np.empty((5, data.chunk_size))
+    cap = np.full(data.chunk_size, _SOFTPLUS_CAP)
+    for start, stop, run_starts, run_x in data.chunks:
+        n = stop - start
+        A, B, D, Y, E = work[:, :n]
+        w = data.weights[start:stop]
+        np.add(data.T[start:stop], alpha, out=A)
+        np.add(data.recency[start:stop], alpha, out=B)
+        np.divide(A, B, out=D)
+        np.log(D, out=D)  # D = log(alpha + T) - log(alpha + t_x)
+        np.subtract(B, A, out=E)
+        A *= B
+        np.divide(E, A, out=A)  # Q = 1 / (alpha + T) - 1 / (alpha + t_x)
+        if run_starts is None:  # one frequency: r + x and c(x) are scalars
+            rx = r + x_pos[run_x]
+            np.multiply(D, rx, out=B)
+            B += c[run_x]
+        else:
+            rx = data.x[start:stop] + r
+            np.multiply(D, rx, out=B)
+            B += c[data.pos_x_index[start:stop]]  # B = d
+        np.minimum(B, cap[:n], out=Y)
+        np.exp(Y, out=Y)
+        np.add(Y, 1.0, out=E)
+        np.divide(Y, E, out=Y)  # expit(d)
+        np.log(E, out=E)
+        np.maximum(E, B, out=E)  # softplus(d)
+        total += w @ E
+        Y *= w  # s
+        sum_s_D += Y @ D
+        if run_starts is None:
+            s_run = Y.sum()
+            sum_s += s_run
+            sum_s_b += s_run * inv_b[run_x]
+            sum_s_rxQ += rx * (Y @ A)
+        else:
+            s_runs = np.add.reduceat(Y, run_starts)
+            sum_s += s_runs.sum()
+            sum_s_b += s_runs @ inv_b[run_x]
+            rx *= Y
+            sum_s_rxQ += rx @ A
+    grad = np.array([g_r + sum_s_D, g_alpha + sum_s_rxQ, g_a + sum_s / a, g_b - sum_s_b])
+    return float(total), grad
+
+
+def _np_betaln(a, b):
+    return special.gammaln(a) + special.gammaln(b) - special.gammaln(a + b)
+
+
+# --------------------------------------------------------------------------------------------
 # the two Beta expectations behind every prediction
 # --------------------------------------------------------------------------------------------
 # With p ~ Beta(a, bb), k = r + x, bb = b + x and s = t / (alpha + T):
@@ -310,6 +561,10 @@ _CHUNK = 1 << 18  # elements per pass of _beta_expectation
 def _beta_expectation(kind: str, k, a, bb, s) -> np.ndarray:
     """``S`` or ``H`` (see above) for broadcast arrays; the engine behind all predictions.
 
+    When ``k``, ``a`` and ``bb`` have length 1 along the last axis and ``s`` does not (several
+    horizons of the same customer and draw, e.g. the nodes of a discounted sum), the last
+    axis is evaluated in one pass: the series' Beta factors are shared by all horizons.
+
     Each element is evaluated by whichever of two methods is cheaper (accuracy: module
     docstring):
 
@@ -325,71 +580,105 @@ def _beta_expectation(kind: str, k, a, bb, s) -> np.ndarray:
       are summed exactly from Taylor series of ``f`` and truncated Beta moments
       (:func:`_end_pieces`).
     """
-    k, a, bb, s = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (k, a, bb, s)))
-    shape = k.shape
-    k, a, bb, s = (v.ravel() for v in (k, a, bb, s))
-    out = np.empty(k.size)
+    k, a, bb, s = (np.asarray(v, dtype=float) for v in (k, a, bb, s))
+    shape = np.broadcast_shapes(k.shape, a.shape, bb.shape, s.shape)
+    shared = (
+        len(shape) > 0
+        and shape[-1] > 1
+        and all(v.ndim == 0 or v.shape[-1] == 1 for v in (k, a, bb))
+    )
+    lead = shape[:-1] if shared else shape
+    n_nodes = shape[-1] if shared else 1
+    if shared:
+        k, a, bb = (v[..., 0] if v.ndim else v for v in (k, a, bb))
+    k, a, bb = (np.broadcast_to(v, lead).ravel() for v in (k, a, bb))
+    s = np.broadcast_to(s, (*lead, n_nodes) if shared else lead).reshape(-1, n_nodes)
+    out = np.empty((k.size, n_nodes))
     for start in range(0, k.size, _CHUNK):  # bounds the memory of the temporaries
         part = slice(start, start + _CHUNK)
         k_, a_, bb_, s_ = k[part], a[part], bb[part], s[part]
-        mean = k_ * s_
-        terms = mean + 8.0 * np.sqrt(mean * (1.0 + s_)) + 40.0 * (1.0 + s_)
+        s_max = s_.max(axis=1)
+        mean = k_ * s_max
+        terms = mean + 8.0 * np.sqrt(mean * (1.0 + s_max)) + 40.0 * (1.0 + s_max)
         series = terms <= _SERIES_MAX_TERMS
-        res = np.empty(k_.size)
+        res = np.empty(s_.shape)
         if series.any():
             res[series] = _series(kind, k_[series], a_[series], bb_[series], s_[series])
         quad = ~series
         if quad.any():
-            res[quad] = _quadrature(kind, k_[quad], a_[quad], bb_[quad], s_[quad])
+            k_q, a_q, bb_q = (np.repeat(v[quad], n_nodes) for v in (k_, a_, bb_))
+            res[quad] = _quadrature(kind, k_q, a_q, bb_q, s_[quad].ravel()).reshape(-1, n_nodes)
         out[part] = res
     return out.reshape(shape)
 
 
 def _series(kind: str, k, a, bb, s) -> np.ndarray:
-    """Positive series of :func:`_beta_expectation` (1-D arrays, short horizons)."""
-    z = s / (1.0 + s)
-    pmf = np.exp(-k * np.log1p(s))  # P(N = 0) >= exp(-k s) >= exp(-400): no underflow
-    surv = np.ones_like(k)  # P(G > 0)
-    cum = np.zeros_like(k)  # sum_{n < 0} P(G > n)
-    total = pmf.copy() if kind == _SURVIVAL else np.zeros_like(k)
-    out = np.empty_like(k)
-    active = np.arange(k.size)
-    apb = a + bb
-    buf1, buf2 = np.empty_like(k), np.empty_like(k)
-    for m in range(1, 20 * _SERIES_MAX_TERMS):
-        # in place (this loop dominates short-horizon predictions):
-        # cum += surv; surv *= (bb + m-1) / (a + bb + m-1); pmf *= (k + m-1) z / m
-        cum += surv
-        np.add(bb, m - 1, out=buf1)
-        np.add(apb, m - 1, out=buf2)
-        buf1 /= buf2
-        surv *= buf1
-        np.add(k, m - 1, out=buf1)
-        buf1 *= z
-        buf1 *= 1.0 / m
-        pmf *= buf1
-        np.multiply(pmf, surv if kind == _SURVIVAL else cum, out=buf1)
-        total += buf1
-        if m % 8:
-            continue
-        # P(N = j + 1) / P(N = j) <= rho for all j >= m, so the tail is geometric
-        rho = z * np.maximum(1.0, (k + m) / (m + 1.0))
-        if kind == _SURVIVAL:
-            tail = pmf * surv * rho / (1.0 - rho)
-        else:
-            tail = pmf * (cum * rho / (1.0 - rho) + surv * rho / (1.0 - rho) ** 2)
-        done = (rho < 1.0) & (tail <= 1e-17 * total)
-        if done.any():
-            out[active[done]] = total[done]
-            keep = ~done
-            active = active[keep]
-            if active.size == 0:
-                return out
-            k, bb, apb, z, pmf, surv, cum, total = (
-                v[keep] for v in (k, bb, apb, z, pmf, surv, cum, total)
-            )
-            buf1, buf2 = buf1[: k.size], buf2[: k.size]
-    raise RuntimeError("BG/NBD series did not converge")  # pragma: no cover
+    """Positive series of :func:`_beta_expectation`: ``k, a, bb`` of shape (n,), ``s`` (n, J)."""
+    s = np.ascontiguousarray(s, dtype=float)
+    out = np.empty(s.shape)
+    converged = _series_kernel(
+        kind == _SURVIVAL, *(np.ascontiguousarray(v, dtype=float) for v in (k, a, bb)), s, out
+    )
+    if not converged:  # pragma: no cover - terms are bounded by the length estimate
+        raise RuntimeError("BG/NBD series did not converge")
+    return out
+
+
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def _series_kernel(survival, k, a, bb, s, out):  # pragma: no cover - compiled
+    """Compiled loop of :func:`_series` (releases the GIL); False if a series did not converge.
+
+    Per term ``m``: ``cum += surv``; ``surv *= (bb + m-1) / (a + bb + m-1)``;
+    ``pmf_j *= (k + m-1) z_j / m`` for every horizon ``j``; ``total_j += pmf_j (surv or cum)``.
+    Every 8 terms the tail is bounded geometrically (``P(N = i + 1) / P(N = i) <= rho`` for all
+    ``i >= m``) and the element stops when every horizon's tail is below 1e-17 of its total.
+    """
+    n_el, n_nodes = s.shape
+    z = np.empty(n_nodes)
+    pmf = np.empty(n_nodes)
+    total = np.empty(n_nodes)
+    max_terms = 20 * 400
+    for e in range(n_el):
+        ke, bbe = k[e], bb[e]
+        apb = a[e] + bbe
+        for j in range(n_nodes):
+            z[j] = s[e, j] / (1.0 + s[e, j])
+            pmf[j] = np.exp(-ke * np.log1p(s[e, j]))
+            total[j] = pmf[j] if survival else 0.0
+        surv, cum = 1.0, 0.0
+        m = 1
+        while True:
+            cum += surv
+            surv *= (bbe + m - 1.0) / (apb + m - 1.0)
+            f = (ke + m - 1.0) / m
+            w = surv if survival else cum
+            for j in range(n_nodes):
+                pmf[j] *= f * z[j]
+                total[j] += pmf[j] * w
+            if m % 8 == 0:
+                done = True
+                for j in range(n_nodes):
+                    rho = z[j] * max(1.0, (ke + m) / (m + 1.0))
+                    if rho >= 1.0:
+                        done = False
+                        break
+                    g = rho / (1.0 - rho)
+                    tail = (
+                        pmf[j] * surv * g
+                        if survival
+                        else pmf[j] * (cum * g + surv * g / (1.0 - rho))
+                    )
+                    if tail > 1e-17 * total[j]:
+                        done = False
+                        break
+                if done:
+                    break
+            m += 1
+            if m >= max_terms:
+                return False
+        for j in range(n_nodes):
+            out[e, j] = total[j]
+    return True
 
 
 def _softplus(v):
@@ -827,6 +1116,166 @@ def sample_latent(
     # b + max(x, 1) - 1 > 0: the dead branch only occurs for x >= 1
     p = rng.beta(np.where(alive, a, a + 1.0), np.where(alive, b + x, b + np.maximum(x, 1.0) - 1.0))
     return alive, lam, p
+
+
+def sample_latent_alive(
+    rng: np.random.Generator | int | None, r, alpha, a, b, frequency, T
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``(lambda, p)`` from the posterior of a customer known to be active at ``T``.
+
+    The alive component of :func:`sample_latent`: ``lambda ~ Gamma(r + x, rate = alpha + T)``,
+    ``p ~ Beta(a, b + x)``; it does not depend on recency.  Customers sharing ``(x, T)`` and
+    a parameter draw share this distribution, so one simulated future per ``(x, T)`` and draw,
+    combined with each customer's own alive draw, is an exact draw of that customer's future.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator or seed
+        Random generator.
+    r, alpha, a, b : array_like
+        Positive parameters, e.g. draws of shape ``(S, 1)``.
+    frequency, T : array_like
+        Repeat purchases ``x`` and age ``T`` (data's time unit), shape ``(n,)``.
+
+    Returns
+    -------
+    lam, p : ndarray
+        Purchase rate (per time unit) and dropout probability, broadcast shape of all inputs.
+    """
+    rng = np.random.default_rng(rng)
+    r, alpha, a, b = _check_parameters(r=r, alpha=alpha, a=a, b=b)
+    x, _, T = _check_history(frequency, np.zeros_like(np.asarray(T, dtype=float)), T)
+    r, alpha, a, b, x, T = np.broadcast_arrays(r, alpha, a, b, x, T)
+    lam = rng.standard_gamma(r + x) / (alpha + T)
+    p = rng.beta(a, b + x)
+    return lam, p
+
+
+def simulate_active_futures(
+    seed: int, r, alpha, a, b, frequency, T, t: float, period: float = 1.0, factors=None,
+    mark_shape=None, mark_rate_shape=None,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Futures over ``(T, T + t]`` of customers active at ``T``, per draw and (frequency, T).
+
+    For draw ``s`` and customers with ``x`` repeat purchases who are active at ``T``,
+    ``lambda = L / (alpha + T)`` with ``L ~ Gamma(r + x, 1)`` and ``p ~ Beta(a, b + x)`` (the
+    alive posterior, :func:`sample_latent_alive`).  Purchase opportunities are the arrivals
+    ``u_1 < u_2 < ...`` of a unit-rate Poisson process in operational time; the ``j``-th
+    happens at ``u_j / lambda`` after ``T``, is a purchase while the customer is active, and
+    ends activity with probability ``p``.  One draw of ``(L, p)`` and of the arrivals serves
+    every ``T`` with the same ``x`` (time is only rescaled), so each (draw, pair) entry is an
+    exact draw of that pair's future; entries of pairs that share ``x`` are dependent.
+
+    With ``mark_shape`` each purchase carries a value ``g_j / G`` with ``g_j ~ Gamma(mark_shape)``
+    and ``G ~ Gamma(mark_rate_shape)`` shared by the customer's purchases (Gamma-Gamma values
+    with spend rate ``nu = G / scale``; the caller multiplies by ``scale``).
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the compiled generator (the same seed gives the same futures).
+    r, alpha, a, b : array_like, shape (S,)
+        Parameter draws.
+    frequency, T : array_like, shape (P,)
+        Distinct pairs, sorted by frequency then T (as from ``np.unique``).
+    t : float
+        Horizon (data's time unit).
+    period : float
+        Discount period; a purchase at ``s`` after ``T`` falls in period ``ceil(s / period)``.
+    factors : array_like, optional
+        Discount factor of each period (default: none, all 1).
+    mark_shape : array_like, shape (S,), optional
+        Value shape per draw (Gamma-Gamma ``p``).
+    mark_rate_shape : array_like, shape (S, P), optional
+        Shape of the spend-rate posterior per draw and pair (``p x + q``).
+
+    Returns
+    -------
+    dict of ndarray, each (S, P)
+        ``purchases`` (float); with marks also ``value`` (sum of the purchases' values),
+        ``discounted`` (sum of values times their period's factor) and ``one`` (the value
+        of one further transaction), all in units of the spend-rate scale.
+    """
+    r, alpha, a, b = (np.ascontiguousarray(v, dtype=float).ravel() for v in (r, alpha, a, b))
+    x = np.ascontiguousarray(frequency, dtype=float)
+    T = np.ascontiguousarray(T, dtype=float)
+    if np.any(np.diff(x) < 0) or np.any((np.diff(x) == 0) & (np.diff(T) < 0)):
+        raise ValueError("pairs must be sorted by frequency, then T.")
+    factors = np.ones(1) if factors is None else np.ascontiguousarray(factors, dtype=float)
+    marks = mark_shape is not None
+    n_s, n_p = r.size, x.size
+    m_shape = np.ascontiguousarray(mark_shape if marks else np.ones(n_s), dtype=float).ravel()
+    m_rate = np.ascontiguousarray(
+        np.broadcast_to(mark_rate_shape if marks else 1.0, (n_s, n_p)), dtype=float
+    )
+    out = np.zeros((4 if marks else 1, n_s, n_p))
+    starts = np.flatnonzero(np.r_[True, x[1:] != x[:-1]]).astype(np.int64)
+    _futures_kernel(
+        int(seed) % (2**32), r, alpha, a, b, x, T, float(t), float(period), factors, marks,
+        m_shape, m_rate, np.r_[starts, n_p].astype(np.int64), out,
+    )  # fmt: skip
+    res = {"purchases": out[0]}
+    if marks:
+        res.update(value=out[1], discounted=out[2], one=out[3])
+    return res
+
+
+@numba.njit(nogil=True, cache=True)
+def _futures_kernel(seed, r, alpha, a, b, x, T, t, period, factors, marks, m_shape, m_rate,
+                    bounds, out):  # pragma: no cover - compiled  # fmt: skip
+    np.random.seed(seed)  # noqa: NPY002 (numba's generator)
+    n_k = factors.size
+    cap = 64
+    u = np.empty(cap)
+    g = np.empty(cap)
+    for s in range(r.size):
+        for grp in range(bounds.size - 1):
+            p0, p1 = bounds[grp], bounds[grp + 1]
+            xg = x[p0]
+            lam_unit = np.random.gamma(r[s] + xg, 1.0)  # noqa: NPY002 (numba's generator)
+            drop = np.random.beta(a[s], b[s] + xg)  # noqa: NPY002 (numba's generator)
+            rate_g = np.random.gamma(m_rate[s, p0], 1.0) if marks else 1.0  # noqa: NPY002 (numba's generator)
+            one = np.random.gamma(m_shape[s], 1.0) if marks else 0.0  # noqa: NPY002 (numba's generator)
+            # arrivals up to the longest operational horizon (smallest T) or the dropout
+            reach = lam_unit / (alpha[s] + T[p0]) * t
+            n = 0
+            u_now = 0.0
+            while True:
+                u_now += np.random.exponential(1.0)  # noqa: NPY002 (numba's generator)
+                if u_now > reach:
+                    break
+                if n == cap:
+                    cap *= 2
+                    u2 = np.empty(cap)
+                    g2 = np.empty(cap)
+                    u2[:n] = u[:n]
+                    g2[:n] = g[:n]
+                    u, g = u2, g2
+                u[n] = u_now
+                g[n] = np.random.gamma(m_shape[s], 1.0) if marks else 0.0  # noqa: NPY002 (numba's generator)
+                n += 1
+                if np.random.random() < drop:  # noqa: NPY002 (numba's generator)
+                    break
+            for p in range(p0, p1):
+                lam = lam_unit / (alpha[s] + T[p])
+                limit = lam * t
+                count = 0
+                total = 0.0
+                disc = 0.0
+                for j in range(n):
+                    if u[j] > limit:
+                        break
+                    count += 1
+                    if marks:
+                        k = int(np.ceil(u[j] / lam / period - 1e-12))
+                        k = min(max(k, 1), n_k)
+                        total += g[j]
+                        disc += g[j] * factors[k - 1]
+                out[0, s, p] = count
+                if marks:
+                    out[1, s, p] = total / rate_g
+                    out[2, s, p] = disc / rate_g
+                    out[3, s, p] = one / rate_g
 
 
 def _check_latent(alive, lam, p, t):

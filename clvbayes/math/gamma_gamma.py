@@ -62,11 +62,13 @@ All functions broadcast: parameters may be posterior-draw arrays such as shape
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy import special
 
 from clvbayes.math._checks import MAX_SHOWN as _MAX_SHOWN
 from clvbayes.math._checks import as_counts as _as_counts
@@ -77,9 +79,12 @@ from clvbayes.math._checks import scalar_if_0d as _scalar_if_0d
 from clvbayes.math._xp import NUMPY, betaln
 
 __all__ = [
+    "LoglikSumData",
     "expected_spend",
     "loglik",
+    "loglik_sum_and_grad",
     "population_mean_spend",
+    "prepare_loglik_sum",
     "sample_spend_rate",
     "simulate",
     "simulate_transaction_values",
@@ -206,6 +211,163 @@ def loglik_frequency_terms(p, q, frequency, xp: SimpleNamespace = NUMPY):
 
 
 # --------------------------------------------------------------------------------------------
+# weighted total log-likelihood and its gradient (the hot path of NUTS)
+# --------------------------------------------------------------------------------------------
+# Histories per pass: the work arrays (64 KiB each) stay in cache, and the dot products stay
+# at or below 10,000 elements, above which OpenBLAS runs them multi-threaded (10-100x slower
+# when the other cores are busy, e.g. with the other chains).
+_SUM_CHUNK = 8192
+
+
+@dataclass(frozen=True, eq=False)
+class LoglikSumData:
+    """Weighted spend histories laid out once for :func:`loglik_sum_and_grad`.
+
+    Built by :func:`prepare_loglik_sum`; plain arrays, so it pickles to sampler processes.
+    Only histories with ``x >= 1`` and positive weight are kept.
+
+    Attributes
+    ----------
+    n_customers : float
+        Total weight ``W = sum_i w_i``.
+    x_values, x_weights : ndarray
+        Distinct frequencies and the total weight of each.
+    spend : ndarray
+        ``x z-bar`` per history (total repeat spend, currency units).
+    weights_x_and_w : ndarray, shape (2, n)
+        Rows ``w x`` and ``w``.
+    sum_wx_log_spend, sum_w_log_zbar : float
+        The sufficient statistics ``sum w x log(x z-bar)`` and ``sum w log(z-bar)``.
+    """
+
+    n_customers: float
+    x_values: np.ndarray
+    x_weights: np.ndarray
+    spend: np.ndarray
+    weights_x_and_w: np.ndarray
+    sum_wx_log_spend: float
+    sum_w_log_zbar: float
+
+
+def prepare_loglik_sum(
+    frequency: ArrayLike, monetary_value: ArrayLike, weights: ArrayLike
+) -> LoglikSumData:
+    """Lay out weighted spend histories once for :func:`loglik_sum_and_grad`.
+
+    Histories with ``x = 0`` (no spend information, log-likelihood 0) or weight 0 are dropped.
+
+    Parameters
+    ----------
+    frequency : array_like, shape (n,)
+        Repeat transactions ``x`` (>= 0).
+    monetary_value : array_like, shape (n,)
+        Mean value ``z-bar`` of those transactions (currency units; > 0 where ``x >= 1``).
+    weights : array_like of int, shape (n,)
+        Number of customers sharing each history (non-negative whole numbers).
+
+    Returns
+    -------
+    LoglikSumData
+
+    Raises
+    ------
+    ValueError
+        On invalid data (as :func:`loglik`), or weights of another length or not
+        non-negative whole numbers.
+    """
+    x, z = (np.ravel(v) for v in _check_data(frequency, monetary_value))
+    w = _as_counts(weights, "weights").ravel().astype(float)
+    if not x.size == z.size == w.size:
+        raise ValueError(
+            f"frequency, monetary_value and weights must have one entry per history; got "
+            f"lengths {x.size}, {z.size} and {w.size}."
+        )
+    keep = (x > 0) & (w > 0)
+    x, z, w = x[keep], z[keep], w[keep]
+    x_values, x_index = np.unique(x, return_inverse=True)
+    spend = x * z
+    return LoglikSumData(
+        n_customers=float(np.sum(w)),
+        x_values=x_values,
+        x_weights=np.bincount(x_index, weights=w, minlength=x_values.size),
+        spend=spend,
+        weights_x_and_w=np.stack([w * x, w]),
+        sum_wx_log_spend=float((w * x) @ np.log(spend)),
+        sum_w_log_zbar=float(w @ np.log(z)),
+    )
+
+
+def loglik_sum_and_grad(p, q, gamma, data: LoglikSumData) -> tuple[float, np.ndarray]:
+    """Weighted total log-likelihood ``sum_i w_i log f_i`` and its gradient in ``(p, q, gamma)``.
+
+    The value equals ``sum(weights * loglik(p, q, gamma, x, z-bar))`` (:func:`loglik`); the
+    gradient is exact.  With ``y_i = gamma + x_i z-bar_i``, ``W = sum w`` and ``W_x`` the
+    weight of each distinct ``x``, the log-likelihood of a history is
+    ``-log B(p x, q) + q log(gamma) - (p x + q) log(y) + p x log(x z-bar) - log(z-bar)``, so::
+
+        total = -sum_x W_x log B(p x, q) + q W log(gamma) - p S_xL - q S_L
+                + p sum w x log(x z-bar) - sum w log(z-bar)
+        d/dp     = -sum_x W_x x [psi(p x) - psi(p x + q)] - S_xL + sum w x log(x z-bar)
+        d/dq     = -sum_x W_x [psi(q) - psi(p x + q)] + W log(gamma) - S_L
+        d/dgamma = q W / gamma - p sum w x / y - q sum w / y
+
+    with ``S_xL = sum w x log(y)``, ``S_L = sum w log(y)`` and ``psi`` the digamma function.
+    The last two sums of ``total`` are constants computed by :func:`prepare_loglik_sum`; per
+    history it costs one ``log``, one division and one small matrix product in chunks, about
+    3 ns (2 ms for 544,782 histories, one core).  The terms are large and partly cancel, so
+    the result is accurate to about 1e-15 of ``sum w |log f|`` rather than of the total.
+
+    Parameters
+    ----------
+    p, q, gamma : float
+        Positive parameters (``gamma`` in currency units).  Not validated (called thousands
+        of times per fit with values from a sampler).
+    data : LoglikSumData
+        From :func:`prepare_loglik_sum`.
+
+    Returns
+    -------
+    total : float
+        Weighted log-likelihood (log of 1 / currency unit, summed).
+    gradient : ndarray, shape (3,)
+        Its partial derivatives in ``p``, ``q`` and ``gamma`` (1 / currency unit).  Parameters
+        at 0 or infinity (which a sampler may probe) give non-finite values, not errors.
+    """
+    with np.errstate(all="ignore"):
+        return _loglik_sum_and_grad(*(np.float64(v) for v in (p, q, gamma)), data)
+
+
+def _loglik_sum_and_grad(p, q, gamma, data: LoglikSumData) -> tuple[float, np.ndarray]:
+    W = data.n_customers
+    xv, wx = data.x_values, data.x_weights
+    px = p * xv
+    psi_pxq = special.digamma(px + q)
+    log_b = special.gammaln(px) + special.gammaln(q) - special.gammaln(px + q)
+    # sums[i, j]: row i of weights_x_and_w (w x, w) against log(y) (j = 0) and 1 / y (j = 1)
+    sums = np.zeros((2, 2))
+    work = np.empty((2, min(_SUM_CHUNK, data.spend.size)))
+    for start in range(0, data.spend.size, _SUM_CHUNK):
+        stop = min(start + _SUM_CHUNK, data.spend.size)
+        log_y, inv_y = work[:, : stop - start]
+        np.add(data.spend[start:stop], gamma, out=log_y)
+        np.divide(1.0, log_y, out=inv_y)
+        np.log(log_y, out=log_y)
+        sums += data.weights_x_and_w[:, start:stop] @ work[:, : stop - start].T
+    (s_xl, s_xi), (s_l, s_i) = sums
+    log_gamma = np.log(gamma)
+    total = (
+        -(wx @ log_b) + q * W * log_gamma - p * s_xl - q * s_l
+        + p * data.sum_wx_log_spend - data.sum_w_log_zbar
+    )  # fmt: skip
+    grad = np.array([
+        -(wx @ (xv * (special.digamma(px) - psi_pxq))) - s_xl + data.sum_wx_log_spend,
+        -(wx @ (special.digamma(q) - psi_pxq)) + W * log_gamma - s_l,
+        q * W / gamma - p * s_xi - q * s_i,
+    ])  # fmt: skip
+    return float(total), grad
+
+
+# --------------------------------------------------------------------------------------------
 # expectations
 # --------------------------------------------------------------------------------------------
 def population_mean_spend(p: ArrayLike, q: ArrayLike, gamma: ArrayLike) -> np.ndarray | float:
@@ -327,11 +489,35 @@ def sample_spend_rate(
         For shapes ``p x + q`` below about 0.01 some draws underflow to 0.
     """
     rng = np.random.default_rng(rng)
+    shape, rate = spend_rate_posterior(p, q, gamma, frequency, monetary_value)
+    return rng.standard_gamma(shape) / rate
+
+
+def spend_rate_posterior(
+    p: ArrayLike,
+    q: ArrayLike,
+    gamma: ArrayLike,
+    frequency: ArrayLike,
+    monetary_value: ArrayLike,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shape and rate of each customer's spend-rate posterior (see :func:`sample_spend_rate`).
+
+    Returns
+    -------
+    shape : ndarray
+        ``p x + q`` (unit-free).
+    rate : ndarray
+        ``gamma + x z-bar`` (currency units); ``gamma`` for ``x = 0``.
+
+    Both have the broadcast shape of all inputs.  A draw ``nu = G / rate`` with
+    ``G ~ Gamma(shape, 1)``: customers sharing ``(x, parameters)`` can share ``G`` and differ
+    only in the scale ``rate``.
+    """
     p, q, gamma = _check_parameters(p=p, q=q, gamma=gamma)
     x, m = _check_data(frequency, monetary_value)
     xm = x * np.where(x > 0, m, 0.0)
     shape, rate = np.broadcast_arrays(p * x + q, gamma + xm)
-    return rng.standard_gamma(shape) / rate
+    return shape, rate
 
 
 def simulate_transaction_values(

@@ -17,6 +17,7 @@ to compute the per-history log-likelihood with the array namespace of
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -153,6 +154,14 @@ class CLVModel:
         """Weight of each distinct history in the likelihood (customers sharing it; 0 = not fitted)."""
         return data.counts
 
+    def _loglik_sum_function(self, data: CompressedRFM):
+        """``f(*params) -> (weighted total log-likelihood, gradient)`` in NumPy, or None.
+
+        Models that provide it (prepared once per fit, picklable) get a fast likelihood in
+        PyMC's own NUTS; see :meth:`build_pymc_model`.
+        """
+        return None
+
     # ------------------------------------------------------------------ fitting
     def fit(
         self,
@@ -267,27 +276,51 @@ class CLVModel:
         }
         return idata, info
 
-    def build_pymc_model(self, data: CompressedRFM | None = None):
-        """The PyMC model: priors plus one weighted log-likelihood term per distinct history."""
+    def build_pymc_model(self, data: CompressedRFM | None = None, fast: bool = False):
+        """The PyMC model: priors plus the log-likelihood of the distinct histories, weighted.
+
+        Parameters
+        ----------
+        data : CompressedRFM, optional
+            Compressed histories (default: the training data).
+        fast : bool, default False
+            Evaluate the likelihood and its gradient with the model's NumPy function
+            (:meth:`_loglik_sum_function`, e.g. :func:`clvbayes.math.bgnbd.loglik_sum_and_grad`)
+            wrapped in one PyTensor Op that runs in Python, instead of a symbolic graph with
+            one node per history; 3-10x faster gradients on large data.  Only PyMC's own
+            NUTS can run it: nutpie and numpyro compile the graph and need ``fast=False``.
+            Ignored by models without such a function.
+        """
+        import pymc as pm
+
+        data = self.data_ if data is None else data
+        loglik_sum = self._loglik_sum_function(data) if fast else None
+        with pm.Model() as model:
+            if loglik_sum is not None:
+                params = [self.priors[k].to_pymc(k) for k in self.param_names]
+                total, _ = _loglik_op(loglik_sum, len(params))(*params)
+                pm.Potential("loglik", total)
+            else:
+                self._symbolic_loglik(data)
+        return model
+
+    def _symbolic_loglik(self, data: CompressedRFM) -> None:
+        """Priors and the weighted log-likelihood as a PyTensor graph, in the current PyMC model."""
         import pymc as pm
 
         from clvbayes.math._xp import pytensor_namespace
 
-        data = self.data_ if data is None else data
-        xp = pytensor_namespace()
-        with pm.Model() as model:
-            shared = {c: pm.Data(c, np.asarray(data[c], dtype=float)) for c in data.columns}
-            counts = pm.Data("counts", self._likelihood_weights(data).astype(float))
-            params = {k: self.priors[k].to_pymc(k) for k in self.param_names}
-            view = _SharedView(shared, data)
-            if "frequency" in data.columns:
-                # costly special functions of the frequency alone: once per distinct value
-                uniq, index = np.unique(data["frequency"], return_inverse=True)
-                view.frequency_unique = pm.Data("frequency_unique", uniq.astype(float))
-                view.frequency_index = pm.Data("frequency_index", index.ravel().astype(np.int64))
-            ll = self._loglik(params, view, xp=xp)
-            pm.Potential("loglik", (counts * ll).sum())
-        return model
+        shared = {c: pm.Data(c, np.asarray(data[c], dtype=float)) for c in data.columns}
+        counts = pm.Data("counts", self._likelihood_weights(data).astype(float))
+        params = {k: self.priors[k].to_pymc(k) for k in self.param_names}
+        view = _SharedView(shared, data)
+        if "frequency" in data.columns:
+            # costly special functions of the frequency alone: once per distinct value
+            uniq, index = np.unique(data["frequency"], return_inverse=True)
+            view.frequency_unique = pm.Data("frequency_unique", uniq.astype(float))
+            view.frequency_index = pm.Data("frequency_index", index.ravel().astype(np.int64))
+        ll = self._loglik(params, view, xp=pytensor_namespace())
+        pm.Potential("loglik", (counts * ll).sum())
 
     def _fit_nuts(self, data, *, draws, tune, chains, seed, nuts_sampler, **kwargs):
         import pymc as pm
@@ -295,7 +328,8 @@ class CLVModel:
         sampler = nuts_sampler or default_nuts_sampler()
         if sampler not in NUTS_SAMPLERS:
             raise ValueError(f"nuts_sampler must be one of {NUTS_SAMPLERS}, got {sampler!r}.")
-        model = self.build_pymc_model(data)
+        # PyMC's NUTS can call NumPy code; nutpie and numpyro compile a symbolic graph
+        model = self.build_pymc_model(data, fast=sampler == "pymc")
         kwargs.setdefault("cores", min(chains, os.cpu_count() or 1))
         kwargs.setdefault("compute_convergence_checks", False)
         init = {k: v for k, v in self._initial_point(data).items()}
@@ -526,6 +560,59 @@ class CLVModel:
             idata.posterior[var] = idata.posterior[var].load()
         model.idata_ = idata
         return model
+
+
+def _loglik_op(func, n_params: int):
+    """One PyTensor Op computing ``func(*params) -> (total, gradient)`` (see :func:`_loglik_op_class`)."""
+    return _loglik_op_class()(func, n_params)
+
+
+@functools.cache
+def _loglik_op_class():
+    """The Op class, defined on first use so that importing clvbayes does not import PyTensor."""
+    import pytensor.tensor as pt
+    from pytensor.gradient import DisconnectedType
+    from pytensor.graph.basic import Apply
+    from pytensor.graph.op import Op
+
+    class LoglikOp(Op):
+        """Inputs: the parameter scalars.  Outputs: the log-likelihood and its gradient vector.
+
+        ``perform`` calls ``func`` once for both outputs; the gradient of the first output is
+        ``output_grad * gradient`` (no second derivatives).  Pickles by ``(func, n_params)``,
+        so ``func`` must pickle (a module-level function with its prepared data).
+        """
+
+        def __init__(self, func, n_params: int) -> None:
+            self.func = func
+            self.n_params = n_params
+
+        def __reduce__(self):
+            return _loglik_op, (self.func, self.n_params)
+
+        def make_node(self, *params):
+            if len(params) != self.n_params:
+                raise TypeError(f"expected {self.n_params} parameters, got {len(params)}")
+            inputs = [pt.cast(pt.as_tensor_variable(v), "float64") for v in params]
+            if any(v.ndim != 0 for v in inputs):
+                raise TypeError("the parameters must be scalars")
+            return Apply(self, inputs, [pt.dscalar(), pt.dvector()])
+
+        def perform(self, node, inputs, output_storage):
+            total, grad = self.func(*(float(v) for v in inputs))
+            output_storage[0][0] = np.asarray(total, dtype=np.float64)
+            output_storage[1][0] = np.asarray(grad, dtype=np.float64)
+
+        def infer_shape(self, fgraph, node, input_shapes):
+            return [(), (self.n_params,)]
+
+        def L_op(self, inputs, outputs, output_grads):
+            g_total, g_grad = output_grads
+            if not isinstance(g_grad.type, DisconnectedType):
+                raise NotImplementedError("the log-likelihood Op has no second derivatives")
+            return [g_total * outputs[1][i] for i in range(self.n_params)]
+
+    return LoglikOp
 
 
 class _SharedView:

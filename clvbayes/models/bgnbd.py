@@ -32,6 +32,7 @@ b       HalfCauchy(beta=1)            dropout Beta, second shape
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import numpy as np
@@ -85,6 +86,12 @@ class BetaGeoModel(CLVModel):
             params["r"], params["alpha"], params["a"], params["b"],
             data["frequency"], data["recency"], data["T"], xp=xp, frequency_terms=terms,
         )  # fmt: skip
+
+    def _loglik_sum_function(self, data: CompressedRFM):
+        prepared = bgnbd.prepare_loglik_sum(
+            data["frequency"], data["recency"], data["T"], self._likelihood_weights(data)
+        )
+        return functools.partial(bgnbd.loglik_sum_and_grad, data=prepared)
 
     def _initial_point(self, data: CompressedRFM) -> dict[str, float]:
         w = data.counts / data.counts.sum()
@@ -162,28 +169,39 @@ class BetaGeoModel(CLVModel):
         return self._discounted_purchases_arrays(params, h, np.array([float(t)]), np.ones(1))
 
     def _discounted_purchases_arrays(self, params, h, ends, factors, with_total=False):
-        """sum_k factors[k] * E[purchases in period k], shape (S, n) (and E[purchases to ends[-1]]).
+        """sum_k factors[k] * E[purchases in period k], shape (S, n) (and E[purchases to ends[-1]])."""
+        f = self._alive_factors(params, h, ends, factors)
+        discounted, total = (f["p_alive"] * f[k][:, f["pair"]] for k in ("discounted", "total"))
+        return (discounted, total) if with_total else discounted
+
+    def _alive_factors(self, params, h, ends, factors):
+        """P(alive) per history and the per-alive expectations per distinct (frequency, T).
 
         E[purchases] = P(alive) x E[purchases | alive]; the second factor depends on the
         history only through (frequency, T), so it is computed once per distinct pair.
+        Returns a dict: ``p_alive`` (S, n); ``pair`` (n,) index into the pairs;
+        ``pairs`` (dict of ``frequency``, ``T``, each (P,)); ``discounted`` and ``total``
+        (S, P): discounted and undiscounted expected purchases to ``ends[-1]`` if alive.
         """
         from clvbayes.math.discount import discounted_increments
 
-        pairs, inv = np.unique(np.stack([h["frequency"], h["T"]]), axis=1, return_inverse=True)
+        keys, inv = np.unique(np.stack([h["frequency"], h["T"]]), axis=1, return_inverse=True)
         r, alpha, a, b = (v[..., None] for v in self._args(params))
-        x, T = pairs[0][:, None], pairs[1][:, None]
-        per_alive = discounted_increments(
+        x, T = keys[0][:, None], keys[1][:, None]
+        discounted, total = discounted_increments(
             lambda t: bgnbd.expected_purchases_alive(r, alpha, a, b, x, T, t),
             scale=np.min(alpha) + np.min(T), ends=ends, factors=factors, with_total=True,
         )  # fmt: skip
-        p_alive = self._p_alive_arrays(params, h)
-        discounted, total = (p_alive * v[:, inv.ravel()] for v in per_alive)
-        return (discounted, total) if with_total else discounted
+        return {
+            "p_alive": self._p_alive_arrays(params, h), "pair": inv.ravel(),
+            "pairs": {"frequency": keys[0], "T": keys[1]},
+            "discounted": discounted, "total": total,
+        }  # fmt: skip
 
     def _simulate_arrays(self, rng, params, h, horizon):
         """Simulate each customer's purchase times in (T, T + horizon] from the exact latent posterior.
 
-        Returns (counts of shape (S, n), flat purchase times measured from T).
+        Returns (alive, counts, each of shape (S, n), flat purchase times measured from T).
         """
         r, alpha, a, b = (np.broadcast_to(v, (v.shape[0], h["T"].size)) for v in self._args(params))
         alive, lam, p = bgnbd.sample_latent(
@@ -192,6 +210,19 @@ class BetaGeoModel(CLVModel):
         # unsorted: the caller only sums (discounted) values over each customer's purchases
         counts, times = bgnbd.simulate_purchase_times(rng, alive, lam, p, horizon, sort=False)
         return np.asarray(alive), np.asarray(counts).reshape(r.shape), times
+
+    def _active_futures(self, seed, params, pairs, horizon, period, factors, marks=None):
+        """Futures of active customers per (draw, distinct (frequency, T)): dict of (S, P) arrays.
+
+        ``marks`` = (value shape (S,), spend-rate shape (S, P)) adds unit-scale values;
+        see :func:`clvbayes.math.bgnbd.simulate_active_futures`.
+        """
+        r, alpha, a, b = (np.ravel(v) for v in self._args(params))
+        shape, rate_shape = marks if marks is not None else (None, None)
+        return bgnbd.simulate_active_futures(
+            seed, r, alpha, a, b, pairs["frequency"], pairs["T"], horizon, period, factors,
+            mark_shape=shape, mark_rate_shape=rate_shape,
+        )  # fmt: skip
 
     @staticmethod
     def _args(params):

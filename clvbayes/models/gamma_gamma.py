@@ -26,6 +26,7 @@ gamma   HalfNormal(sigma=1000)
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import numpy as np
@@ -79,6 +80,12 @@ class GammaGammaModel(CLVModel):
             params["p"], params["q"], params["gamma"], x_safe, z_safe, xp=xp, frequency_terms=terms
         )
 
+    def _loglik_sum_function(self, data: CompressedRFM):
+        prepared = gamma_gamma.prepare_loglik_sum(
+            data["frequency"], data["monetary_value"], self._likelihood_weights(data)
+        )
+        return functools.partial(gamma_gamma.loglik_sum_and_grad, data=prepared)
+
     def _initial_point(self, data: CompressedRFM) -> dict[str, float]:
         w = self._likelihood_weights(data)
         mean_z = float(np.sum(w * data["monetary_value"]) / max(w.sum(), 1))
@@ -123,6 +130,24 @@ class GammaGammaModel(CLVModel):
         shape = (params["p"].shape[0], h["frequency"].size)
         p, q, g = (np.broadcast_to(params[k], shape) for k in ("p", "q", "gamma"))
         return gamma_gamma.sample_spend_rate(rng, p, q, g, h["frequency"], h["monetary_value"])
+
+    def _spend_rate_posterior_arrays(self, params, h):
+        """Shape and rate of each history's spend-rate posterior, each (S, n)."""
+        shape = (params["p"].shape[0], h["frequency"].size)
+        p, q, g = (np.broadcast_to(params[k], shape) for k in ("p", "q", "gamma"))
+        return gamma_gamma.spend_rate_posterior(p, q, g, h["frequency"], h["monetary_value"])
+
+    def _spend_scale_parts(self, params, h):
+        """Spend-rate posterior rate ``gamma + x z-bar`` as its two parts: (S,) and (n,)."""
+        x = np.asarray(h["frequency"], dtype=float)
+        return np.ravel(params["gamma"]), x * np.where(x > 0, h["monetary_value"], 0.0)
+
+    def _value_shapes_arrays(self, params, frequency):
+        """(value shape p (S,), spend-rate posterior shape p x + q (S, n)) for unit-scale values."""
+        shape, _ = self._spend_rate_posterior_arrays(
+            params, {"frequency": frequency, "monetary_value": np.ones(np.size(frequency))}
+        )
+        return np.ravel(params["p"]), shape
 
     def _simulate_values_arrays(self, rng, params, nu, counts):
         """Transaction values for ``counts`` purchases per (draw, customer); flat, in order."""

@@ -18,24 +18,38 @@ revenue    total value of purchases in the horizon (undiscounted)        ci, pi
 clv        margin x discounted value of purchases in the horizon        ci, pi
 =========  ===========================================================  ======
 
-How it scales: expectations are computed once per *distinct* history (customers with
-identical (frequency, recency, T, monetary_value) share them); outcomes are simulated
-for every customer (independently, so segment totals are right) from the exact
-customer-level posterior given each parameter draw -- alive or not, purchase rate,
-dropout probability, spend rate -- no per-customer MCMC.  Work proceeds in chunks of
-histories, reducing to summaries as it goes, so memory is bounded by
-``max_chunk_elements`` and never holds customers x draws x periods.  Segment totals
-are accumulated per draw (sums over customers within each draw), never by adding up
-per-customer intervals.
+How it scales: everything is computed per *distinct* history (customers with identical
+(frequency, recency, T, monetary_value) share it), in chunks of histories processed in
+parallel threads, reducing to summaries as it goes, so memory is bounded by
+``max_chunk_elements`` and never holds customers x draws x periods.
+
+* Expectations: P(alive) per history and draw; the expected (discounted) purchases of an
+  *active* customer depend only on (frequency, T), so they are computed once per distinct
+  pair and draw (a compiled series, all discount nodes in one pass).
+* Outcomes: for outcome sample ``m`` (parameter draw ``m``) each history is alive with its
+  own probability; the future of an active customer -- purchase times, and transaction
+  values in units of the spend-rate scale ``gamma + x z-bar`` -- is drawn from the exact
+  latent posterior given (frequency, T) and the draw, once per distinct pair, and shared
+  by that pair's histories.  Each history's samples are therefore exact, independent draws
+  from its own predictive distribution (predictive intervals: their quantiles).
+* Segment totals are computed per draw (sums over customers within each draw), never by
+  adding up per-customer intervals.  Expected totals are exact.  Outcome totals of a
+  segment with at least ``EXACT_SEGMENT_MIN`` customers are, given each draw, a sum of that
+  many independent outcomes: drawn as normal with the exact conditional mean and the
+  summed conditional variances (each customer's estimated without bias from its outcome
+  samples).  Smaller segments are simulated customer by customer and summed.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 import pandas as pd
 from scipy import sparse
@@ -46,6 +60,7 @@ from clvbayes.predict.summary import DEFAULT_PROB, draw_stats, tail_probs
 
 OUTCOMES = ("purchases", "spend", "revenue", "clv")
 SEGMENT_QUANTITIES = ("alive", "purchases", "revenue", "clv")
+EXACT_SEGMENT_MIN = 1000  # segments at least this large get normal totals given each draw
 
 
 @dataclass
@@ -113,6 +128,7 @@ def score_customers(
     progress: bool = False,
     observed: dict[str, Any] | None = None,
     outcomes: bool = True,
+    n_jobs: int | None = None,
 ) -> CustomerScores:
     """Predict every customer's future with credible and predictive intervals.
 
@@ -150,7 +166,8 @@ def score_customers(
         interval: with fewer posterior draws (e.g. a MAP fit, one draw) each draw is
         simulated several times.
     max_chunk_elements : int
-        Work size per chunk (draws x customers); bounds peak memory (~100 bytes each).
+        Work size per chunk (draws x distinct histories); bounds peak memory (~200 bytes
+        each, per thread).
     progress : bool
         Print progress to stderr.
     observed : dict of str to array-like, optional
@@ -163,6 +180,9 @@ def score_customers(
         Simulate outcomes (default).  ``False`` computes only the expectations and their
         credible intervals (no ``pi`` columns): several times faster, e.g. to rank
         customers before a full run.
+    n_jobs : int, optional
+        Threads working on chunks in parallel (default: all cores).  Results do not
+        depend on it: every chunk has its own seed.
 
     Returns
     -------
@@ -201,10 +221,10 @@ def score_customers(
     pparams, sparams = joint_draws(purchase_model, spend_model, n_draws)
     n_s = next(iter(pparams.values())).shape[0]
     reps = int(np.ceil(max(n_outcome_samples, 1) / n_s))
-    sim_pparams = {k: np.tile(v, (reps, 1)) for k, v in pparams.items()}
-    sim_sparams = {k: np.tile(v, (reps, 1)) for k, v in sparams.items()} if has_spend else None
     n_sim = n_s * reps
-    rng = np.random.default_rng(seed)
+    sample_draw = np.arange(n_sim) % n_s  # outcome sample m uses posterior draw m mod S
+    sim_pparams = {k: v[sample_draw] for k, v in pparams.items()}
+    sim_sparams = {k: v[sample_draw] for k, v in sparams.items()} if has_spend else None
 
     # customers ordered by history, so each history's customers are contiguous
     order = np.argsort(data.inverse, kind="stable")
@@ -223,10 +243,7 @@ def score_customers(
         for g, codes in groupings.items()
     }
     quantities = ["p_alive", "purchases"] + (["spend", "revenue", "clv"] if has_spend else [])
-    per_hist = {q: {} for q in quantities}
     seg_quants = [q for q in SEGMENT_QUANTITIES if has_spend or q in ("alive", "purchases")]
-    totals_e = {g: {q: np.zeros((n_s, len(labels[g]))) for q in seg_quants} for g in groupings}
-    totals_r = {g: {q: np.zeros((n_sim, len(labels[g]))) for q in seg_quants} for g in groupings}
 
     observed = {q: np.asarray(v, dtype=float)[order] for q, v in (observed or {}).items()}
     valid = [q for q in quantities if q in OUTCOMES]
@@ -240,52 +257,45 @@ def score_customers(
             )
     if observed and not outcomes:
         raise ValueError("observed outcomes need outcomes=True (the predictive distribution).")
+
+    chunks = _chunks(np.ones(data.n_unique, dtype=np.int64), max(n_s, n_sim), max_chunk_elements)
+    seeds = np.random.SeedSequence(seed).spawn(len(chunks) + 1)
+    ctx = {
+        "purchase_model": purchase_model, "spend_model": spend_model, "pparams": pparams,
+        "sparams": sparams, "sim_pparams": sim_pparams, "sim_sparams": sim_sparams,
+        "sample_draw": sample_draw, "ends": ends, "factors": factors, "margin": margin,
+        "period": period, "prob": prob, "quantities": quantities, "seg_quants": seg_quants,
+        "hist_group": hist_group, "outcomes": outcomes, "observed": observed, "starts": starts,
+        "columns": columns, "data": data,
+    }  # fmt: skip
+
+    per_hist = {q: {} for q in quantities}
+    totals_e = {g: {q: np.zeros((n_s, len(labels[g]))) for q in seg_quants} for g in groupings}
+    resid_var = {g: {q: np.zeros(len(labels[g])) for q in seg_quants} for g in groupings}
     pit = {q: np.empty(data.n_customers) for q in observed}
-    per_elem = max(1, n_sim)
-    chunks = _chunks(data.counts, per_elem, max_chunk_elements)
     t_start = time.perf_counter()
-    for i_chunk, (h0, h1) in enumerate(chunks):
-        h = {c: np.asarray(data[c])[h0:h1] for c in columns}
-        cnt = data.counts[h0:h1]
-        expect = _expectations(
-            purchase_model, spend_model, pparams, sparams, h, ends, factors, margin
-        )
-        if outcomes:  # simulated for every customer of these histories: (S', c)
-            hc = {c: v[np.repeat(np.arange(h1 - h0), cnt)] for c, v in h.items()}
-            outcome = _simulate_outcomes(
-                rng, purchase_model, spend_model, sim_pparams, sim_sparams, hc,
-                float(ends[-1]), period, factors, margin,
-            )  # fmt: skip
-        # ---- reduce: per-history summaries
-        for q in quantities:
-            for key, val in draw_stats(expect[q], prob, axis=0, kind="ci").items():
-                per_hist[q].setdefault(f"ci_{key}", []).append(val)
-            if outcomes and q in OUTCOMES:
-                pooled = _pooled_quantiles(outcome[q], cnt, prob)
-                per_hist[q].setdefault("pi_lower", []).append(pooled[0])
-                per_hist[q].setdefault("pi_upper", []).append(pooled[1])
-        for q, obs in observed.items():
-            pit[q][starts[h0] : starts[h1]] = _pooled_pit(
-                outcome[q], cnt, obs[starts[h0] : starts[h1]], rng
-            )
-        # ---- reduce: per-draw segment totals
-        cust = order[starts[h0] : starts[h1]]
-        expect_seg = {
-            "alive": expect["p_alive"],
-            **{q: expect[q] for q in seg_quants if q != "alive"},
-        }
-        for g, codes in groupings.items():
-            m_hist = hist_group[g][h0:h1]
-            onehot = sparse.csr_matrix(
-                (np.ones(cust.size), (np.arange(cust.size), codes[cust])),
-                shape=(cust.size, len(labels[g])),
-            )
-            for q in seg_quants:
-                totals_e[g][q] += (m_hist.T @ expect_seg[q].T).T
-                if outcomes:
-                    totals_r[g][q] += (onehot.T @ outcome[q].T).T
-        if progress:
-            _report(i_chunk + 1, len(chunks), starts[h1], data.n_customers, t_start)
+    n_workers = max(1, min(n_jobs or os.cpu_count() or 1, len(chunks)))
+    pool = ThreadPoolExecutor(n_workers) if n_workers > 1 else None
+    mapper = pool.map if pool else map  # numpy and the compiled kernels release the GIL
+    try:
+        results = mapper(lambda i: _score_chunk(ctx, chunks[i], seeds[i]), range(len(chunks)))
+        for i_chunk, res in enumerate(results):
+            h0, h1 = chunks[i_chunk]
+            for q, stats in res["per_hist"].items():
+                for key, val in stats.items():
+                    per_hist[q].setdefault(key, []).append(val)
+            for g in groupings:
+                for q in seg_quants:
+                    totals_e[g][q] += res["totals_e"][g][q]
+                    if outcomes:
+                        resid_var[g][q] += res["resid_var"][g][q]
+            for q, vals in res["pit"].items():
+                pit[q][starts[h0] : starts[h1]] = vals
+            if progress:
+                _report(i_chunk + 1, len(chunks), starts[h1], data.n_customers, t_start)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
 
     customers = _customer_table(per_hist, data, rfm.index)
     for q, vals in pit.items():
@@ -296,12 +306,15 @@ def score_customers(
         )
         customers[f"{q}_pit"] = np.empty(data.n_customers)
         customers.iloc[order, customers.columns.get_loc(f"{q}_pit")] = vals
-    segments = {
-        g: _segment_table(
-            totals_e[g], totals_r[g] if outcomes else None, labels[g], hist_group[g], prob
-        )
-        for g in groupings
-    }
+    segments = {}
+    rng_total = np.random.default_rng(seeds[-1])
+    for g, codes in groupings.items():
+        totals_r = None
+        if outcomes:
+            totals_r = _segment_outcome_totals(
+                ctx, rng_total, totals_e[g], resid_var[g], codes, len(labels[g]), max_chunk_elements
+            )
+        segments[g] = _segment_table(totals_e[g], totals_r, labels[g], hist_group[g], prob)
     settings = {
         "horizon": float(horizon), "time_unit": time_unit, "discount_rate_per_period": float(discount_rate),
         "annual_discount_rate": annual_discount_rate, "period": float(period), "margin": float(margin),
@@ -311,19 +324,139 @@ def score_customers(
     return CustomerScores(customers=customers, segments=segments, settings=settings)
 
 
+def _score_chunk(ctx, bounds, seed_seq) -> dict:
+    """Expectations, outcome samples and their reductions for the distinct histories in ``bounds``."""
+    h0, h1 = bounds
+    data = ctx["data"]
+    rng = np.random.default_rng(seed_seq)
+    h = {c: np.asarray(data[c])[h0:h1] for c in ctx["columns"]}
+    expect, alive_f = _expectations(
+        ctx["purchase_model"], ctx["spend_model"], ctx["pparams"], ctx["sparams"], h,
+        ctx["ends"], ctx["factors"], ctx["margin"],
+    )  # fmt: skip
+    # (history, draw) layout: each history's draws are contiguous for the summaries
+    expect = {q: np.ascontiguousarray(v.T) for q, v in expect.items()}
+    expect["alive"] = expect["p_alive"]
+    out = {"per_hist": {}, "totals_e": {}, "resid_var": {}, "pit": {}}
+    for q in ctx["quantities"]:
+        stats = draw_stats(expect[q], ctx["prob"], axis=1, kind="ci")
+        out["per_hist"][q] = {f"ci_{k}": v for k, v in stats.items()}
+    for g, m in ctx["hist_group"].items():
+        m_hist = m[h0:h1].T
+        out["totals_e"][g] = {q: (m_hist @ expect[q]).T for q in ctx["seg_quants"]}
+    if not ctx["outcomes"]:
+        return out
+    outcome, var = _history_outcomes(rng, ctx, h, expect, alive_f)
+    for q in OUTCOMES:
+        if q in outcome:
+            stats = draw_stats(outcome[q], ctx["prob"], axis=1, kind="pi")
+            out["per_hist"][q]["pi_lower"], out["per_hist"][q]["pi_upper"] = (
+                stats["lower"],
+                stats["upper"],
+            )
+    for g, m in ctx["hist_group"].items():
+        out["resid_var"][g] = {q: m[h0:h1].T @ var[q] for q in ctx["seg_quants"]}
+    starts = ctx["starts"]
+    for q, obs in ctx["observed"].items():
+        hist_of_customer = np.repeat(np.arange(h1 - h0), data.counts[h0:h1])
+        out["pit"][q] = _pit(rng, outcome[q], hist_of_customer, obs[starts[h0] : starts[h1]])
+    return out
+
+
 def _expectations(purchase_model, spend_model, pparams, sparams, h, ends, factors, margin):
-    """Posterior draws of each expected quantity for distinct histories ``h``: arrays (S, u)."""
-    expect = {"p_alive": purchase_model._p_alive_arrays(pparams, h)}
+    """Posterior draws of each expected quantity for distinct histories ``h``: arrays (S, u).
+
+    Also returns the purchase model's per-alive factors (see ``_alive_factors``).
+    """
+    f = purchase_model._alive_factors(pparams, h, ends, factors)
+    expect = {"p_alive": f["p_alive"]}
+    expect["purchases"] = f["p_alive"] * f["total"][:, f["pair"]]
     if spend_model is None:
-        expect["purchases"] = purchase_model._expected_purchases_arrays(pparams, h, float(ends[-1]))
-        return expect
-    disc, expect["purchases"] = purchase_model._discounted_purchases_arrays(
-        pparams, h, ends, factors, with_total=True
-    )
+        return expect, f
+    disc = f["p_alive"] * f["discounted"][:, f["pair"]]
     expect["spend"] = spend_model._expected_spend_arrays(sparams, h)
     expect["revenue"] = expect["spend"] * expect["purchases"]
     expect["clv"] = margin * expect["spend"] * disc
-    return expect
+    return expect, f
+
+
+def _history_outcomes(rng, ctx, h, expect, alive_f):
+    """Simulated outcomes, one per (distinct history, outcome sample): arrays (u, n_sim).
+
+    Each sample ``m`` uses parameter draw ``sample_draw[m]``.  A history is alive with its own
+    probability; given alive, its future (purchase times, transaction values in units of the
+    spend-rate scale) depends only on (frequency, T) and the draw, so one future per
+    (sample, distinct pair) is simulated and shared by the histories of that pair.  Every
+    history's samples are exact, independent draws from its predictive distribution.
+
+    Also returns, per segment quantity, each history's mean squared deviation of the
+    outcome from its conditional expectation given the draw, ``(u,)``: an unbiased estimate
+    of the posterior mean of ``Var(outcome | parameters)`` (for the segment totals).
+    """
+    sample_draw = ctx["sample_draw"]
+    spend_model = ctx["spend_model"]
+    pairs = alive_f["pairs"]
+    marks = None
+    if spend_model is not None:
+        marks = spend_model._value_shapes_arrays(ctx["sim_sparams"], pairs["frequency"])
+    future = ctx["purchase_model"]._active_futures(
+        int(rng.integers(2**32)), ctx["sim_pparams"], pairs, float(ctx["ends"][-1]),
+        ctx["period"], ctx["factors"], marks,
+    )  # fmt: skip
+    has_spend = spend_model is not None
+    n_sim, u = sample_draw.size, alive_f["pair"].size
+    fut = np.stack(
+        [future[k].T for k in (("purchases", "one", "value", "discounted") if has_spend else ("purchases",))]
+    )  # fmt: skip
+    if has_spend:
+        gamma, xz = spend_model._spend_scale_parts(ctx["sim_sparams"], h)
+        e_rev, e_clv = expect["revenue"], expect["clv"]
+    else:
+        gamma, xz = np.zeros(n_sim), np.zeros(u)
+        e_rev = e_clv = expect["purchases"]
+    n_q = 5 if has_spend else 2
+    samples = np.empty((n_q, u, n_sim))
+    resid = np.empty((4, u))
+    _outcome_kernel(
+        rng.random((u, n_sim)), expect["p_alive"], sample_draw, alive_f["pair"], fut, has_spend,
+        gamma, xz, float(ctx["margin"]), expect["purchases"], e_rev, e_clv, samples, resid,
+    )  # fmt: skip
+    names = ("alive", "purchases", "spend", "revenue", "clv")[:n_q]
+    outcome = dict(zip(names, samples, strict=True))
+    var = dict(zip(("alive", "purchases", "revenue", "clv"), resid, strict=True))
+    return outcome, var
+
+
+@numba.njit(nogil=True, cache=True)
+def _outcome_kernel(uniform, p_alive, sample_draw, pair, fut, has_spend, gamma, xz, margin,
+                    e_purch, e_rev, e_clv, out, resid):  # pragma: no cover - compiled  # fmt: skip
+    """Compose each history's outcome samples from its alive draws and its pair's futures."""
+    n_hist, n_sim = uniform.shape
+    for i in range(n_hist):
+        k = pair[i]
+        acc0 = acc1 = acc2 = acc3 = 0.0
+        for m in range(n_sim):
+            d = sample_draw[m]
+            pa = p_alive[i, d]
+            alive = uniform[i, m] < pa
+            n = fut[0, k, m] if alive else 0.0
+            out[0, i, m] = 1.0 if alive else 0.0
+            out[1, i, m] = n
+            acc0 += ((1.0 if alive else 0.0) - pa) ** 2
+            acc1 += (n - e_purch[i, d]) ** 2
+            if has_spend:
+                scale = gamma[m] + xz[i]
+                rev = scale * fut[2, k, m] if alive else 0.0
+                clv = margin * scale * fut[3, k, m] if alive else 0.0
+                out[2, i, m] = scale * fut[1, k, m]
+                out[3, i, m] = rev
+                out[4, i, m] = clv
+                acc2 += (rev - e_rev[i, d]) ** 2
+                acc3 += (clv - e_clv[i, d]) ** 2
+        resid[0, i] = acc0 / n_sim
+        resid[1, i] = acc1 / n_sim
+        resid[2, i] = acc2 / n_sim
+        resid[3, i] = acc3 / n_sim
 
 
 def _simulate_outcomes(rng, purchase_model, spend_model, pparams, sparams, hc, horizon, period,
@@ -333,6 +466,7 @@ def _simulate_outcomes(rng, purchase_model, spend_model, pparams, sparams, hc, h
     Each customer's latent state is drawn from its exact posterior given the draw's
     parameters, then the future is simulated: purchase times, each purchase's value, and
     the discounted sum (a purchase in period k is discounted by ``factors[k - 1]``).
+    Customers are independent (used for the outcome totals of small segments).
     """
     alive, n_buy, times = purchase_model._simulate_arrays(rng, pparams, hc, horizon)
     outcome = {"alive": alive.astype(float), "purchases": n_buy.astype(float)}
@@ -350,6 +484,48 @@ def _simulate_outcomes(rng, purchase_model, spend_model, pparams, sparams, hc, h
         nu.shape
     )
     return outcome
+
+
+def _segment_outcome_totals(ctx, rng, tot_e, resid_var, codes, n_groups, max_elements):
+    """Simulated outcome totals per segment, arrays (n_sim, n_groups) per quantity.
+
+    Segments of at least ``EXACT_SEGMENT_MIN`` customers: given the parameters, the total is
+    a sum of that many independent outcomes, so it is drawn as normal with the exact
+    conditional mean (per draw) and the summed conditional variances of its customers
+    (estimated without bias from the outcome samples).  Smaller segments: every customer's
+    outcome is simulated independently (as a full posterior-predictive draw) and summed.
+    """
+    sample_draw = ctx["sample_draw"]
+    n_sim = sample_draw.size
+    out = {}
+    for q, e in tot_e.items():
+        noise = rng.standard_normal((n_sim, n_groups)) * np.sqrt(resid_var[q])
+        out[q] = e[sample_draw] + noise
+    sizes = np.bincount(codes, minlength=n_groups)
+    small = np.flatnonzero(sizes < EXACT_SEGMENT_MIN)
+    if small.size == 0:
+        return out
+    data = ctx["data"]
+    members = np.flatnonzero(np.isin(codes, small))
+    hist = data.inverse[members]
+    member_codes = codes[members]
+    for q in out:
+        out[q][:, small] = 0.0
+    budget = max(1, max_elements // n_sim)
+    for c0 in range(0, members.size, budget):
+        sl = slice(c0, c0 + budget)
+        hc = {c: np.asarray(data[c])[hist[sl]] for c in ctx["columns"]}
+        sim = _simulate_outcomes(
+            rng, ctx["purchase_model"], ctx["spend_model"], ctx["sim_pparams"], ctx["sim_sparams"],
+            hc, float(ctx["ends"][-1]), ctx["period"], ctx["factors"], ctx["margin"],
+        )  # fmt: skip
+        onehot = sparse.csr_matrix(
+            (np.ones(hist[sl].size), (np.arange(hist[sl].size), member_codes[sl])),
+            shape=(hist[sl].size, n_groups),
+        )
+        for q in out:
+            out[q] += (onehot.T @ sim[q].T).T
+    return out
 
 
 def _by_frequency_and_age(data):
@@ -382,34 +558,12 @@ def _chunks(counts: np.ndarray, n_draws: int, max_elements: int) -> list[tuple[i
     return out
 
 
-def _pooled_quantiles(samples: np.ndarray, counts: np.ndarray, prob: float) -> np.ndarray:
-    """Predictive interval per history from all its customers' simulated outcomes pooled.
-
-    ``samples`` is (S, c) with the customers of each history in consecutive columns.
-    Returns an array (2, n_histories) of lower and upper bounds.
-    """
-    lo, hi = tail_probs(prob)
-    out = np.empty((2, counts.size))
-    if np.all(counts == 1):
-        return np.quantile(samples, [lo, hi], axis=0, method="inverted_cdf")
-    edges = np.concatenate([[0], np.cumsum(counts)])
-    for j in range(counts.size):
-        block = samples[:, edges[j] : edges[j + 1]]
-        out[:, j] = np.quantile(block, [lo, hi], method="inverted_cdf")
-    return out
-
-
-def _pooled_pit(samples, counts, obs, rng) -> np.ndarray:
-    """Randomised PIT of each customer's observation under its history's pooled predictive samples."""
-    edges = np.concatenate([[0], np.cumsum(counts)])
-    out = np.empty(obs.size)
-    for j in range(counts.size):
-        block = np.sort(samples[:, edges[j] : edges[j + 1]].ravel())
-        y = obs[edges[j] : edges[j + 1]]
-        below = np.searchsorted(block, y, side="left") / block.size
-        at_or_below = np.searchsorted(block, y, side="right") / block.size
-        out[edges[j] : edges[j + 1]] = below + rng.uniform(size=y.size) * (at_or_below - below)
-    return out
+def _pit(rng, samples, hist_of_customer, obs) -> np.ndarray:
+    """Randomised PIT of each customer's observation under its history's outcome samples (u, n)."""
+    block = samples[hist_of_customer]
+    below = (block < obs[:, None]).mean(axis=1)
+    at_or_below = (block <= obs[:, None]).mean(axis=1)
+    return below + rng.uniform(size=obs.size) * (at_or_below - below)
 
 
 def _customer_table(per_hist, data, index) -> pd.DataFrame:
