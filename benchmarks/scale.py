@@ -498,6 +498,12 @@ def main(argv: list[str] | None = None) -> None:
         "--max-fit-customers", type=int, help="fit only up to this N; larger N reuse that posterior"
     )
     parser.add_argument("--render", type=Path, help="only rewrite the outputs from a scale.json")
+    parser.add_argument(
+        "--peer-results",
+        type=Path,
+        help="reuse the pymc-marketing figures of an earlier scale.json (same data) instead of "
+        "running pymc-marketing again (~30 min at 100k); the output says so",
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip profiling misses")
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--draws", type=int, default=1000)
@@ -680,6 +686,17 @@ def main(argv: list[str] | None = None) -> None:
                     f"(peak {rec.get('pmm_score_peak_gb') or float('nan'):.2f} GB)",
                     flush=True,
                 )
+            elif a.peer_results and n == int(a.peer_at):
+                earlier = json.loads(a.peer_results.read_text())
+                match = [r for r in earlier["records"] if r.get("customers") == n]
+                if match and match[0].get("pmm_ran"):
+                    rec.update({k: v for k, v in match[0].items() if k.startswith("pmm_")})
+                    peer_note = earlier.get("peer_note", peer_note)
+                    notes.append(
+                        f"pymc-marketing figures at {_fmt_n(n)} are from an earlier run of this "
+                        f"script on the same simulated data ({a.peer_results.name}, load average "
+                        f"{earlier.get('load_before', float('nan')):.1f} at its start), not re-run."
+                    )
             # ---- profiles of the misses at the largest size
             if n == max(sizes) and not a.no_profile:
                 if rec.get("fit_timed_out") or (rec.get("fit_s") or 0) > TARGET_SECONDS:

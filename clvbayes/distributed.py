@@ -479,6 +479,8 @@ def _score_partition(
     number = partition_info["number"] if partition_info else 0
     purchase_model, spend_model = models
     try:
+        # one thread per task: Dask already runs partitions in parallel
+        kwargs = {"n_jobs": 1, **kwargs}
         scores = score_customers(
             part, purchase_model, spend_model, seed=partition_seed(seed, number), **kwargs
         )
@@ -553,7 +555,8 @@ def score_customers_dask(
     **score_kwargs
         Passed to :func:`~clvbayes.predict.score_customers`: ``horizon`` (required),
         ``discount_rate`` or ``annual_discount_rate``, ``period``, ``margin``, ``prob``,
-        ``n_draws``, ``n_outcome_samples``, ``max_chunk_elements``.  Not supported: ``by``
+        ``n_draws``, ``n_outcome_samples``, ``max_chunk_elements``, ``n_jobs`` (threads per
+        partition; default 1, as Dask runs partitions in parallel).  Not supported: ``by``
         (segment totals need per-draw sums across partitions; see the module docstring)
         and ``observed``.
 

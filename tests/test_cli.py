@@ -332,3 +332,43 @@ def test_nuts_run_with_tiny_draws(tmp_path):
     customers = read_report_table(out, "customers")
     # with a real posterior, credible intervals have width
     assert (customers["clv_ci_upper"] > customers["clv_ci_lower"]).mean() > 0.9
+
+
+@pytest.mark.slow
+def test_malformed_row_in_a_10m_row_file_stops_the_job_with_the_small_file_message(
+    tmp_path, capsys
+):
+    """Bad input at scale: the same message as in a small file, naming the row and the
+    customer, exit status 2 and no report (not even a partial one)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n, bad_row = 10_000_000, 6_123_457
+    rng = np.random.default_rng(8)
+    ids = rng.integers(0, 1_000_000, n)
+    days = np.datetime64("2020-01-01", "D") + rng.integers(0, 731, n).astype("timedelta64[D]")
+    amount = np.round(rng.gamma(6.0, 7.0, n), 2) + 0.01
+    amount[bad_row] = -12.5
+    table = pa.table({"customer_id": ids, "date": days, "amount": amount})
+    big = tmp_path / "big.parquet"
+    pq.write_table(table, big)
+    del table
+    out = tmp_path / "report"
+    rc = cli.main(["run", str(big), "--method", "map", "-o", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "negative amounts" in err
+    assert f"{bad_row:,}" in err or str(bad_row) in err  # the row
+    assert str(ids[bad_row]) in err
+    assert not out.exists()
+    # the message is the one a small file gets
+    small = pd.DataFrame(
+        {"customer_id": ids[:5], "date": days[:5], "amount": [3.0, -12.5, 4.0, 5.0, 6.0]}
+    )
+    small.to_parquet(tmp_path / "small.parquet", index=False)
+    rc_small = cli.main(
+        ["run", str(tmp_path / "small.parquet"), "--method", "map", "-o", str(out), "-q"]
+    )
+    err_small = capsys.readouterr().err
+    assert rc_small == 2 and "negative amounts" in err_small
+    assert err.split(":")[:2] == err_small.split(":")[:2]

@@ -114,13 +114,16 @@ def test_malformed_row_mid_file_names_file_rows_and_stops(client, tx, tmp_path):
     bad = b.astype({"amount": str}).reset_index(drop=True)
     bad.loc[1234, "amount"] = "12,50"
     bad.to_parquet(tmp_path / "b.parquet", index=False, row_group_size=1000)
-    with pytest.raises(DataError) as in_memory:
-        summarize_transactions(pd.concat([a, bad]), monetary_value_col="amount")
+    with pytest.raises(DataError) as in_memory:  # the partition's rows, as one table
+        summarize_transactions(
+            bad.iloc[1000:2000].reset_index(drop=True), monetary_value_col="amount"
+        )
     with pytest.raises(DataError) as on_dask:
         summarize_transactions_dask(tmp_path, monetary_value_col="amount", rows_per_partition=1000)
     where = f"In file {str(tmp_path / 'b.parquet')!r}, rows 1,000-1,999 (counting from 0): "
     assert str(on_dask.value) == where + str(in_memory.value)
     assert "'12,50'" in str(on_dask.value)  # the in-memory message names the value and the id
+    assert str(on_dask.value).endswith("Row (counting from 0): 234.")  # within the partition
 
 
 def test_missing_column_message_is_the_in_memory_one(client, tx, tmp_path):

@@ -60,6 +60,14 @@ def _first_ids(ids: pd.Series | pd.Index, mask: np.ndarray) -> str:
     return f"first customer ids: {shown}{more}"
 
 
+def _first_positions(mask: np.ndarray) -> str:
+    """``"Rows (counting from 0): 3, 17."`` -- positions in the table as given."""
+    positions = np.flatnonzero(mask)
+    shown = ", ".join(f"{p:,}" for p in positions[:_MAX_IDS_SHOWN])
+    more = ", ..." if positions.size > _MAX_IDS_SHOWN else ""
+    return f"Row{'s' if positions.size > 1 else ''} (counting from 0): {shown}{more}."
+
+
 def _rows(n: int) -> str:
     return f"{n:,} row" + ("" if n == 1 else "s")
 
@@ -70,7 +78,8 @@ def _row_error(
     """A :class:`DataError` for the rows selected by ``mask``."""
     n = int(np.count_nonzero(mask))
     return DataError(
-        f"Column {column!r} has {_rows(n)} with {problem} ({_first_ids(ids, mask)}). {fix}"
+        f"Column {column!r} has {_rows(n)} with {problem} ({_first_ids(ids, mask)}). {fix} "
+        f"{_first_positions(mask)}"
     )
 
 

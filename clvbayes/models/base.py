@@ -334,6 +334,12 @@ class CLVModel:
         kwargs.setdefault("compute_convergence_checks", False)
         init = {k: v for k, v in self._initial_point(data).items()}
         if sampler == "pymc":
+            if "step" not in kwargs and "init" not in kwargs and "initvals" not in kwargs:
+                laplace = _laplace_start(model, init, chains, seed)
+                if laplace is not None:
+                    with model:
+                        kwargs["step"] = pm.NUTS(potential=laplace[0])
+                    kwargs["initvals"] = laplace[1]
             kwargs.setdefault("initvals", init)
             # dense mass matrix: the CLV posteriors are strongly correlated in log space
             # (Gamma-Gamma: corr(log p, log gamma) ~ -0.97); measured on CDNOW it cuts
@@ -672,6 +678,64 @@ def _central_gradient(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
         e[i] = h
         g[i] = (f(x + e) - f(x - e)) / (2 * h)
     return g
+
+
+def _laplace_start(model, init: dict, chains: int, seed):
+    """Dense NUTS mass matrix and chain starts from the Laplace approximation, or None.
+
+    PyMC's default adaptation starts from the identity matrix; with many customers the
+    posterior sd in log space is ~1e-3, so early tuning builds maximal trees (1023 leapfrog
+    steps) until the matrix has adapted -- most of the fit time at 1M customers.  Here the
+    mode is found on the unconstrained space (the gradient is cheap), the covariance is the
+    inverse of the Hessian of -log p there (central differences of the gradient), and each
+    chain starts at its own draw from that normal approximation.  Adaptation then refines
+    the matrix as usual.
+    """
+    import pymc as pm
+    from pymc.blocking import DictToArrayBijection, RaveledVars
+    from pymc.step_methods.hmc.quadpotential import QuadPotentialFullAdapt
+
+    try:
+        with model:
+            start = pm.find_MAP(start=init, progressbar=False, include_transformed=True)
+        names = [v.name for v in model.value_vars]
+        point = {k: np.asarray(start[k]) for k in names}
+        x0 = DictToArrayBijection.map(point)
+        dlogp = model.compile_dlogp()
+
+        def grad(x):
+            return dlogp(DictToArrayBijection.rmap(RaveledVars(x, x0.point_map_info)))
+
+        n, h = x0.data.size, 1e-5
+        hess = np.empty((n, n))
+        for i in range(n):
+            e = np.zeros(n)
+            e[i] = h
+            hess[i] = -(grad(x0.data + e) - grad(x0.data - e)) / (2 * h)
+        cov = np.linalg.inv((hess + hess.T) / 2)
+        chol = np.linalg.cholesky(cov)
+    except (np.linalg.LinAlgError, ValueError, FloatingPointError):
+        return None
+    if not np.all(np.isfinite(chol)):
+        return None
+    rng = np.random.default_rng(seed)
+    starts = []
+    for _ in range(chains):
+        x = x0.data + chol @ rng.standard_normal(n)
+        raw = DictToArrayBijection.rmap(RaveledVars(x, x0.point_map_info))
+        starts.append(dict(_constrained(model, k, v) for k, v in raw.items()))
+    potential = QuadPotentialFullAdapt(n, x0.data, cov, initial_weight=10, rng=rng)
+    return potential, starts
+
+
+def _constrained(model, value_name: str, value) -> tuple[str, np.ndarray]:
+    """``("r_log__", log r)`` -> ``("r", r)``: initvals are given on the constrained space."""
+    value_var = next(v for v in model.value_vars if v.name == value_name)
+    rv = model.values_to_rvs[value_var]
+    transform = model.rvs_to_transforms.get(rv)
+    if transform is not None:
+        value = transform.backward(np.asarray(value)).eval()
+    return rv.name, np.asarray(value)
 
 
 def _laplace_sd(f, theta: np.ndarray, h: float = 1e-4) -> np.ndarray:
