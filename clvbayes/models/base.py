@@ -706,13 +706,8 @@ def _laplace_start(model, init: dict, chains: int, seed):
         def grad(x):
             return dlogp(DictToArrayBijection.rmap(RaveledVars(x, x0.point_map_info)))
 
-        n, h = x0.data.size, 1e-5
-        hess = np.empty((n, n))
-        for i in range(n):
-            e = np.zeros(n)
-            e[i] = h
-            hess[i] = -(grad(x0.data + e) - grad(x0.data - e)) / (2 * h)
-        cov = np.linalg.inv((hess + hess.T) / 2)
+        n = x0.data.size
+        cov = np.linalg.inv(-_fd_hessian(grad, x0.data, 1e-5))
         chol = np.linalg.cholesky(cov)
     except (np.linalg.LinAlgError, ValueError, FloatingPointError):
         return None
@@ -738,15 +733,21 @@ def _constrained(model, value_name: str, value) -> tuple[str, np.ndarray]:
     return rv.name, np.asarray(value)
 
 
-def _laplace_sd(f, theta: np.ndarray, h: float = 1e-4) -> np.ndarray:
-    """Posterior sd of the parameters from the Hessian of -log p in log space (delta method)."""
-    n = theta.size
+def _fd_hessian(grad, x: np.ndarray, h: float) -> np.ndarray:
+    """Symmetrised Hessian from central differences of the gradient function ``grad``."""
+    n = x.size
     hess = np.empty((n, n))
     for i in range(n):
         e = np.zeros(n)
         e[i] = h
-        hess[i] = (_central_gradient(f, theta + e) - _central_gradient(f, theta - e)) / (2 * h)
-    hess = (hess + hess.T) / 2
+        hess[i] = (grad(x + e) - grad(x - e)) / (2 * h)
+    return (hess + hess.T) / 2
+
+
+def _laplace_sd(f, theta: np.ndarray, h: float = 1e-4) -> np.ndarray:
+    """Posterior sd of the parameters from the Hessian of -log p in log space (delta method)."""
+    n = theta.size
+    hess = _fd_hessian(lambda t: _central_gradient(f, t), theta, h)
     try:
         cov = np.linalg.inv(hess)
         var = np.diag(cov)

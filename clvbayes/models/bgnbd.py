@@ -165,15 +165,6 @@ class BetaGeoModel(CLVModel):
     def _p_alive_arrays(self, params, h):
         return bgnbd.p_alive(*self._args(params), h["frequency"], h["recency"], h["T"])
 
-    def _expected_purchases_arrays(self, params, h, t):
-        return self._discounted_purchases_arrays(params, h, np.array([float(t)]), np.ones(1))
-
-    def _discounted_purchases_arrays(self, params, h, ends, factors, with_total=False):
-        """sum_k factors[k] * E[purchases in period k], shape (S, n) (and E[purchases to ends[-1]])."""
-        f = self._alive_factors(params, h, ends, factors)
-        discounted, total = (f["p_alive"] * f[k][:, f["pair"]] for k in ("discounted", "total"))
-        return (discounted, total) if with_total else discounted
-
     def _alive_factors(self, params, h, ends, factors):
         """P(alive) per history and the per-alive expectations per distinct (frequency, T).
 

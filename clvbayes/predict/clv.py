@@ -258,7 +258,7 @@ def score_customers(
     if observed and not outcomes:
         raise ValueError("observed outcomes need outcomes=True (the predictive distribution).")
 
-    chunks = _chunks(np.ones(data.n_unique, dtype=np.int64), max(n_s, n_sim), max_chunk_elements)
+    chunks = _chunks(data.n_unique, max(n_s, n_sim), max_chunk_elements)
     seeds = np.random.SeedSequence(seed).spawn(len(chunks) + 1)
     ctx = {
         "purchase_model": purchase_model, "spend_model": spend_model, "pparams": pparams,
@@ -511,9 +511,8 @@ def _segment_outcome_totals(ctx, rng, tot_e, resid_var, codes, n_groups, max_ele
     member_codes = codes[members]
     for q in out:
         out[q][:, small] = 0.0
-    budget = max(1, max_elements // n_sim)
-    for c0 in range(0, members.size, budget):
-        sl = slice(c0, c0 + budget)
+    for c0, c1 in _chunks(members.size, n_sim, max_elements):
+        sl = slice(c0, c1)
         hc = {c: np.asarray(data[c])[hist[sl]] for c in ctx["columns"]}
         sim = _simulate_outcomes(
             rng, ctx["purchase_model"], ctx["spend_model"], ctx["sim_pparams"], ctx["sim_sparams"],
@@ -545,17 +544,11 @@ def _by_frequency_and_age(data):
     )  # fmt: skip
 
 
-def _chunks(counts: np.ndarray, n_draws: int, max_elements: int) -> list[tuple[int, int]]:
-    """Split histories into consecutive chunks with at most ``max_elements`` draws x customers."""
-    budget = max(1, max_elements // n_draws)
-    out, start, acc = [], 0, 0
-    for i, c in enumerate(counts):
-        if acc and acc + c > budget:
-            out.append((start, i))
-            start, acc = i, 0
-        acc += c
-    out.append((start, counts.size))
-    return out
+def _chunks(n_items: int, per_item: int, max_elements: int) -> list[tuple[int, int]]:
+    """Consecutive ``(start, stop)`` ranges of items with at most ``max_elements`` items x
+    ``per_item`` (draws or samples) each (at least one item per range)."""
+    step = max(1, max_elements // max(per_item, 1))
+    return [(i, min(i + step, n_items)) for i in range(0, n_items, step)]
 
 
 def _pit(rng, samples, hist_of_customer, obs) -> np.ndarray:
