@@ -14,12 +14,13 @@ Imports neither PyMC nor PyTensor.
 from clvbayes.data.compress import CompressedRFM, compress
 from clvbayes.data.rfm import read_transactions, summarize_transactions
 from clvbayes.data.split import calibration_holdout_split
-from clvbayes.data.validation import TIME_UNITS, DataError, validate_rfm
+from clvbayes.data.validation import TIME_UNITS, DataError, DataWarning, validate_rfm
 
 __all__ = [
     "TIME_UNITS",
     "CompressedRFM",
     "DataError",
+    "DataWarning",
     "calibration_holdout_split",
     "compress",
     "read_transactions",

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clvbayes.errors import DataError, DataWarning  # re-exported by clvbayes.data
+
 __all__ = [
     "NEGATIVE_AMOUNT_OPTIONS",
     "TIME_UNITS",
@@ -36,10 +38,6 @@ NEGATIVE_AMOUNT_OPTIONS = ("error", "drop", "keep")
 _MAX_IDS_SHOWN = 5
 _TICKS_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
 _NAT = np.iinfo(np.int64).min
-
-
-class DataError(ValueError):
-    """Input data that clvbayes cannot use as given; the message says how to fix it."""
 
 
 # ---------------------------------------------------------------------------------------
