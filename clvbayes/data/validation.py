@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clvbayes.errors import DataError, DataWarning  # re-exported by clvbayes.data
+from clvbayes.errors import DataError, DataWarning  # noqa: F401  (re-exported by clvbayes.data)
 
 __all__ = [
     "NEGATIVE_AMOUNT_OPTIONS",
