@@ -60,7 +60,8 @@ import numpy as np
 import pandas as pd
 
 from clvbayes.data import DataError, read_transactions, summarize_transactions
-from clvbayes.data.validation import require_columns
+from clvbayes.data.validation import check_time_unit, require_columns
+from clvbayes.errors import DataWarning
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.dataframe as dd
@@ -111,44 +112,107 @@ def _hidden(relative: str) -> bool:
     return any(part.startswith(("_", ".")) for part in relative.split("/") if part)
 
 
+def _examples(names: list[str], n: int = 5) -> str:
+    shown = ", ".join(repr(x) for x in names[:n])
+    return shown + (f" and {len(names) - n:,} more" if len(names) > n else "")
+
+
 def _list_files(source: str | os.PathLike[str] | list) -> list[str]:
-    """Files of a path, a directory (recursively), a glob or a list of those."""
+    """Files of a path, a directory (recursively), a glob or a list of those.
+
+    Raises :class:`DataError` for a path that does not exist, a pattern that matches
+    nothing and a folder without CSV or Parquet files; warns (:class:`DataWarning`) about
+    files in a searched folder whose names have no supported ending, as they are not read.
+    """
     import fsspec
 
     sources = source if isinstance(source, list | tuple) else [source]
+    if not sources:
+        raise DataError("No input files: the list of paths is empty.")
+    endings = ", ".join(_PARQUET + _CSV)
     files: list[str] = []
     for item in sources:
         text = os.fspath(item)
         fs, _, paths = fsspec.core.get_fs_token_paths(text)
+        if not paths or not fs.exists(paths[0]):
+            what = "The pattern" if fsspec.core.has_magic(text) else "The path"
+            raise DataError(
+                f"{what} {text!r} matches no file or folder. Check the spelling and the "
+                "current folder (relative paths start from it), or pass the files as a list."
+            )
         for path in paths:
             if fs.isdir(path):
-                found = sorted(
-                    p
-                    for p in fs.find(path)
-                    if p.lower().endswith(_PARQUET + _CSV)
-                    and not _hidden(p[len(path.rstrip("/")) :])
-                )
+                found, skipped = [], []
+                for p in sorted(fs.find(path)):
+                    if _hidden(p[len(path.rstrip("/")) :]):
+                        continue  # _SUCCESS, .crc, _metadata ...: not data
+                    (found if p.lower().endswith(_PARQUET + _CSV) else skipped).append(p)
+                if skipped:
+                    warnings.warn(
+                        f"Skipped {len(skipped):,} file(s) in folder {text!r} whose names do not "
+                        f"end in {endings} (e.g. {_examples(skipped, 3)}): they are not read. "
+                        "Rename them if they hold transactions, or move them out of the folder.",
+                        DataWarning,
+                        stacklevel=3,
+                    )
+                if not found:
+                    raise DataError(
+                        f"The folder {text!r} holds no CSV or Parquet files (supported endings: "
+                        f"{endings}; names starting with '_' or '.' are skipped)."
+                    )
                 files += [fs.unstrip_protocol(p) if "://" in text else p for p in found]
             else:
                 files.append(fs.unstrip_protocol(path) if "://" in text else path)
-    if not files:
-        raise DataError(
-            f"No CSV or Parquet files found at {source!r}; supported endings are "
-            f"{', '.join(_PARQUET + _CSV)}."
-        )
     return files
 
 
-def _parquet_pieces(path: str, rows_per_partition: int) -> list[_Piece]:
-    """Consecutive row groups of one Parquet file, about ``rows_per_partition`` rows each."""
+_FIX_UNREADABLE = (
+    "The file may be empty, truncated (an interrupted copy or export), still being written, "
+    "or not in the format its name says: write it again, or leave it out of the input."
+)
+
+
+def _unreadable(label: str, path: str, err: BaseException) -> DataError:
+    """The error for a file that cannot be read at all, naming the file and the fix."""
+    import fsspec
+
+    reason = f"{type(err).__name__}: {str(err).strip().rstrip('.')}"
+    with contextlib.suppress(Exception):
+        fs, _, (local,) = fsspec.core.get_fs_token_paths(path)
+        if fs.size(local) == 0:
+            reason = "the file is empty (0 bytes)"
+    return DataError(f"Cannot read {label}: {reason}. {_FIX_UNREADABLE}")
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions of the readers that mean "this file cannot be read" (not a bug)."""
+    import pyarrow as pa
+
+    return (OSError, ValueError, EOFError, KeyError, pa.ArrowException, pd.errors.EmptyDataError)
+
+
+def _parquet_pieces(
+    path: str, rows_per_partition: int, required: dict[str, str | None]
+) -> tuple[list[_Piece], Any]:
+    """Consecutive row groups of one Parquet file (about ``rows_per_partition`` rows each)
+    and the file's Arrow schema; checks that the file is readable and has the columns."""
     import fsspec
     import pyarrow.parquet as pq
 
-    with fsspec.open(path, "rb") as fh:
-        meta = pq.ParquetFile(fh).metadata
+    label = f"file {path!r}"
+    try:
+        with fsspec.open(path, "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            meta, schema = pf.metadata, pf.schema_arrow
+    except _read_errors() as err:
+        raise _unreadable(label, path, err) from None
+    try:
+        require_columns(schema.empty_table().to_pandas(), required)
+    except DataError as err:
+        raise _located(err, label) from None
     sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
     if sum(sizes) <= rows_per_partition or len(sizes) <= 1:
-        return [_Piece(path, None, 0, sum(sizes))]
+        return [_Piece(path, None, 0, sum(sizes))], schema
     pieces, groups, first, n = [], [], 0, 0
     for i, size in enumerate(sizes):
         if groups and n + size > rows_per_partition:
@@ -157,21 +221,46 @@ def _parquet_pieces(path: str, rows_per_partition: int) -> list[_Piece]:
         groups.append(i)
         n += size
     pieces.append(_Piece(path, tuple(groups), first, n))
-    return pieces
+    return pieces, schema
 
 
-def _read_piece(piece: _Piece, columns: list[str], customer_id_col: str, read_kwargs: dict):
-    """Read one input partition with the reader of the in-memory path."""
-    if piece.row_groups is None:
-        return read_transactions(
-            piece.path, customer_id_col=customer_id_col, columns=columns, **read_kwargs
-        )
+def _read_piece(piece: _Piece, required: dict[str, str | None], read_kwargs: dict):
+    """Read one input partition with the reader of the in-memory path.
+
+    Any failure to read raises :class:`DataError` naming the file (and rows): a file
+    without the needed columns gets the in-memory message, anything else (empty,
+    truncated, corrupt) the reader's message and the fix.
+    """
     import fsspec
     import pyarrow.parquet as pq
 
-    with fsspec.open(piece.path, "rb") as fh:
-        table = pq.ParquetFile(fh).read_row_groups(list(piece.row_groups), columns=columns)
-    return table.to_pandas()
+    columns = [c for c in required.values() if c is not None]
+    customer_id_col = required["customer_id_col"]
+    try:
+        if piece.row_groups is None:
+            return read_transactions(
+                piece.path, customer_id_col=customer_id_col, columns=columns, **read_kwargs
+            )
+        with fsspec.open(piece.path, "rb") as fh:
+            table = pq.ParquetFile(fh).read_row_groups(list(piece.row_groups), columns=columns)
+        return table.to_pandas()
+    except DataError as err:
+        raise _located(err, piece.label) from None
+    except _read_errors() as err:
+        failure = _unreadable(piece.label, piece.path, err)
+    # a missing column (each file is checked against its own header) or a broken file
+    header = None
+    if not piece.path.lower().endswith(_PARQUET):
+        with contextlib.suppress(*_read_errors()):
+            header = read_transactions(
+                piece.path, customer_id_col=customer_id_col, nrows=0, **read_kwargs
+            )
+    if header is not None:
+        try:
+            require_columns(header, required)
+        except DataError as err:
+            raise _located(err, piece.label) from None
+    raise failure
 
 
 def _input_frame(source, required: dict[str, str | None], rows_per_partition: int, read_kwargs):
@@ -196,30 +285,34 @@ def _input_frame(source, required: dict[str, str | None], rows_per_partition: in
             "DataFrame use clvbayes.data.summarize_transactions."
         )
     pieces: list[_Piece] = []
+    meta = None
     for path in _list_files(source):
         if path.lower().endswith(_PARQUET):
-            pieces += _parquet_pieces(path, rows_per_partition)
+            found, schema = _parquet_pieces(path, rows_per_partition, required)
+            pieces += found
+            if meta is None:
+                meta = schema.empty_table().to_pandas()
         else:
-            pieces.append(_Piece(path, None, 0, None))
-    first = pieces[0]
-    if first.path.lower().endswith(_PARQUET):
-        import fsspec
-        import pyarrow.parquet as pq
-
-        with fsspec.open(first.path, "rb") as fh:
-            schema = pq.ParquetFile(fh).schema_arrow
-        meta = schema.empty_table().to_pandas()
-    else:
-        meta = read_transactions(
-            first.path, customer_id_col=customer_id_col, nrows=20, **read_kwargs
-        ).iloc[:0]
-    require_columns(meta, required)
+            piece = _Piece(path, None, 0, None)
+            pieces.append(piece)
+            if meta is None:
+                try:
+                    meta = read_transactions(
+                        path, customer_id_col=customer_id_col, nrows=20, **read_kwargs
+                    ).iloc[:0]
+                except DataError as err:
+                    raise _located(err, piece.label) from None
+                except _read_errors() as err:
+                    raise _unreadable(piece.label, path, err) from None
+                try:
+                    require_columns(meta, required)
+                except DataError as err:
+                    raise _located(err, piece.label) from None
     meta = meta[columns]
     ddf = dd.from_map(
         _read_piece,
         pieces,
-        columns=columns,
-        customer_id_col=customer_id_col,
+        required=required,
         read_kwargs=read_kwargs,
         meta=meta,
         enforce_metadata=False,
@@ -236,24 +329,263 @@ def _located(err: DataError, where: str) -> DataError:
     return DataError(f"In {where}: {err}")
 
 
+def _col(part: pd.DataFrame, name: str) -> pd.Series:
+    """Column ``name`` of a partition, or its index level of that name."""
+    if name in part.columns:
+        return part[name]
+    return part.index.get_level_values(name).to_series(index=part.index)
+
+
+def _storage(values: pd.Series | pd.Index) -> str:
+    """How a column is stored, coarsely, for comparing partitions.
+
+    One of ``"text"``, ``"integer"``, ``"floating"``, ``"boolean"``, ``"datetime (no time
+    zone)"``, ``"datetime (<zone>)"`` or pandas' inferred type (e.g. ``"mixed"``).  Widths
+    and nullable/Arrow variants of a kind (int32, Int64, int64[pyarrow]) are one kind.
+    """
+    dtype = values.dtype
+    api = pd.api.types
+    if api.is_datetime64_any_dtype(dtype):
+        tz = getattr(dtype, "tz", None)
+        if tz is None and isinstance(dtype, pd.ArrowDtype):
+            tz = getattr(dtype.pyarrow_dtype, "tz", None)
+        return f"datetime ({tz})" if tz is not None else "datetime (no time zone)"
+    if api.is_bool_dtype(dtype):
+        return "boolean"
+    if api.is_integer_dtype(dtype):
+        return "integer"
+    if api.is_float_dtype(dtype):
+        return "floating"
+    if not api.is_object_dtype(dtype) and api.is_string_dtype(dtype):
+        return "text"
+    inferred = api.infer_dtype(values, skipna=True)
+    return {"string": "text", "mixed-integer-float": "floating"}.get(inferred, inferred)
+
+
+def _is_drop_notice(w: warnings.WarningMessage) -> bool:
+    """The per-partition notice of negative_amounts='drop' (warned once, with totals)."""
+    text = str(w.message)
+    return text.startswith("Dropped") and "negative_amounts='drop'" in text
+
+
 def _check_partition(part: pd.DataFrame, label: str, kwargs: dict) -> dict[str, Any]:
-    """Validate and summarise one input partition; return what the client needs."""
+    """Validate and summarise one input partition; return what the client needs.
+
+    Besides the in-memory checks (through :func:`~clvbayes.data.summarize_transactions`)
+    it refuses missing customer ids of any dtype, and reports how each column is stored,
+    the partition's first and last purchase and the warnings it raised, so that the
+    client can compare partitions.
+    """
     if len(part) == 0:  # an empty file or row group is no error while others have rows
-        return {"empty": True}
+        return {"empty": True, "label": label}
+    id_col = kwargs["customer_id_col"]
+    ids = _col(part, id_col)
+    missing = ids.isna().to_numpy()
+    if missing.any():
+        positions = np.flatnonzero(missing)
+        shown = ", ".join(f"{p:,}" for p in positions[:5]) + (", ..." if len(positions) > 5 else "")
+        raise DataError(
+            f"In {label}: Column {id_col!r} has {int(missing.sum()):,} row(s) with a missing "
+            f"customer id (dtype {ids.dtype}; rows counting from 0 in this partition: {shown}). "
+            "Every transaction needs a customer: drop these rows "
+            f"(df.dropna(subset=[{id_col!r}])) or fill them. Nullable integer or boolean "
+            "columns (Int64, int64[pyarrow], boolean) store missing ids as <NA>."
+        )
+    columns = {
+        arg: kwargs[arg]
+        for arg in ("customer_id_col", "datetime_col", "monetary_value_col")
+        if kwargs[arg] is not None
+    }
+    info: dict[str, Any] = {
+        "label": label,
+        "n_rows": len(part),
+        "storage": {arg: _storage(_col(part, col)) for arg, col in columns.items()},
+        "dtypes": {arg: str(_col(part, col).dtype) for arg, col in columns.items()},
+    }
+    if info["storage"]["customer_id_col"] == "integer":
+        info["id_range"] = (int(ids.min()), int(ids.max()))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # negative_amounts="drop": warned once, globally
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             summary = summarize_transactions(part, **kwargs)
     except DataError as err:
         raise _located(err, label) from None
     attrs = summary.attrs
-    return {
-        "observation_end": attrs["observation_end"],
-        "n_transactions": attrs["n_transactions"],
-        "n_negative_amount_rows": attrs.get("n_negative_amount_rows", 0),
-        "n_negative_amount_rows_dropped": attrs.get("n_negative_amount_rows_dropped", 0),
-        "meta": summary.iloc[:0],
-    }
+    days = check_time_unit(kwargs["time_unit"])
+    first = summary["first_purchase"]
+    last = first + pd.to_timedelta(summary["recency"].to_numpy() * days, unit="D")
+    info.update(
+        {
+            "observation_end": attrs["observation_end"],
+            "first": first.min(),
+            "last": last.max(),
+            "n_transactions": attrs["n_transactions"],
+            "n_negative_amount_rows": attrs.get("n_negative_amount_rows", 0),
+            "n_negative_amount_rows_dropped": attrs.get("n_negative_amount_rows_dropped", 0),
+            "warnings": [(w.category, str(w.message)) for w in caught if not _is_drop_notice(w)],
+            "meta": summary.iloc[:0],
+        }
+    )
+    return info
+
+
+def _where(labels: list[str], n: int = 3) -> str:
+    """The first ``n`` partition labels, and how many more."""
+    shown = ", ".join(labels[:n])
+    return shown + (f" and {len(labels) - n:,} more" if len(labels) > n else "")
+
+
+_KIND_WORDS = {
+    "integer": "integers",
+    "floating": "floating-point numbers",
+    "boolean": "booleans",
+}
+
+
+_DIFFERENT_STORAGE = {
+    "customer_id_col": (
+        "Read as one table these ids would not compare equal (the in-memory path refuses "
+        "them), and across partitions one customer would be counted as several (text '42' "
+        "and integer 42 are different ids).",
+        "Store the ids of every file with one type before writing them, e.g. "
+        "df[{col!r}] = df[{col!r}].astype(str), or read the files yourself, convert the "
+        "column and pass a dask DataFrame.",
+    ),
+    "datetime_col": (
+        "A customer's rows from different partitions are summarised together, so their "
+        "dates must be stored alike (and tz-aware times in one zone).",
+        "Store the dates of every file one way before writing them, e.g. "
+        "df[{col!r}] = pd.to_datetime(df[{col!r}]) (with time zones: "
+        "pd.to_datetime(df[{col!r}], utc=True).dt.tz_convert('<zone>')), or read the files "
+        "yourself, convert the column and pass a dask DataFrame.",
+    ),
+    "monetary_value_col": (
+        "A customer's rows from different partitions are summarised together, so their "
+        "amounts must be stored alike.",
+        "Store the amounts of every file as numbers, e.g. "
+        "df[{col!r}] = pd.to_numeric(df[{col!r}]), or read the files yourself, convert the "
+        "column and pass a dask DataFrame.",
+    ),
+}
+
+
+def _common_dtypes(results: list[dict], kwargs: dict, meta: pd.DataFrame) -> dict[str, Any]:
+    """Check that the partitions store each column alike; return the casts that make their
+    dtypes equal before the shuffle (e.g. int32 and Int64 ids -> int64).
+
+    Raises :class:`DataError` naming the partitions where one column is stored as
+    different kinds (text ids in one file, integers in another; naive and tz-aware dates;
+    amounts as text and as numbers).
+    """
+    casts: dict[str, Any] = {}
+    for arg, (why, fix) in _DIFFERENT_STORAGE.items():
+        col = kwargs[arg]
+        if col is None:
+            continue
+        groups: dict[str, list[str]] = {}
+        for r in results:
+            kind = r["storage"][arg]
+            if arg == "monetary_value_col" and kind in ("integer", "floating"):
+                kind = "numbers"
+            groups.setdefault(kind, []).append(r["label"])
+        if len(groups) > 1:
+            listing = "; ".join(
+                f"as {_KIND_WORDS.get(kind, kind)} in {_where(labels)}"
+                for kind, labels in sorted(groups.items(), key=lambda kv: -len(kv[1]))
+            )
+            raise DataError(
+                f"Column {col!r} is stored differently in the input partitions: {listing}. "
+                f"{why} {fix.format(col=col)}"
+            )
+        dtypes = {r["dtypes"][arg] for r in results}
+        if len(dtypes) == 1 and str(meta[col].dtype) in dtypes:
+            continue
+        kind = next(iter(groups))
+        if kind == "integer":
+            low = min(r["id_range"][0] for r in results)
+            high = max(r["id_range"][1] for r in results)
+            if low >= -(2**63) and high < 2**63:
+                casts[col] = "int64"
+            elif low >= 0:
+                casts[col] = "uint64"
+            else:
+                raise DataError(
+                    f"Column {col!r} holds integer ids from {low} to {high}, beyond what one "
+                    "64-bit integer type holds. Store the ids as text in every file."
+                )
+        elif kind == "text":
+            casts[col] = meta[col].dtype if _storage(meta[col]) == "text" else "str"
+        elif kind in ("floating", "numbers"):
+            casts[col] = "float64"
+        elif kind == "boolean":
+            casts[col] = "bool"
+    return casts
+
+
+def _cast(part: pd.DataFrame, casts: dict[str, Any]) -> pd.DataFrame:
+    """One partition with the common dtypes (so that equal ids hash alike in the shuffle)."""
+    return part.astype({c: t for c, t in casts.items() if c in part.columns})
+
+
+def _check_date_gaps(results: list[dict], observation_end: Any, datetime_col: str) -> None:
+    """Warn when some partitions' dates lie far from all the others (a mistyped year?).
+
+    Partitions are merged into runs of overlapping date ranges; a gap between runs that
+    is longer than a year and than the data on either side of it is suspicious: the
+    partitions on its smaller side (fewer rows) are named.
+    """
+    spans = sorted((r["first"], r["last"], r["n_rows"], r["label"]) for r in results)
+    runs: list[list] = []  # [first, last, rows, labels]
+    for first, last, n, label in spans:
+        if runs and first <= runs[-1][1]:
+            run = runs[-1]
+            run[1], run[2] = max(run[1], last), run[2] + n
+            run[3].append(label)
+        else:
+            runs.append([first, last, n, [label]])
+    start, end = runs[0][0], max(r[1] for r in runs)
+    year = pd.Timedelta(days=365)
+    for i in range(1, len(runs)):
+        gap = runs[i][0] - runs[i - 1][1]
+        before, after = runs[i - 1][1] - start, end - runs[i][0]
+        if gap <= max(before, after, year):
+            continue
+        late = sum(r[2] for r in runs[i:]) < sum(r[2] for r in runs[:i])
+        odd = runs[i:] if late else runs[:i]
+        labels = [lab for r in odd for lab in r[3]]
+        lo, hi = odd[0][0], max(r[1] for r in odd)
+        effect = (
+            f"they set the observation end ({hi.date()}), so every customer's T runs to it"
+            if late and observation_end is None
+            else "their customers' purchases lie far from everyone else's"
+        )
+        warnings.warn(
+            f"The dates in column {datetime_col!r} of {_where(labels)} ({lo.date()} to "
+            f"{hi.date()}) are {gap.days:,} days away from those of the other partitions "
+            f"({runs[i][0].date() if not late else start.date()} to "
+            f"{(runs[i - 1][1] if late else end).date()}): {effect}. Check those files' "
+            "dates (a mistyped year?); leave them out, fix them, or pass observation_end.",
+            DataWarning,
+            stacklevel=3,
+        )
+        return
+
+
+def _reemit(results: list[dict], limit: int = 20) -> None:
+    """Warn on the client, prefixed with the partition, what the partitions warned about."""
+    seen: dict[tuple[type, str], list[str]] = {}
+    for r in results:
+        for category, message in r.get("warnings", ()):
+            seen.setdefault((category, message), []).append(r["label"])
+    for n, ((category, message), labels) in enumerate(seen.items()):
+        if n == limit:
+            warnings.warn(
+                f"{len(seen) - limit:,} more warnings from the input partitions are not shown.",
+                DataWarning,
+                stacklevel=3,
+            )
+            break
+        warnings.warn(f"In {_where(labels)}: {message}", category, stacklevel=3)
 
 
 def _summarize_group(
@@ -391,6 +723,13 @@ datetime_format, merge_same_day, negative_amounts
             "The transactions table is empty (0 rows): there is nothing to summarise. "
             "Check the files or the filter that produced them."
         )
+    casts = _common_dtypes(results, kwargs, ddf._meta)
+    if casts:  # equal ids must hash alike in the shuffle, whatever their file's dtype
+        ddf = ddf.map_partitions(_cast, casts, meta=_cast(ddf._meta, casts))
+        if customer_id_col in casts:
+            id_dtype = pd.Series([], dtype=casts[customer_id_col]).dtype
+    _reemit(results)
+    _check_date_gaps(results, observation_end, datetime_col)
     end = observation_end
     if end is None:
         end = _latest([r["observation_end"] for r in results])

@@ -126,13 +126,14 @@ def test_malformed_row_mid_file_names_file_rows_and_stops(client, tx, tmp_path):
     assert str(on_dask.value).endswith("Row (counting from 0): 234.")  # within the partition
 
 
-def test_missing_column_message_is_the_in_memory_one(client, tx, tmp_path):
+def test_missing_column_message_is_the_in_memory_one_with_the_file(client, tx, tmp_path):
     tx.to_parquet(tmp_path / "tx.parquet", index=False)
     with pytest.raises(DataError) as in_memory:
         summarize_transactions(tx, monetary_value_col="value")
     with pytest.raises(DataError) as on_dask:
         summarize_transactions_dask(tmp_path, monetary_value_col="value")
-    assert str(on_dask.value) == str(in_memory.value)
+    where = f"In file {str(tmp_path / 'tx.parquet')!r}: "
+    assert str(on_dask.value) == where + str(in_memory.value)
 
 
 @pytest.fixture(scope="module")
