@@ -31,12 +31,17 @@ fields (so an empty text value reads back as missing).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import sys
 import tempfile
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,16 +55,24 @@ from clvbayes import segments as seg
 from clvbayes.segments import LABEL_COLUMNS, OTHERS, SEGMENT_RULES, label_customers
 
 __all__ = [
+    "MANIFEST",
     "REPORT_VERSION",
     "SCHEMA",
     "Column",
+    "OutputFolderRefused",
+    "ReportBusy",
     "ReportError",
+    "ReportWarning",
+    "ReportWriteError",
+    "check_output_folder",
     "customer_table",
     "data_dictionary",
     "export_sql",
     "file_provenance",
+    "output_lock",
     "read_report_table",
     "read_sql_table",
+    "replace_refusal",
     "segment_table",
     "validate_report",
     "write_report",
@@ -487,6 +500,7 @@ def data_dictionary(
         per column in file order.
     """
     ctx = {"time_unit": "time units", "horizon": "?", "prob": "90 %"}
+    point = _is_point_fit((context or {}).get("method"))
     for k, v in (context or {}).items():
         if v is None:
             continue
@@ -503,9 +517,43 @@ def data_dictionary(
                 rows.append((name, c, _logical_dtype(df[c]), "", "input column (--group-by), "
                              "one value per customer: its value on the first transaction", "input"))  # fmt: skip
             else:
-                rows.append((name, c, spec.dtype, spec.unit.format(**ctx),
-                             spec.meaning.format(**ctx), "clvbayes"))  # fmt: skip
+                meaning = spec.meaning.format(**ctx)
+                if point and _is_uncertainty_column(c):
+                    meaning += _POINT_EMPTY if df[c].isna().all() else _POINT_FILLED
+                rows.append((name, c, spec.dtype, spec.unit.format(**ctx), meaning,
+                             "clvbayes"))  # fmt: skip
     return pd.DataFrame(rows, columns=["table", "column", "dtype", "unit", "meaning", "source"])
+
+
+#: Fit methods that give a point estimate of the parameters (no parameter uncertainty).
+POINT_METHODS = ("map", "mle")
+
+_POINT_EMPTY = (
+    ". EMPTY in this report: the models were fitted by MAP, a point estimate of the "
+    "parameters, which carries no parameter uncertainty, so there is no credible interval "
+    "or posterior sd to show (refit with --method laplace or nuts for them)"
+)
+_POINT_FILLED = (
+    ". CAUTION: the models were fitted by MAP (a point estimate), so this is computed from "
+    "one parameter value and does not show parameter uncertainty"
+)
+_POINT_FIT_NOTE = (
+    "**This report comes from a MAP fit** (a point estimate of the parameters). A single "
+    "parameter value carries no parameter uncertainty, so the sd and credible-interval "
+    "(`*_sd`, `*_ci_lower`, `*_ci_upper`) columns of expectations are empty. The "
+    "predictive-interval (`*_pi_*`) columns still show each customer's own randomness, "
+    "without parameter uncertainty. Refit with `--method laplace` (fast) or `--method nuts` "
+    "for credible intervals."
+)
+
+
+def _is_point_fit(method: Any) -> bool:
+    return isinstance(method, str) and method.lower() in POINT_METHODS
+
+
+def _is_uncertainty_column(name: str) -> bool:
+    """sd and credible-interval columns: what a point fit cannot give."""
+    return name.endswith(("_sd", "_ci_lower", "_ci_upper"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -516,9 +564,15 @@ def _dictionary_dtypes(folder: Path, table: str) -> dict[str, str]:
     path = folder / "data_dictionary.csv"
     if not path.exists():
         return {}
-    d = pd.read_csv(path, dtype=str, keep_default_na=False)
+    d = _read_dictionary(path)
     d = d[d["table"] == table]
     return dict(zip(d["column"], d["dtype"], strict=True))
+
+
+def _read_dictionary(path: Path) -> pd.DataFrame:
+    """``data_dictionary.csv`` as text, formula escapes removed."""
+    d = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return d.apply(_csv_unescape)
 
 
 def _schema_dtypes(table: str | None) -> dict[str, str]:
@@ -560,15 +614,19 @@ def read_report_table(path: str | os.PathLike[str], table: str | None = None) ->
         df.attrs = {}
         return df
     dtypes = {**_schema_dtypes(table), **_dictionary_dtypes(p.parent, table)}
-    header = pd.read_csv(p, nrows=0).columns
-    known = {c: dtypes[c] for c in header if c in dtypes}
+    raw = pd.read_csv(p, nrows=0, dtype=str).columns
+    names = dict(zip(raw, _csv_unescape(pd.Series(raw, dtype=object)), strict=True))
+    known = {r: dtypes[n] for r, n in names.items() if n in dtypes}
     read_as = {c: ("str" if t in ("string", "datetime") else PANDAS_DTYPES[t])
                for c, t in known.items() if t != "bool"}  # fmt: skip
     df = pd.read_csv(p, dtype=read_as, keep_default_na=False, na_values=[""], encoding="utf-8")
-    for c, t in known.items():
+    for c in df.columns:
+        t = known.get(c)
         if t in ("datetime", "bool", "string"):
             df[c] = _cast(df[c], t)
-    return df
+        if (t is None or t == "string") and _is_text(df[c]):
+            df[c] = _csv_unescape(df[c])
+    return df.rename(columns=names)
 
 
 # ---------------------------------------------------------------------------------------
@@ -604,17 +662,49 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+_INTERVAL_KIND = {
+    "nuts": "posterior credible interval (NUTS draws)",
+    "laplace": "approximate credible interval (draws from the Laplace approximation at the mode)",
+}
+
+
 def _model_summary(name: str, model: Any, prob: float) -> dict[str, Any]:
     table = model.summary(prob)
     table = table.rename(
         columns={f"lower_{prob:g}": "lower", f"upper_{prob:g}": "upper"}
     ).reset_index(names="parameter")
     info = dict(getattr(model, "fit_info_", {}))
+    method = info.get("method")
+    post = getattr(getattr(model, "idata_", None), "posterior", None)
+    n_draws = None if post is None else int(post.sizes.get("chain", 1) * post.sizes.get("draw", 1))
+    point = _is_point_fit(method) or n_draws == 1
+    if point:
+        # one parameter value: its "interval" would have zero width; show none
+        table = table.drop(columns=[c for c in ("lower", "upper") if c in table.columns])
+        interval = None
+        sd_kind = (
+            "Laplace approximation at the mode (from the curvature of the log posterior), "
+            "not from posterior draws"
+            if "laplace_sd" in info
+            else None
+        )
+    else:
+        interval = _INTERVAL_KIND.get(method, "credible interval from the posterior draws")
+        sd_kind = "posterior standard deviation of the draws"
     return {
         "class": type(model).__name__,
         "file": f"{name}.nc",
         "time_unit": getattr(model, "time_unit_", None),
-        "interval_prob": prob,
+        "method": method,
+        "interval_prob": None if point else prob,
+        "interval": interval,
+        "sd": sd_kind,
+        "note": (
+            f"{method or 'point'} fit: a point estimate of the parameters, so no credible "
+            "interval is shown"
+            if point
+            else None
+        ),
         "parameters": table.to_dict(orient="records"),
         "divergences": info.get("divergences"),
         "fit": info,
@@ -662,6 +752,10 @@ def _summary_markdown(summary: Mapping[str, Any], segments: pd.DataFrame) -> str
     for name, m in summary.get("models", {}).items():
         lines += ["", f"## Model `{name}` ({m['class']}, file `{m['file']}`)", ""]
         lines.append(_md_table(pd.DataFrame(m["parameters"]).astype(object)))
+        if m.get("note"):
+            lines += ["", f"- {m['note']}; sd: {m.get('sd') or 'not available'}"]
+        elif m.get("interval"):
+            lines += ["", f"- lower/upper: {100 * m['interval_prob']:g} % {m['interval']}"]
         fit = m.get("fit", {})
         lines += ["", f"- method: {fit.get('method')}, seed: {fit.get('seed')}, "
                   f"divergences: {m.get('divergences')}, customers fitted: "
@@ -680,6 +774,10 @@ def _summary_markdown(summary: Mapping[str, Any], segments: pd.DataFrame) -> str
         lines += ["", "## Whole customer base", ""]
         cols = ["n_customers"] + [c for c in segments.columns if c.startswith("clv_total")
                                   or c.startswith("purchases_total")]  # fmt: skip
+        cols = [c for c in cols if not all_row[c].isna().all()]  # no empty interval columns
+        if _is_point_fit((summary.get("settings") or {}).get("method")):
+            lines += ["MAP fit: totals without parameter uncertainty; the predictive interval "
+                      "(pi) shows the customers' own randomness only.", ""]  # fmt: skip
         lines.append(_md_table(all_row[cols].astype(object)))
     return "\n".join(lines) + "\n"
 
@@ -786,28 +884,675 @@ def _normalise_formats(fmt: str | Iterable[str]) -> tuple[str, ...]:
     return out
 
 
+#: First characters that make a spreadsheet read a text cell as a formula (``=``, ``+``,
+#: ``-``, ``@``, tab, carriage return), and the escape character ``'`` itself.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _csv_escape(v: Any) -> Any:
+    """``'`` + v for text a spreadsheet would run as a formula (or that starts with ``'``)."""
+    if isinstance(v, str) and v.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(v):
+        return "'" + v
+    return v
+
+
+def _csv_unescape(s: pd.Series) -> pd.Series:
+    """Undo :func:`_csv_escape` on a text column read from a report CSV."""
+    quoted = s.str.startswith("'", na=False)
+    if not quoted.any():
+        return s
+    out = s.copy()
+    out[quoted] = s[quoted].str[1:]
+    return out
+
+
+def _is_text(s: pd.Series) -> bool:
+    return s.dtype == object or pd.api.types.is_string_dtype(s.dtype)
+
+
+def _csv_safe(df: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A copy of ``df`` whose text cells and header are safe to open in a spreadsheet.
+
+    Text that starts with a formula character (:data:`FORMULA_START`) gets a leading
+    ``'`` (the spreadsheet convention for "this is text"), except plain numbers such as
+    ``-5``; :func:`read_report_table` removes it again, so values round-trip exactly.
+    Numeric columns are never touched (a negative amount is not a formula).
+    """
+    df = df.copy()
+    df.attrs = {}
+    for c in columns if columns is not None else df.columns:
+        if _is_text(df[c]):
+            df[c] = df[c].map(_csv_escape, na_action="ignore").astype(df[c].dtype)
+    df.columns = [_csv_escape(c) for c in df.columns]
+    return df
+
+
 def _write_table(df: pd.DataFrame, folder: Path, name: str, formats: Sequence[str]) -> None:
     df = df.copy()
     df.attrs = {}
     if "csv" in formats:
-        # pandas writes floats in their shortest exact decimal form (round-trip safe)
-        df.to_csv(folder / f"{name}.csv", index=False, encoding="utf-8", lineterminator="\n")
+        # pandas writes floats in their shortest exact decimal form (round-trip safe); text
+        # that a spreadsheet would run as a formula is escaped (see _csv_safe)
+        _csv_safe(df).to_csv(
+            folder / f"{name}.csv", index=False, encoding="utf-8", lineterminator="\n"
+        )
     if "parquet" in formats:
         df.to_parquet(folder / f"{name}.parquet", index=False)
 
 
-def _is_replaceable(out: Path) -> bool:
-    if not out.exists():
-        return True
-    if not out.is_dir():
-        return False
-    if not any(out.iterdir()):
-        return True
+# ---------------------------------------------------------------------------------------
+# the output folder: what may be replaced, the manifest, the lock, staging and publishing
+#
+# The contract: clvbayes never deletes or modifies a file it did not write.  Every report
+# folder carries a manifest (name, size and SHA-256 of each file in it); a folder is
+# replaced only if every entry in it is a file the manifest lists, unchanged.  Sibling
+# folders clvbayes leaves behind after a kill (``.<name>.<hash>.partial-*`` while writing,
+# ``.<name>.<hash>.old-*`` while swapping) are removed by the next run only as far as their
+# content is provably clvbayes' own (the manifest, or the staging journal that lists every
+# file before it is written).
+
+#: Name of the manifest file in every report folder.
+MANIFEST = ".clvbayes-manifest.json"
+#: Name of the journal in a folder being written (absent from a published report).
+STAGING_JOURNAL = ".clvbayes-staging.json"
+_MANIFEST_VERSION = 1
+_SHOW = 5  # unexpected entries named in a refusal
+
+
+class ReportWriteError(OSError):
+    """A report folder that could not be written; the message says why and what to do.
+
+    Raised for a full disk, a folder clvbayes will not replace, another run writing the
+    same folder, an unwritable location.  The previous report, if any, is unchanged.
+    An ``OSError``, so ``clvbayes run`` reports it without a traceback (exit status 2).
+    """
+
+
+class OutputFolderRefused(ReportWriteError, FileExistsError):
+    """The output path exists and is not a folder clvbayes may replace."""
+
+
+class ReportBusy(ReportWriteError):
+    """Another clvbayes process is writing the same report folder."""
+
+
+class ReportWarning(UserWarning):
+    """Something about the report folder the user should know (e.g. leftovers kept)."""
+
+
+def _output_path(out_dir: str | os.PathLike[str]) -> Path:
+    """Absolute output path (symlinks not resolved), refusing paths that name no folder."""
+    raw = os.fspath(out_dir)
+    if not str(raw).strip():
+        raise OutputFolderRefused(
+            "the output folder name is empty; give a folder name, e.g. --output clvbayes-report."
+        )
+    out = Path(os.path.abspath(raw))
+    if out.name in ("", ".", "..") or out == out.parent:
+        raise OutputFolderRefused(
+            f"{raw!r} names the file-system root, not a folder clvbayes can replace; give a "
+            "new folder name, e.g. --output clvbayes-report."
+        )
+    cwd = Path.cwd()
+    if out == cwd or out in cwd.parents:
+        raise OutputFolderRefused(
+            f"{raw!r} is the current folder (or holds it); a report replaces its output folder, "
+            "so give a new folder name, e.g. --output clvbayes-report."
+        )
+    return out
+
+
+def _sibling_prefix(out: Path) -> str:
+    """Prefix of the sibling lock/staging names: readable, bounded in length, unique per name."""
+    digest = hashlib.sha256(out.name.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    return f".{out.name[:40]}.{digest}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_json(path: Path) -> Any:
     try:
-        summary = json.loads((out / "model_summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _manifest_files(folder: Path) -> dict[str, dict[str, Any]] | None:
+    """The manifest's ``{name: {"size", "sha256"}}``, or None without a readable manifest."""
+    m = _read_json(folder / MANIFEST)
+    if not isinstance(m, dict) or not isinstance(m.get("files"), dict):
+        return None
+    files = m["files"]
+    ok = all(
+        isinstance(v, dict) and isinstance(v.get("size"), int) and isinstance(v.get("sha256"), str)
+        for v in files.values()
+    )
+    return files if ok else None
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    with os.scandir(folder) as it:
+        return sorted(it, key=lambda e: e.name)
+
+
+def _unexpected(folder: Path, files: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Entries of ``folder`` that are not unchanged manifest files, described."""
+    found = []
+    for e in _entries(folder):
+        if e.name == MANIFEST:
+            continue
+        spec = files.get(e.name)
+        if e.is_symlink():
+            found.append(f"{e.name} (a link)")
+        elif e.is_dir():
+            found.append(f"{e.name}/ (a folder)")
+        elif not e.is_file():
+            found.append(f"{e.name} (not a regular file)")
+        elif spec is None:
+            found.append(f"{e.name} (not written by clvbayes)")
+        elif e.stat().st_size != spec["size"] or _sha256(Path(e.path)) != spec["sha256"]:
+            found.append(f"{e.name} (changed since clvbayes wrote it)")
+    return found
+
+
+def _listing(items: Sequence[str]) -> str:
+    more = f" and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
+    return ", ".join(items[:_SHOW]) + more
+
+
+def replace_refusal(
+    out_dir: str | os.PathLike[str], protect: Iterable[str | os.PathLike[str]] = ()
+) -> str | None:
+    """Why ``out_dir`` may not be (re)placed by a report, or None when it may.
+
+    A path may be written when it does not exist, is an empty folder, or is a report
+    folder whose every entry is listed, unchanged, in its manifest (:data:`MANIFEST`).
+    Anything else is refused: a file, a link, a folder with other content (the reason
+    names the first entries), a report from a clvbayes that wrote no manifest.
+
+    Parameters
+    ----------
+    out_dir : path
+        The report folder.
+    protect : paths
+        Files the run reads (its inputs): refused when one of them is ``out_dir`` or lies
+        inside it.
+
+    Returns
+    -------
+    str or None
+        A one-paragraph message (what, where, the fix), or None.
+    """
+    out = _output_path(out_dir)
+    fix = "choose another --output (a new folder name), or move away what you want to keep"
+    for p in protect:
+        p = Path(os.path.abspath(os.fspath(p)))
+        if p == out or out in p.parents:
+            return (
+                f"output folder {out} holds the input file {p}; a report replaces its folder, so "
+                "write it elsewhere: choose another --output outside the input's folder."
+            )
+    if not os.path.lexists(out):
+        return None
+    if out.is_symlink():
+        return (
+            f"output {out} is a symbolic link (to {os.readlink(out)}); clvbayes replaces "
+            "report folders, not links: give the link's target folder as --output, or a new "
+            "folder name."
+        )
+    if not out.is_dir():
+        return (
+            f"output {out} is a file, not a folder; clvbayes writes a report folder and does "
+            "not overwrite files: give a new folder name as --output."
+        )
+    try:
+        entries = _entries(out)
+    except OSError as err:
+        return f"output folder {out} cannot be listed ({_os_text(err)}); {fix}."
+    if not entries:
+        return None
+    files = _manifest_files(out)
+    if files is None:
+        names = [e.name + ("/" if e.is_dir() else "") for e in entries]
+        summary = _read_json(out / "model_summary.json")
+        if isinstance(summary, dict) and "clvbayes_report" in summary:
+            return (
+                f"output folder {out} holds a report written by an older clvbayes, without the "
+                f"manifest ({MANIFEST}) that proves which files clvbayes wrote, so it is not "
+                f"replaced (it holds {_listing(names)}); remove the folder yourself once "
+                f"nothing in it is yours to keep, or {fix}."
+            )
+        return (
+            f"output folder {out} exists and is not a clvbayes report folder (it holds "
+            f"{_listing(names)}); clvbayes replaces only folders it wrote: {fix}."
+        )
+    try:
+        extra = _unexpected(out, files)
+    except OSError as err:
+        return f"output folder {out} cannot be checked ({_os_text(err)}); {fix}."
+    if extra:
+        return (
+            f"output folder {out} is a clvbayes report but also holds {len(extra)} entr"
+            f"{'y' if len(extra) == 1 else 'ies'} clvbayes did not write or that changed: "
+            f"{_listing(extra)}; replacing it would delete them: {fix}."
+        )
+    return None
+
+
+def check_output_folder(
+    out_dir: str | os.PathLike[str], protect: Iterable[str | os.PathLike[str]] = ()
+) -> None:
+    """Raise :class:`OutputFolderRefused` when :func:`replace_refusal` gives a reason."""
+    reason = replace_refusal(out_dir, protect)
+    if reason is not None:
+        raise OutputFolderRefused(reason)
+
+
+def _is_replaceable(out: Path) -> bool:
+    """True when a report may be written to ``out`` (see :func:`replace_refusal`)."""
+    try:
+        return replace_refusal(out) is None
+    except OutputFolderRefused:
         return False
-    return isinstance(summary, dict) and "clvbayes_report" in summary
+
+
+def _os_text(err: OSError) -> str:
+    text = err.strerror or str(err)
+    return f"{text}: {err.filename}" if err.filename else text
+
+
+# --- the lock: one writer per report folder ---------------------------------------------
+
+_HELD: dict[str, tuple[int, int]] = {}  # lock path -> (fd, depth), this process's locks
+
+
+def _lock_path(out: Path) -> Path:
+    return out.parent / f"{_sibling_prefix(out)}.lock"
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: str | os.PathLike[str]):
+    """Hold the report folder's lock: a second writer of the same folder is refused.
+
+    The lock is an exclusive ``flock`` on a sibling file (``.<name>.<hash>.lock``), taken
+    without waiting; it is released by the kernel when the process dies (also by kill -9),
+    and the file is removed on release.  Re-entrant within one process, so ``clvbayes run``
+    can hold it from its first check to the end of :func:`write_report`.
+
+    Raises
+    ------
+    ReportBusy
+        Another process holds the lock (the message names its pid and start time).
+    ReportWriteError
+        The lock file cannot be created (e.g. a read-only parent folder).
+    """
+    out = _output_path(out_dir)
+    path = _lock_path(out)
+    key = str(path)
+    if key in _HELD:
+        fd, depth = _HELD[key]
+        _HELD[key] = (fd, depth + 1)
+        try:
+            yield out
+        finally:
+            fd, depth = _HELD[key]
+            _HELD[key] = (fd, depth - 1)
+        return
+    fd = _acquire(path, out)
+    _HELD[key] = (fd, 1)
+    try:
+        yield out
+    finally:
+        del _HELD[key]
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still holding it: no one else can hold this inode
+        os.close(fd)
+
+
+def _acquire(path: Path, out: Path) -> int:
+    import fcntl
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReportWriteError(
+            f"cannot write the report to {out}: cannot create its parent folder "
+            f"({_os_text(err)}); choose another --output."
+        ) from err
+    for _ in range(20):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as err:
+            raise ReportWriteError(
+                f"cannot write the report to {out}: cannot create a file in {out.parent} "
+                f"({_os_text(err)}); choose an --output in a folder you can write to."
+            ) from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_json(path) or {}
+            os.close(fd)
+            raise ReportBusy(
+                f"another clvbayes run (pid {holder.get('pid', '?')}, started "
+                f"{holder.get('started_utc', '?')}) is writing the report {out}; wait for it to "
+                "finish, or choose another --output.  (Lock file: "
+                f"{path}.)"
+            ) from None
+        # the file we locked may have been unlinked by its previous holder: retry then
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            info = {"pid": os.getpid(), "started_utc": datetime.now(UTC).isoformat("T", "seconds"),
+                    "output": str(out)}  # fmt: skip
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(info).encode())
+            return fd
+        os.close(fd)
+    raise ReportBusy(f"cannot take the lock {path} for {out}; retry.")
+
+
+# --- staging, leftovers and publishing ---------------------------------------------------
+
+
+class _Stage:
+    """The folder a report is written into before it is published.
+
+    Every file name is recorded in the journal (:data:`STAGING_JOURNAL`) before the file
+    is written, so a later run can prove that everything in a leftover staging folder is
+    clvbayes' own.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.path = Path(
+            tempfile.mkdtemp(prefix=f"{_sibling_prefix(out)}.partial-", dir=out.parent)
+        )
+        umask = os.umask(0)
+        os.umask(umask)
+        self.path.chmod(0o777 & ~umask)  # mkdtemp makes it private; a report folder is not
+        self.names: list[str] = []
+        self._journal()
+
+    def _journal(self) -> None:
+        data = {"clvbayes_staging": 1, "pid": os.getpid(), "output": str(self.out),
+                "files": self.names}  # fmt: skip
+        (self.path / STAGING_JOURNAL).write_text(json.dumps(data), encoding="utf-8")
+
+    def expect(self, *names: str) -> None:
+        new = [n for n in names if n not in self.names]
+        if new:
+            self.names += new
+            self._journal()
+
+    def seal(self) -> dict[str, dict[str, Any]]:
+        """Write the manifest of every file and drop the journal; returns the manifest files."""
+        from clvbayes import __version__
+
+        files = {}
+        for e in _entries(self.path):
+            if e.name in (STAGING_JOURNAL, MANIFEST):
+                continue
+            p = Path(e.path)
+            files[e.name] = {"size": p.stat().st_size, "sha256": _sha256(p)}
+            _fsync_file(p)
+        manifest = {
+            "clvbayes_manifest": _MANIFEST_VERSION,
+            "clvbayes_version": __version__,
+            "note": "Every file clvbayes wrote in this folder.  clvbayes replaces this folder "
+            "only while it holds nothing else and nothing here has changed.",
+            "files": files,
+        }
+        (self.path / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        _fsync_file(self.path / MANIFEST)
+        (self.path / STAGING_JOURNAL).unlink()
+        _fsync_dir(self.path)
+        return files
+
+    def discard(self) -> None:
+        _remove_proven(self.path)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform/file system syncs folders
+        _fsync_file(path)
+
+
+def _remove_proven(folder: Path) -> list[str]:
+    """Delete what provably clvbayes wrote in ``folder`` (then the folder if empty).
+
+    Proof is the manifest (file listed, same size and SHA-256) or the staging journal (file
+    listed before it was written).  Returns the entries left in place.
+    """
+    if not folder.is_dir() or folder.is_symlink():
+        return [folder.name]
+    files = _manifest_files(folder) or {}
+    journal = _read_json(folder / STAGING_JOURNAL)
+    journaled = set()
+    if isinstance(journal, dict) and isinstance(journal.get("files"), list):
+        journaled = {n for n in journal["files"] if isinstance(n, str)}
+    kept = []
+    for e in _entries(folder):
+        if e.name in (MANIFEST, STAGING_JOURNAL) or e.is_symlink() or not e.is_file():
+            if not (e.name in (MANIFEST, STAGING_JOURNAL) and e.is_file()):
+                kept.append(e.name)
+            continue
+        p = Path(e.path)
+        spec = files.get(e.name)
+        ours = e.name in journaled or (
+            spec is not None and p.stat().st_size == spec["size"] and _sha256(p) == spec["sha256"]
+        )
+        if ours:
+            p.unlink()
+        else:
+            kept.append(e.name)
+    if kept:
+        return kept
+    for name in (MANIFEST, STAGING_JOURNAL):
+        with contextlib.suppress(FileNotFoundError):
+            (folder / name).unlink()
+    try:
+        folder.rmdir()
+    except OSError:
+        return [e.name for e in _entries(folder)]
+    return []
+
+
+def _leftovers(out: Path) -> list[Path]:
+    prefix = _sibling_prefix(out)
+    try:
+        entries = _entries(out.parent)
+    except OSError:
+        return []
+    return [
+        Path(e.path)
+        for e in entries
+        if e.name.startswith((f"{prefix}.partial-", f"{prefix}.old-"))
+        and e.is_dir(follow_symlinks=False)
+    ]
+
+
+def _recover(out: Path) -> None:
+    """Tidy what an interrupted earlier run left next to ``out`` (hold the lock first).
+
+    A previous report moved aside and not put back (a crash between the two renames of the
+    fallback publish) is restored when ``out`` is missing; staging folders and old reports
+    are then removed as far as their content is provably clvbayes' own; anything else is
+    kept and named in a :class:`ReportWarning`.
+    """
+    found = _leftovers(out)
+    if not os.path.lexists(out):
+        old = [p for p in found if ".old-" in p.name and _manifest_files(p) is not None
+               and not _unexpected(p, _manifest_files(p) or {})]  # fmt: skip
+        if old:
+            newest = max(old, key=lambda p: p.stat().st_mtime)
+            os.rename(newest, out)
+            found.remove(newest)
+            warnings.warn(
+                f"restored the previous report {out} from {newest.name}, left by an interrupted "
+                "clvbayes run.",
+                ReportWarning,
+                stacklevel=3,
+            )
+    for p in found:
+        try:
+            kept = _remove_proven(p)
+        except OSError:
+            kept = ["?"]
+        if kept:
+            warnings.warn(
+                f"{p} was left by an interrupted clvbayes run but holds entries clvbayes cannot "
+                f"prove it wrote ({_listing(kept)}); it was kept: delete it yourself when "
+                "nothing in it is yours.",
+                ReportWarning,
+                stacklevel=3,
+            )
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two folders (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
+    if sys.platform != "linux":
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move the finished folder into place, replacing an old report (hold the lock).
+
+    With ``renameat2(RENAME_EXCHANGE)`` the swap is one atomic step: at every moment
+    ``out`` is either the old report or the new one.  Elsewhere the old report is first
+    renamed aside (``.<name>.<hash>.old-*``); a crash before the second rename leaves it
+    there, and the next run puts it back (:func:`_recover`).  The old report's files are
+    then removed as far as the manifest proves them clvbayes' own.
+    """
+    if not os.path.lexists(out):
+        os.rename(tmp, out)
+        _fsync_dir(out.parent)
+        return
+    if _exchange(tmp, out):
+        _fsync_dir(out.parent)
+        old = tmp
+    else:
+        old = Path(tempfile.mkdtemp(prefix=f"{_sibling_prefix(out)}.old-", dir=out.parent))
+        old.rmdir()
+        os.rename(out, old)
+        try:
+            os.rename(tmp, out)
+        except BaseException:
+            os.rename(old, out)
+            raise
+        _fsync_dir(out.parent)
+    kept = _remove_proven(old)
+    if kept:
+        warnings.warn(
+            f"the previous report, moved to {old}, gained entries while this report was written "
+            f"({_listing(kept)}); they were kept there.",
+            ReportWarning,
+            stacklevel=3,
+        )
+
+
+# --- disk space ---------------------------------------------------------------------------
+
+_CSV_BYTES = {"f": 25, "i": 21, "u": 21, "b": 6, "M": 27}  # widest text of one value, bytes
+
+
+def _table_bytes(df: pd.DataFrame, formats: Sequence[str]) -> int:
+    n = 0
+    for c in df.columns:
+        s = df[c]
+        kind = s.dtype.kind if isinstance(s.dtype, np.dtype) else "O"
+        if kind in _CSV_BYTES:
+            n += _CSV_BYTES[kind] * len(s)
+        else:
+            n += int(s.astype(object).map(lambda v: len(str(v)) + 3).sum())
+    return int(n * len(formats))
+
+
+def _model_bytes(model: Any) -> int:
+    """Generous estimate of a saved model's size: posterior, data and ids, twice over."""
+    n = 0
+    idata = getattr(model, "idata_", None)
+    if idata is not None and hasattr(idata, "groups"):
+        for g in idata.groups():
+            with contextlib.suppress(Exception):
+                n += int(idata[g].nbytes)
+    data = getattr(model, "data_", None)
+    if data is not None:
+        for attr in ("counts", "inverse"):
+            n += int(np.asarray(getattr(data, attr, [])).nbytes)
+        with contextlib.suppress(Exception):
+            n += sum(int(np.asarray(data[c]).nbytes) for c in data.columns)
+        ids = getattr(data, "customer_ids", None)
+        if ids is not None:
+            n += int(pd.Series(ids).astype(str).str.len().sum()) + 24 * len(ids)
+    return 2 * n + (1 << 20)
+
+
+def _check_space(out: Path, need: int) -> None:
+    """Refuse before writing anything when the file system has clearly too little room."""
+    try:
+        free = shutil.disk_usage(out.parent).free
+    except OSError:
+        return
+    if free < need:
+        err = ReportWriteError(
+            f"not enough free space to write the report to {out}: it needs about "
+            f"{need / 1e6:,.1f} MB and the file system holding {out.parent} has "
+            f"{free / 1e6:,.1f} MB free.  Free some space or choose an --output on another disk; "
+            "nothing was written and any previous report there is unchanged."
+        )
+        err.errno = errno.ENOSPC
+        raise err
+
+
+def _write_failed(out: Path, what: str, err: BaseException) -> ReportWriteError:
+    text = _os_text(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
+    code = getattr(err, "errno", None)
+    if code is None and ("errno = 28" in str(err) or "No space left" in str(err)):
+        code = errno.ENOSPC
+    hint = (
+        "the disk is full: free some space or choose an --output on another disk"
+        if code == errno.ENOSPC
+        else "check the disk and permissions, or choose another --output"
+    )
+    new = ReportWriteError(
+        f"cannot write the report to {out}: writing {what} failed ({text.splitlines()[0]}); "
+        f"{hint}.  Nothing was published; any previous report there is unchanged."
+    )
+    new.errno = code
+    return new
 
 
 def write_report(
@@ -821,13 +1566,19 @@ def write_report(
     settings: Mapping[str, Any] | None = None,
     holdout: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    protect: Iterable[str | os.PathLike[str]] = (),
 ) -> Path:
-    """Write a complete report folder, atomically.
+    """Write a complete report folder, atomically, never deleting a file clvbayes did not write.
 
-    Everything is written to a temporary folder next to ``out_dir``, checked with
-    :func:`validate_report` and then renamed into place, so a failure never leaves a
-    partial report.  An existing ``out_dir`` is replaced only if it is empty or a
-    clvbayes report; anything else is refused (``FileExistsError``).
+    Everything is written to a staging folder next to ``out_dir``, listed in a manifest
+    (:data:`MANIFEST`: name, size, SHA-256 of every file), checked with
+    :func:`validate_report` and then swapped into place, so a failure never leaves a
+    partial report and never loses the previous one.  An existing ``out_dir`` is replaced
+    only if it is empty or holds nothing but the unchanged files of its manifest; anything
+    else is refused (:class:`OutputFolderRefused`, a ``FileExistsError``) with the first
+    unexpected entries named.  One writer per folder: a second concurrent run is refused
+    (:class:`ReportBusy`).  Leftovers of an interrupted earlier run are tidied first (see
+    :func:`output_lock` and the module notes).
 
     Parameters
     ----------
@@ -845,102 +1596,166 @@ def write_report(
         Table formats (default both).
     settings : mapping, optional
         Prediction settings (``CustomerScores.settings``): horizon, time unit, discount,
-        margin, interval probability, seed.
+        margin, interval probability, seed, and ``method`` (``nuts``, ``laplace``, ``map``).
     holdout : mapping, optional
         Holdout check figures for ``model_summary``.
     extra : mapping, optional
         More entries for ``model_summary.json`` (command line, timings, warnings).
+    protect : paths, optional
+        The run's input files: refused as (or inside) the output folder.
 
     Returns
     -------
     Path
-        The report folder.
+        The report folder (absolute).
+
+    Raises
+    ------
+    ReportWriteError
+        (an ``OSError``) the folder cannot be written: refused folder, another writer, too
+        little free space (checked before writing: about the tables' text size plus twice
+        the models' arrays), a failed write.  The previous report is unchanged.
     """
     formats = _normalise_formats(fmt)
-    out = Path(out_dir)
+    out = _output_path(out_dir)
     segments = (
         segments_tables
         if isinstance(segments_tables, pd.DataFrame)
         else segment_table(segments_tables)
     )
     settings = dict(settings or {})
-    if not _is_replaceable(out):
-        raise FileExistsError(
-            f"{out} exists and is not a clvbayes report folder; choose another output folder "
-            "or remove it first."
+    if not settings.get("method"):
+        methods = {getattr(m, "fit_info_", {}).get("method") for m in models.values()} - {None}
+        if len(methods) == 1:
+            settings["method"] = methods.pop()
+    with output_lock(out):
+        _recover(out)
+        check_output_folder(out, protect)
+        need = (
+            _table_bytes(customers_table, formats)
+            + _table_bytes(segments, formats)
+            + sum(_model_bytes(m) for m in models.values())
+            + (4 << 20)  # plots, dictionary, summaries
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a report folder is not
+        _check_space(out, need)
+        stage = _Stage(out)
+        try:
+            _fill(stage, customers_table, segments, models, provenance, formats, settings,
+                  holdout, extra)  # fmt: skip
+            stage.seal()
+            validate_report(stage.path)
+            check_output_folder(out, protect)  # again: nothing may have appeared meanwhile
+            try:
+                _publish(stage.path, out)
+            except OSError as err:
+                raise _write_failed(out, "the finished report into place", err) from err
+        except BaseException:
+            with contextlib.suppress(OSError):
+                stage.discard()
+            raise
+    return out
+
+
+def _fill(
+    stage: _Stage,
+    customers_table: pd.DataFrame,
+    segments: pd.DataFrame,
+    models: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+    formats: Sequence[str],
+    settings: dict[str, Any],
+    holdout: Mapping[str, Any] | None,
+    extra: Mapping[str, Any] | None,
+) -> None:
+    """Write every report file into the staging folder (each named in the journal first)."""
+    tmp, out = stage.path, stage.out
+
+    @contextlib.contextmanager
+    def writing(*names: str):
+        stage.expect(*names)
+        try:
+            yield
+        except ReportWriteError:
+            raise
+        except OSError as err:
+            raise _write_failed(out, ", ".join(names), err) from err
+
+    with writing(*[f"{t}.{f}" for t in TABLES for f in formats]):
         _write_table(customers_table, tmp, "customers", formats)
         _write_table(segments, tmp, "segments", formats)
-        dictionary = data_dictionary(
-            {"customers": customers_table, "segments": segments}, context=settings
+    dictionary = data_dictionary(
+        {"customers": customers_table, "segments": segments}, context=settings
+    )
+    with writing("data_dictionary.csv", "data_dictionary.md"):
+        _csv_safe(dictionary, ["column"]).to_csv(
+            tmp / "data_dictionary.csv", index=False, lineterminator="\n"
         )
-        dictionary.to_csv(tmp / "data_dictionary.csv", index=False, lineterminator="\n")
         md = ["# clvbayes report: data dictionary", ""]
+        if _is_point_fit(settings.get("method")):
+            md += [_POINT_FIT_NOTE, ""]
         for name in TABLES:
             md += [f"## {name}", "", _md_table(dictionary[dictionary["table"] == name]
                                                .drop(columns="table")), ""]  # fmt: skip
         (tmp / "data_dictionary.md").write_text("\n".join(md), encoding="utf-8")
-        prob = float(settings.get("prob", 0.9))
-        model_files = {}
-        model_summaries = {}
-        for name, model in models.items():
-            model.save(tmp / f"{name}.nc", include_data=True)
-            model_files[name] = f"{name}.nc"
-            model_summaries[name] = _model_summary(name, model, prob)
+    prob = float(settings.get("prob", 0.9))
+    model_files = {}
+    model_summaries = {}
+    for name, model in models.items():
+        file = f"{name}.nc"
+        stage.expect(file)
+        try:
+            _save_model(model, tmp / file)
+        except ReportWriteError:
+            raise
+        except Exception as err:  # h5py raises RuntimeError as well as OSError on write errors
+            raise _write_failed(out, f"the model file {file}", err) from err
+        model_files[name] = file
+        model_summaries[name] = _model_summary(name, model, prob)
+    with writing(*PLOTS, "segment_totals.png"):
         plots = _write_plots(tmp, customers_table, segments, settings)
-        from clvbayes import __version__
+    from clvbayes import __version__
 
-        summary = {
-            "clvbayes_report": REPORT_VERSION,
-            "clvbayes_version": __version__,
-            "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-            "formats": list(formats),
-            "files": {
-                "tables": [f"{t}.{f}" for t in TABLES for f in formats],
-                "models": model_files,
-                "plots": plots,
-            },
-            "n_customers": len(customers_table),
-            "data": dict(provenance),
-            "settings": settings,
-            "models": model_summaries,
-            "holdout": dict(holdout) if holdout else None,
-            **dict(extra or {}),
-        }
-        summary = _jsonable(summary)
+    summary = {
+        "clvbayes_report": REPORT_VERSION,
+        "clvbayes_version": __version__,
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "formats": list(formats),
+        "files": {
+            "tables": [f"{t}.{f}" for t in TABLES for f in formats],
+            "models": model_files,
+            "plots": plots,
+            "manifest": MANIFEST,
+        },
+        "n_customers": len(customers_table),
+        "data": dict(provenance),
+        "settings": settings,
+        "models": model_summaries,
+        "holdout": dict(holdout) if holdout else None,
+        **dict(extra or {}),
+    }
+    summary = _jsonable(summary)
+    with writing("model_summary.json", "model_summary.md"):
         (tmp / "model_summary.json").write_text(
             json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8"
         )
         (tmp / "model_summary.md").write_text(_summary_markdown(summary, segments), "utf-8")
-        validate_report(tmp)
-        _publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Move the finished folder into place, replacing an old report."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        old.rmdir()
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _save_model(model: Any, path: Path) -> None:
+    """Save one model file.
+
+    A model that can serialise itself to bytes (``to_bytes()``) is written with plain
+    Python I/O, so a full disk is an ordinary ``OSError``.  Otherwise ``model.save(path)``
+    (netCDF through h5netcdf); HDF5 can crash the process after a failed write, which is
+    why :func:`write_report` checks the free space first.
+    """
+    to_bytes = getattr(model, "to_bytes", None)
+    if callable(to_bytes):
+        data = to_bytes(include_data=True)
+        with path.open("wb") as fh:
+            fh.write(data)
+        return
+    model.save(path, include_data=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -967,6 +1782,12 @@ def validate_report(out_dir: str | os.PathLike[str]) -> None:
             f"report version {summary.get('clvbayes_report')!r}, expected {REPORT_VERSION}"
         )
     formats = summary.get("formats") or []
+    methods = {
+        (m or {}).get("fit", {}).get("method") for m in (summary.get("models") or {}).values()
+    }
+    point = _is_point_fit((summary.get("settings") or {}).get("method")) or any(
+        _is_point_fit(m) for m in methods
+    )
     plots = (summary.get("files") or {}).get("plots") or []
     files = ["model_summary.md", "data_dictionary.csv", "data_dictionary.md"]
     files += list(dict.fromkeys([*PLOTS, *plots]))
@@ -975,7 +1796,7 @@ def validate_report(out_dir: str | os.PathLike[str]) -> None:
     problems += [f"missing file {f}" for f in files if not (folder / f).is_file()]
     if problems:
         raise ReportError(f"{folder}: " + "; ".join(problems))
-    dictionary = pd.read_csv(folder / "data_dictionary.csv", dtype=str, keep_default_na=False)
+    dictionary = _read_dictionary(folder / "data_dictionary.csv")
     for table in TABLES:
         frames = {}
         for f in formats:
@@ -986,7 +1807,8 @@ def validate_report(out_dir: str | os.PathLike[str]) -> None:
         described = dictionary[dictionary["table"] == table]
         described_dtype = dict(zip(described["column"], described["dtype"], strict=True))
         for f, df in frames.items():
-            problems += [f"{table}.{f}: {p}" for p in _check_table(table, df, described_dtype)]
+            problems += [f"{table}.{f}: {p}"
+                         for p in _check_table(table, df, described_dtype, point)]  # fmt: skip
         if len(frames) == 2:
             try:
                 pd.testing.assert_frame_equal(frames["csv"], frames["parquet"])
@@ -1000,7 +1822,10 @@ def validate_report(out_dir: str | os.PathLike[str]) -> None:
         raise ReportError(f"{folder} does not match the report schema: " + "; ".join(problems))
 
 
-def _check_table(table: str, df: pd.DataFrame, described: Mapping[str, str]) -> list[str]:
+def _check_table(
+    table: str, df: pd.DataFrame, described: Mapping[str, str], point: bool = False
+) -> list[str]:
+    """Schema problems of one table; ``point``: a MAP fit, whose sd/ci columns may be empty."""
     problems = []
     schema = _BY_NAME[table]
     missing = [c.name for c in SCHEMA[table] if c.required and c.name not in df.columns]
@@ -1027,7 +1852,12 @@ def _check_table(table: str, df: pd.DataFrame, described: Mapping[str, str]) -> 
         if ids.isna().any() or ids.duplicated().any():
             problems.append("customer_id has missing or duplicated values")
         for c in ("p_alive_mean", "p_alive_ci_lower", "p_alive_ci_upper"):
-            if c in df.columns and not df[c].between(0, 1).all():
+            if c not in df.columns:
+                continue
+            values = df[c].dropna() if point and _is_uncertainty_column(c) else df[c]
+            if values.isna().any():
+                problems.append(f"{c} has missing values")
+            elif not values.between(0, 1).all():
                 problems.append(f"{c} outside [0, 1]")
         for c in ("r_score", "f_score", "m_score"):
             if c in df.columns and not df[c].between(1, seg.RFM_QUANTILES).all():
