@@ -195,7 +195,9 @@ def loglik(
         frequency_terms = loglik_frequency_terms(r, a, b, x, xp)
     log_a = frequency_terms + r * xp.log(alpha) - (r + x) * xp.log(alpha + T)
     d = xp.log(a) - xp.log(b + x) + (r + x) * xp.log1p((T - recency) / (alpha + recency))
-    out = log_a + xp.logaddexp(0.0 * d, d)
+    # softplus(d) = max(d, 0) + log1p(exp(-|d|)): no overflow for d up to ~1e5 (x = 1e4), in
+    # either namespace and without relying on PyTensor's graph rewrites
+    out = log_a + xp.maximum(d, 0.0 * d) + xp.log1p(xp.exp(xp.minimum(d, -d)))
     if xp is NUMPY:
         return _scalar_if_0d(out)
     return out
