@@ -65,6 +65,7 @@ __all__ = [
     "ReportWarning",
     "ReportWriteError",
     "check_output_folder",
+    "check_sql_table_name",
     "customer_table",
     "data_dictionary",
     "export_sql",
@@ -1899,6 +1900,50 @@ def _is_sqlalchemy(con: Any) -> bool:
     return module.startswith("sqlalchemy")
 
 
+#: Longest table name accepted (PostgreSQL silently truncates names past 63 bytes).
+MAX_SQL_NAME_BYTES = 63
+_DBAPI_NAME = re.compile(r"[^\W\d]\w*")
+
+
+def check_sql_table_name(name: Any, *, sqlalchemy: bool = True) -> None:
+    """Refuse a table name :func:`export_sql` could write but not read back as the same table.
+
+    Every name: text, not empty, no NUL or other control character, no leading or
+    trailing space, at most :data:`MAX_SQL_NAME_BYTES` bytes in UTF-8 (PostgreSQL cuts
+    longer names, so two long names could land in one table).  Through SQLAlchemy the
+    dialect quotes the name, so quotes and other punctuation are fine.  Through a plain
+    DBAPI connection (``sqlite3``) only letters, digits and ``_`` are accepted, not
+    starting with a digit.
+
+    Raises
+    ------
+    ValueError
+        With the name, the rule it breaks and a name that works.
+    """
+    how = "a name such as 'clvbayes_customers'"
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"table name must be non-empty text, got {name!r}; use {how}.")
+    bad = [c for c in name if ord(c) < 32 or ord(c) == 127]
+    if bad:
+        raise ValueError(
+            f"table name {name!r} contains control character(s) {sorted(set(bad))!r}; use {how}."
+        )
+    if name != name.strip():
+        raise ValueError(f"table name {name!r} starts or ends with a space; use {how}.")
+    size = len(name.encode("utf-8"))
+    if size > MAX_SQL_NAME_BYTES:
+        raise ValueError(
+            f"table name {name[:20]!r}... is {size} bytes long; at most {MAX_SQL_NAME_BYTES} "
+            "are accepted (PostgreSQL truncates longer names); use a shorter name."
+        )
+    if not sqlalchemy and not _DBAPI_NAME.fullmatch(name):
+        raise ValueError(
+            f"table name {name!r}: with a plain DBAPI connection only letters, digits and '_' "
+            f"are accepted (not starting with a digit); use {how}, or pass a SQLAlchemy URL or "
+            "Engine, whose dialect quotes any name."
+        )
+
+
 def export_sql(
     customers_table: pd.DataFrame,
     con_or_url: Any,
@@ -1938,6 +1983,8 @@ def export_sql(
     """
     if if_exists not in ("replace", "append", "fail"):
         raise ValueError(f"if_exists must be 'replace', 'append' or 'fail', got {if_exists!r}.")
+    check_sql_table_name(table_name, sqlalchemy=_is_sqlalchemy(con_or_url)
+                         or isinstance(con_or_url, str | os.PathLike))  # fmt: skip
     df = customers_table.copy()
     df.attrs = {}
     if isinstance(con_or_url, str | os.PathLike):
@@ -1985,24 +2032,26 @@ def read_sql_table(
     DataFrame
         RangeIndex, columns in table order.
     """
-    if '"' in table_name:
-        raise ValueError(f"table name {table_name!r} may not contain double quotes.")
-    query = f'SELECT * FROM "{table_name}"'
-    if isinstance(con_or_url, str | os.PathLike):
+    via_sqlalchemy = _is_sqlalchemy(con_or_url) or isinstance(con_or_url, str | os.PathLike)
+    check_sql_table_name(table_name, sqlalchemy=via_sqlalchemy)
+    if via_sqlalchemy:
         import sqlalchemy as sa
 
-        engine = sa.create_engine(str(con_or_url))
-        try:
-            with engine.connect() as con:
-                df = pd.read_sql_query(sa.text(query), con)
-        finally:
-            engine.dispose()
-    elif _is_sqlalchemy(con_or_url):
-        import sqlalchemy as sa
-
-        df = pd.read_sql_query(sa.text(query), con_or_url)
+        # the dialect's identifier preparer quotes (and escapes) the name exactly as
+        # pandas' to_sql did when it created the table
+        query = sa.select(sa.literal_column("*")).select_from(sa.table(table_name))
+        if isinstance(con_or_url, str | os.PathLike):
+            engine = sa.create_engine(str(con_or_url))
+            try:
+                with engine.connect() as con:
+                    df = pd.read_sql_query(query, con)
+            finally:
+                engine.dispose()
+        else:
+            df = pd.read_sql_query(query, con_or_url)
     else:
-        df = pd.read_sql_query(query, con_or_url)
+        # a DBAPI (sqlite3) connection: the name was checked strictly, so quoting is plain
+        df = pd.read_sql_query(f'SELECT * FROM "{table_name}"', con_or_url)
     types = {**_schema_dtypes(None), **dict(dtypes or {})}
     for c in df.columns:
         t = types.get(c)
