@@ -80,7 +80,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
@@ -279,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--strict", action="store_true",
                    help="treat data and fit warnings (DataWarning, FitWarning) as errors")  # fmt: skip
     o.add_argument("--quiet", "-q", action="store_true",
-                   help="no progress output (errors and the one-line result still print)")  # fmt: skip
+                   help="no progress output (errors, DataWarning/FitWarning warnings and "
+                   "the one-line result still print)")  # fmt: skip
     o.add_argument("--debug", action="store_true",
                    help="on an unexpected error, show the traceback instead of the bug "
                    "message")  # fmt: skip
@@ -360,8 +361,8 @@ def _validate_options(args: argparse.Namespace) -> None:
         if rate > 1:
             raise UserError(
                 f"--discount-rate {rate:g} reads as {100 * rate:,.0f} % a year: the rate is a "
-                f"fraction, so pass --discount-rate {_fraction_text(rate)} for {rate:g} % a year "
-                "(e.g. --discount-rate 0.10 for 10 %). Rates above 1 (100 % a year) are refused."
+                f"fraction, so pass --discount-rate {_fraction_text(rate)} for {rate:g} % a year. "
+                "Rates above 1 (100 % a year) are refused."
             )
     per = args.discount_rate_per_period
     if per is not None:
@@ -577,8 +578,8 @@ def _check_input(args: argparse.Namespace) -> None:
             header = pd.read_csv(path, nrows=0, dtype=str, **opts)
         except UnicodeDecodeError as err:
             raise UserError(
-                f"cannot read {path} as text in {opts.get('encoding', 'utf-8')}: {err.reason} "
-                f"at byte {err.start}. Pass the file's encoding, e.g. --encoding latin-1 or "
+                f"cannot read {path} as text in {opts.get('encoding', 'utf-8')} ({err.reason}). "
+                f"Pass the file's encoding, e.g. --encoding latin-1 or "
                 "--encoding cp1252."
             ) from None
         except pd.errors.EmptyDataError:
@@ -614,34 +615,20 @@ def _check_input(args: argparse.Namespace) -> None:
 
 
 def _check_output(out_dir: Path, input_path: str | None = None) -> None:
-    """Fail early (before the slow steps) when the report cannot or must not be written."""
-    from clvbayes import report
+    """Fail early (before the slow steps) when the report cannot or must not be written.
 
-    resolved = out_dir.resolve()
-    cwd = Path.cwd().resolve()
-    if resolved == cwd or resolved in cwd.parents:
-        raise UserError(
-            f"--output {out_dir} is the current folder or one of its parents, which writing a "
-            "report would replace; choose a new folder, e.g. -o clvbayes-report."
-        )
-    if input_path is not None:
-        src = Path(input_path).resolve()
-        if src == resolved or resolved in src.parents:
-            raise UserError(
-                f"the input {input_path} is inside the output folder {out_dir}, which the report "
-                "replaces; move the input out of it or choose another --output."
-            )
-    replaceable = getattr(report, "_is_replaceable", None)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(
-            f"--output {out_dir} is a file, not a folder; choose another --output (the file "
-            "is left as it is)."
-        )
-    if replaceable is not None and not replaceable(out_dir):
-        raise UserError(
-            f"output folder {out_dir} exists and is not a clvbayes report; choose another "
-            "--output or remove it first."
-        )
+    The rules are :func:`clvbayes.report.replace_refusal`'s (only a folder holding nothing
+    but a previous clvbayes report is replaced; never the current folder, a file, or a
+    folder holding the input); here they run before reading anything.
+    """
+    from clvbayes.report import replace_refusal
+
+    try:
+        reason = replace_refusal(out_dir, [input_path] if input_path is not None else [])
+    except OSError as err:  # OutputFolderRefused for names that are no folder
+        reason = str(err)
+    if reason:
+        raise UserError(reason)
     parent = out_dir.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -700,14 +687,15 @@ class _Progress:
             for w in caught:
                 if not _is_clvbayes_warning(w):
                     continue
-                text = f"{w.category.__name__}: {w.message}"
+                text = f"{w.category.__name__}: {_cli_words(str(w.message))}"
                 if text in seen:
                     continue
                 seen.add(text)
                 self.warnings.append(text)
-                if self.strict and issubclass(w.category, STRICT_CATEGORIES):
+                contract = issubclass(w.category, STRICT_CATEGORIES)
+                if self.strict and contract:
                     escalate.append(text)
-                else:  # printed even when --quiet: a warning is not progress
+                elif contract or not self.quiet:  # data/fit warnings print even when --quiet
                     print(f"clvbayes: warning: {text}", file=sys.stderr, flush=True)
         elapsed = time.perf_counter() - t0
         self.timings[name] = round(elapsed, 3)
@@ -753,8 +741,8 @@ def _read_input(args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, Any]]
         raise
     except UnicodeDecodeError as err:
         raise UserError(
-            f"cannot read {path} as text in {opts.get('encoding', 'utf-8')}: {err.reason} at "
-            f"byte {err.start}. Pass the file's encoding, e.g. --encoding latin-1."
+            f"cannot read {path} as text in {opts.get('encoding', 'utf-8')} ({err.reason}). "
+            "Pass the file's encoding, e.g. --encoding latin-1 or --encoding cp1252."
         ) from err
     except (ValueError, OSError, ImportError, EOFError) as err:
         # pandas/pyarrow parse errors (ValueError subclasses), unreadable files
@@ -889,6 +877,8 @@ def run(args: argparse.Namespace, progress: _Progress | None = None) -> Path:
     :class:`clvbayes.errors.ModelError` for input the job cannot use (``main`` turns them
     into exit status 2); anything else is a bug.
     """
+    from clvbayes.report import output_lock
+
     progress = progress or _Progress(args.quiet, strict=getattr(args, "strict", False))
     out_dir = Path(args.output)
     priors: dict[str, dict[str, Any]] = {}
@@ -898,7 +888,18 @@ def run(args: argparse.Namespace, progress: _Progress | None = None) -> Path:
             priors = _load_priors(args.priors)
         _check_output(out_dir, args.path)
         _check_input(args)
+    with ExitStack() as stack:
+        try:  # one writer per report folder, from the first check to the published report
+            stack.enter_context(output_lock(out_dir))
+        except OSError as err:  # ReportBusy, or a lock file that cannot be created
+            raise UserError(str(err)) from err
+        return _job(args, progress, out_dir, priors)
 
+
+def _job(
+    args: argparse.Namespace, progress: _Progress, out_dir: Path, priors: dict[str, Any]
+) -> Path:
+    """The slow steps of :func:`run`, once the options, input and output are checked."""
     with progress.step("reading transactions"):
         tx, source = _read_input(args)
     with progress.step("summarising per customer"):
@@ -1010,8 +1011,13 @@ def run(args: argparse.Namespace, progress: _Progress | None = None) -> Path:
                     "warnings": progress.warnings,
                     "timings_s": progress.timings,
                 },
+                protect=[args.path] if args.path is not None else [],
             )
         except OSError as err:
+            from clvbayes.report import ReportWriteError
+
+            if isinstance(err, ReportWriteError):  # its message says what and how to fix
+                raise UserError(str(err)) from err
             raise UserError(f"cannot write the report to {out_dir}: {_os_message(err)}") from err
     progress.report_written = True
     # the result line goes to stdout, also with --quiet (which silences progress only)
@@ -1059,6 +1065,9 @@ _FLAG_WORDS = (
     ("datetime_format=", "--date-format "),
     ("datetime_format", "--date-format"),
     ("negative_amounts=", "--negative-amounts "),
+    ("duplicate_rows='drop'", "--duplicate-rows drop"),
+    ("duplicate_rows='keep'", "--duplicate-rows keep"),
+    ("duplicate_rows='warn'", "--duplicate-rows warn"),
     ("duplicate_rows=", "--duplicate-rows "),
     ("observation_end=", "--observation-end "),
     ("calibration_end=", "--calibration-end "),
