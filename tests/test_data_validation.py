@@ -64,7 +64,7 @@ def test_null_ids(tx):
     with pytest.raises(
         DataError,
         match=r"Column 'customer_id' has 2 rows with a missing customer id "
-        r"\(first row positions: 1, 3\).*dropna",
+        r"\(first row positions: 1, 3; dtype object\).*dropna",
     ):
         summarize_transactions(tx)
 
@@ -294,7 +294,11 @@ def test_valid_rfm_comes_back_with_integer_frequency(rfm):
             r"'y'\)\. .*2\.0 is fine, 2\.5 is not",
         ),
         ({"frequency": [0.0, -2.0, 1.0]}, r"1 row with a negative frequency .*'y'"),
-        ({"T": [0.0, 10.0, 1.0]}, r"Column 'T' has 1 row with T <= 0 \(first customer ids: 'x'\)"),
+        ({"T": [-1.0, 10.0, 1.0]}, r"Column 'T' has 1 row with T < 0 \(first customer ids: 'x'\)"),
+        (
+            {"T": [1.0, 10.0, 0.0], "recency": [0.0, 5.5, 0.0]},
+            r"Column 'T' has 1 row with T == 0 although frequency > 0 \(first customer ids: 'z'\)",
+        ),
         ({"recency": [-1.0, 5.5, 1.0]}, r"Column 'recency' has 1 row with a negative recency"),
         (
             {"recency": [2.0, 5.5, 1.0]},

@@ -30,10 +30,16 @@ import numpy as np
 import pandas as pd
 
 from clvbayes.data.validation import (
+    DUPLICATE_ROW_OPTIONS,
+    NA_MARKERS,
     CheckedTransactions,
     DataError,
+    check_end_gap,
+    check_id_values,
     check_none_after,
+    check_option,
     check_time_unit,
+    handle_duplicate_rows,
     mixed_id_types_error,
     resolve_end,
     validate_transactions,
@@ -45,11 +51,83 @@ _PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz", ".txt", ".tsv")
 
 
+def _csv_error(path: Path, err: Exception, sep: str | None, encoding: str | None) -> DataError:
+    """A :class:`DataError` naming the file for a pandas/codec failure while reading a CSV."""
+    if isinstance(err, UnicodeDecodeError):
+        return DataError(
+            f"Cannot read {str(path)!r} as text in the encoding {encoding or 'utf-8'!r} "
+            f"(byte {err.object[err.start : err.start + 1]!r} at position {err.start:,} does not "
+            "decode). Pass the file's encoding, e.g. encoding='latin-1', encoding='cp1252' or "
+            "encoding='utf-16'."
+        )
+    if isinstance(err, pd.errors.EmptyDataError):
+        return DataError(
+            f"{str(path)!r} is empty (no header line and no rows): there is nothing to read."
+        )
+    hint = "" if sep is not None else " If it is not comma-separated, pass sep=..., e.g. sep=';'."
+    return DataError(f"Cannot read {str(path)!r} as CSV: {err}.{hint}")
+
+
+def _read_csv(
+    path: Path,
+    customer_id_col: str,
+    columns: list[str] | None,
+    sep: str | None,
+    encoding: str | None,
+    read_kwargs: dict[str, Any],
+) -> pd.DataFrame:
+    name = path.name.lower()
+    if sep is None and name.endswith(".tsv"):
+        sep = "\t"
+    base = {"sep": "," if sep is None else sep, "encoding": encoding}
+    for key in ("compression", "header", "skiprows", "comment", "quotechar", "engine"):
+        if key in read_kwargs:
+            base[key] = read_kwargs[key]
+    try:
+        header = pd.read_csv(path, nrows=0, **base).columns
+    except (ValueError, UnicodeDecodeError) as err:
+        raise _csv_error(path, err, sep, encoding) from err
+    header_names = [str(c) for c in header]
+    if sep is None and len(header_names) == 1 and customer_id_col not in header_names:
+        for candidate in (";", "\t", "|"):
+            if candidate in header_names[0]:
+                raise DataError(
+                    f"{str(path)!r} reads as a single column {header_names[0]!r}: it seems to "
+                    f"be separated by {candidate!r}, not commas. Pass sep={candidate!r}."
+                )
+    if columns is not None:
+        missing = [c for c in columns if c not in header_names]
+        if missing:
+            raise DataError(
+                f"Missing column(s) {', '.join(map(repr, missing))} in {str(path)!r}; columns "
+                f"present: {', '.join(map(repr, header_names))}. Rename the columns or name "
+                "the ones that hold these values."
+            )
+    dtype = read_kwargs.pop("dtype", None)
+    if dtype is None:
+        dtype = {customer_id_col: str}
+    elif isinstance(dtype, dict):
+        dtype = {customer_id_col: str, **dtype}
+    if "na_values" not in read_kwargs and "keep_default_na" not in read_kwargs:
+        # 'NA', 'null', 'None', 'nan' are ids, not missing values; only an empty field is
+        read_kwargs["keep_default_na"] = False
+        read_kwargs["na_values"] = {
+            c: ([""] if c == customer_id_col else list(NA_MARKERS)) for c in header_names
+        }
+    read_kwargs = {**read_kwargs, **base}
+    try:
+        return pd.read_csv(path, usecols=columns, dtype=dtype, **read_kwargs)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise _csv_error(path, err, sep, encoding) from err
+
+
 def read_transactions(
     path_or_df: str | os.PathLike[str] | pd.DataFrame,
     *,
     customer_id_col: str = "customer_id",
     columns: list[str] | None = None,
+    sep: str | None = None,
+    encoding: str | None = None,
     **read_kwargs: Any,
 ) -> pd.DataFrame:
     """Read a transaction log from a CSV or Parquet file; a DataFrame passes through.
@@ -61,28 +139,54 @@ def read_transactions(
         files, or a DataFrame, which is returned unchanged (not copied).
     customer_id_col : str
         In CSV files this column is read as text, so ids such as ``"00042"`` keep their
-        leading zeros (pass ``dtype=...`` to override).
+        leading zeros (pass ``dtype=...`` to override), and only an empty field is a
+        missing id: ids such as ``"NA"``, ``"null"``, ``"None"`` or ``"nan"`` are kept as
+        ids (:func:`summarize_transactions` warns about them).  Other columns use
+        pandas' usual missing-value markers.
     columns : list of str, optional
         Read only these columns.
+    sep : str, optional
+        CSV only: the column separator; default ``","`` (tab for ``.tsv``).  A file that
+        reads as one column whose name contains ``;``, a tab or ``|`` is refused with the
+        separator to pass.
+    encoding : str, optional
+        CSV only: the text encoding; default UTF-8 (a byte-order mark is skipped).  A
+        file that does not decode is refused with encodings to try.
     **read_kwargs
-        Passed to :func:`pandas.read_csv` or :func:`pandas.read_parquet`.
+        Passed to :func:`pandas.read_csv` (e.g. ``decimal=","``) or
+        :func:`pandas.read_parquet`.
 
     Returns
     -------
     DataFrame
         One row per transaction, columns as in the file.
+
+    Raises
+    ------
+    DataError
+        For a file whose format the name does not tell, an empty or undecodable file, a
+        wrong separator, requested columns that are missing, and files pandas/pyarrow
+        cannot parse (the message names the file).
     """
     if isinstance(path_or_df, pd.DataFrame):
         return path_or_df
     path = Path(os.fspath(path_or_df))
     name = path.name.lower()
     if path.is_dir() or name.endswith(_PARQUET_SUFFIXES):
-        return pd.read_parquet(path, columns=columns, **read_kwargs)
+        if path.is_file() and path.stat().st_size == 0:
+            raise DataError(f"{str(path)!r} is empty (0 bytes): it is not a Parquet file.")
+        try:
+            return pd.read_parquet(path, columns=columns, **read_kwargs)
+        except FileNotFoundError:
+            raise
+        except (ValueError, KeyError, OSError) as err:
+            raise DataError(
+                f"Cannot read {str(path)!r} as Parquet: {err}"
+                + (f" (columns asked for: {', '.join(map(repr, columns))})" if columns else "")
+                + ". Check that the file is complete and holds these columns."
+            ) from err
     if name.endswith(_CSV_SUFFIXES):
-        read_kwargs.setdefault("dtype", {customer_id_col: str})
-        if name.endswith(".tsv"):
-            read_kwargs.setdefault("sep", "\t")
-        return pd.read_csv(path, usecols=columns, **read_kwargs)
+        return _read_csv(path, customer_id_col, columns, sep, encoding, dict(read_kwargs))
     raise DataError(
         f"Cannot tell the format of {str(path)!r} from its name; supported are "
         f"{', '.join(_CSV_SUFFIXES + _PARQUET_SUFFIXES)}. Read it yourself with pandas and "
@@ -266,6 +370,8 @@ class _Prepared:
     times: np.ndarray  # int64 per row: days (merge_same_day) or ticks
     time_scale: float  # times per time unit
     merge_same_day: bool
+    n_duplicate_rows: int = 0
+    n_duplicate_rows_dropped: int = 0
 
     @property
     def n_customers(self) -> int:
@@ -313,8 +419,11 @@ def _prepare(
     datetime_format: str | None,
     merge_same_day: bool,
     negative_amounts: str,
+    duplicate_rows: str = "warn",
+    outlying_dates: str = "error",
 ) -> _Prepared:
     days_per_unit = check_time_unit(time_unit)
+    check_option("duplicate_rows", duplicate_rows, DUPLICATE_ROW_OPTIONS)
     tx = validate_transactions(
         transactions,
         customer_id_col=customer_id_col,
@@ -323,15 +432,23 @@ def _prepare(
         datetime_format=datetime_format,
         negative_amounts=negative_amounts,
         merge_same_day=merge_same_day,
+        outlying_dates=outlying_dates,
     )
     codes, index = _factorize_ids(tx.ids)
+    check_id_values(index, codes, tx, customer_id_col)
+    keep, n_duplicates = handle_duplicate_rows(transactions, codes, tx, duplicate_rows)
+    n_dropped = 0
+    if keep is not None:  # duplicate_rows="drop": a copy stays, so no customer is lost
+        tx.filter(keep)
+        codes = codes[keep]
+        n_dropped = n_duplicates
     if merge_same_day:
         times = tx.ticks // tx.ticks_per_day  # floor: also right before 1970
         scale = days_per_unit
     else:
         times = tx.ticks
         scale = days_per_unit * tx.ticks_per_day
-    return _Prepared(tx, codes, index, times, scale, merge_same_day)
+    return _Prepared(tx, codes, index, times, scale, merge_same_day, n_duplicates, n_dropped)
 
 
 def _occasions(p: _Prepared) -> tuple[np.ndarray, np.ndarray]:
@@ -392,6 +509,9 @@ def _resolve_end(p: _Prepared, observation_end: Any, name: str) -> int:
     end = p.to_times(ticks)
     keep = f"< '{p.label(end + 1)}'" if p.merge_same_day else f"<= '{p.label(end)}'"
     check_none_after(p.times, end, p.label(end), keep, p.tx, name)
+    days = p.tx.days()
+    check_end_gap(int(days.min()), int(days.max()), ticks // p.tx.ticks_per_day, name,
+                  p.tx.outlying_dates)  # fmt: skip
     return end
 
 
@@ -414,9 +534,17 @@ def _summary_frame(
     }
     if repeat_value is not None:
         repeat_value = repeat_value[keep]
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             data["monetary_value"] = np.where(
                 frequency > 0, repeat_value / np.maximum(frequency, 1), 0.0
+            )
+        bad = ~np.isfinite(data["monetary_value"])
+        if bad.any():
+            raise DataError(
+                f"Column {p.tx.monetary_value_col!r}: the amounts of {int(bad.sum()):,} "
+                f"customer(s) add up beyond the range of floating-point numbers (first ids: "
+                f"{', '.join(map(repr, list(p.index[keep][bad][:5])))}). Check the amounts "
+                "for corrupt values, or rescale them (e.g. to thousands)."
             )
     data["first_purchase"] = p.datetimes(first)
     index = p.index[keep]
@@ -433,6 +561,10 @@ def _attrs(p: _Prepared, time_unit: str, end: int, n_occasions: int) -> dict[str
         "n_transactions_merged": n_occasions,
         "n_customers": p.n_customers,
     }
+    attrs["n_duplicate_rows"] = p.n_duplicate_rows
+    attrs["n_duplicate_rows_dropped"] = p.n_duplicate_rows_dropped
+    attrs["n_outlying_date_rows"] = p.tx.n_outlying_date_rows
+    attrs["n_outlying_date_rows_dropped"] = p.tx.n_outlying_date_rows_dropped
     if p.tx.monetary_value_col is not None:
         attrs["n_negative_amount_rows"] = p.tx.n_negative_rows
         attrs["n_negative_amount_rows_dropped"] = p.tx.n_negative_rows_dropped
@@ -451,6 +583,8 @@ def summarize_transactions(
     datetime_format: str | None = None,
     merge_same_day: bool = True,
     negative_amounts: str = "error",
+    duplicate_rows: str = "warn",
+    outlying_dates: str = "error",
 ) -> pd.DataFrame:
     """Summarise a transaction log into one RFM row per customer.
 
@@ -466,11 +600,20 @@ def summarize_transactions(
     observation_end : date-like, optional
         End of the observation period; defaults to the last transaction date.  With
         ``merge_same_day`` only its date counts, and transactions on that date are in.
-        A naive value with tz-aware data is read in the data's zone.
+        A naive value with tz-aware data is read in the data's zone.  Customers whose
+        first purchase is on the end have ``T = 0``: they are kept (they add nothing to
+        the BG/NBD likelihood and are scored as new customers) and counted in
+        ``attrs["n_customers_T0"]``.  An end far after the last transaction (longer than
+        the data's span and than a year) is refused, one longer than half the span and
+        than 90 days is warned about; ``outlying_dates="keep"`` accepts either.
     time_unit : {"days", "weeks"}
         Unit of ``recency`` and ``T``; weeks are days / 7 (not rounded).
     datetime_format : str, optional
-        ``strftime`` format to parse text (or integer, e.g. 19970101) dates.
+        ``strftime`` format to parse text (or integer, e.g. 19970101) dates.  Without
+        it, the format is inferred from the first value and every row must match it;
+        dates whose day/month order the data cannot tell (``01/02/2024`` with no day
+        above 12), two-digit years, numbers among text dates and words such as "now" are
+        refused rather than guessed.  Year-first dates are read as year-month-day.
     merge_same_day : bool
         Floor times to the calendar day (local time for tz-aware data) and count a
         customer's purchases on one day as one transaction, adding their amounts.
@@ -480,6 +623,20 @@ def summarize_transactions(
     negative_amounts : {"error", "drop", "keep"}
         Returns/refunds: refuse (default); drop those rows (counted in ``attrs`` and
         warned about); or keep them, added into the day's total.
+    duplicate_rows : {"warn", "drop", "keep"}
+        Rows equal in every column to an earlier row (a double export doubles spend):
+        keep them with a :class:`~clvbayes.errors.DataWarning` giving the count, the first
+        rows and ids (default; without ``monetary_value_col`` copies merge into one
+        occasion and change nothing, so there is no warning); drop the copies (warned,
+        counted in ``attrs["n_duplicate_rows_dropped"]``); or keep them silently (they
+        are real repeated purchases).  ``attrs["n_duplicate_rows"]`` always has the count.
+    outlying_dates : {"error", "drop", "keep"}
+        Dates far outside the bulk of the data (a group of at most 1% of the rows, cut
+        off from the others by a gap longer than a year and than the others' span, e.g. a
+        2099-01-01 or 1500-01-01 typo among 1997-1998): refuse (default); drop those rows
+        (warned, counted in ``attrs["n_outlying_date_rows_dropped"]``); or keep them (they
+        are real).  Also governs the check of an explicit ``observation_end`` far after
+        the last transaction ("keep" accepts it).
 
     Returns
     -------
@@ -489,8 +646,17 @@ def summarize_transactions(
         ``monetary_value`` (float64, mean repeat-transaction value, 0 when x = 0; only
         with ``monetary_value_col``) and ``first_purchase`` (datetime64).
         ``attrs``: ``time_unit``, ``observation_end``, ``merge_same_day``,
-        ``n_transactions`` (input rows), ``n_transactions_merged``, ``n_customers``, and
-        with amounts the counts of negative-amount rows and of rows/customers dropped.
+        ``n_transactions`` (input rows), ``n_transactions_merged``, ``n_customers``,
+        ``n_customers_T0``, ``n_duplicate_rows`` (and ``_dropped``),
+        ``n_outlying_date_rows`` (and ``_dropped``), and with amounts the counts of
+        negative-amount rows and of rows/customers dropped.
+
+    Warns
+    -----
+    DataWarning
+        For exact duplicate rows (``duplicate_rows="warn"``), dropped rows, an
+        ``observation_end`` well after the last transaction, customer ids that differ
+        only in white space or read like a missing-value marker ("NA", "null", ...).
 
     Raises
     ------
@@ -518,6 +684,8 @@ def summarize_transactions(
         datetime_format=datetime_format,
         merge_same_day=merge_same_day,
         negative_amounts=negative_amounts,
+        duplicate_rows=duplicate_rows,
+        outlying_dates=outlying_dates,
     )
     end = _resolve_end(p, observation_end, "observation_end")
     occ_code, occ_time = _occasions(p)
@@ -529,4 +697,5 @@ def summarize_transactions(
         repeat_value = _sum_by_customer(p, ~first_day)
     df = _summary_frame(p, slice(None), count, first, last, end, repeat_value)
     df.attrs.update(_attrs(p, time_unit, end, occ_code.size))
+    df.attrs["n_customers_T0"] = int(np.count_nonzero(df["T"].to_numpy() == 0))
     return df

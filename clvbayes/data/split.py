@@ -41,6 +41,8 @@ def calibration_holdout_split(
     datetime_format: str | None = None,
     merge_same_day: bool = True,
     negative_amounts: str = "error",
+    duplicate_rows: str = "warn",
+    outlying_dates: str = "error",
 ) -> pd.DataFrame:
     """Summarise the calibration period and count holdout purchases per customer.
 
@@ -54,7 +56,7 @@ def calibration_holdout_split(
     observation_end : date-like, optional
         Last day of the holdout period; defaults to the last transaction date.
     customer_id_col, datetime_col, monetary_value_col, time_unit, datetime_format, \
-merge_same_day, negative_amounts
+merge_same_day, negative_amounts, duplicate_rows, outlying_dates
         As in :func:`~clvbayes.data.summarize_transactions`.
 
     Returns
@@ -68,7 +70,8 @@ merge_same_day, negative_amounts
         (mean holdout transaction value, 0 if none) and ``total_value_holdout``.
         ``attrs`` as in :func:`summarize_transactions` plus ``calibration_end``,
         ``observation_end``, ``holdout_duration`` (in ``time_unit``) and
-        ``n_customers_first_seen_in_holdout``.
+        ``n_customers_first_seen_in_holdout``; ``n_customers_T0`` counts the customers
+        whose first purchase is on ``calibration_end`` (``T = 0``, kept).
 
     Warns
     -----
@@ -92,6 +95,8 @@ merge_same_day, negative_amounts
         datetime_format=datetime_format,
         merge_same_day=merge_same_day,
         negative_amounts=negative_amounts,
+        duplicate_rows=duplicate_rows,
+        outlying_dates=outlying_dates,
     )
     end = _resolve_end(p, observation_end, "observation_end")
     _, cal_ticks = resolve_end(calibration_end, p.tx, "calibration_end")
@@ -135,6 +140,7 @@ merge_same_day, negative_amounts
         calibration_end=p.label(cal),
         holdout_duration=(end - cal) / p.time_scale,
         n_customers_first_seen_in_holdout=n_new,
+        n_customers_T0=int(np.count_nonzero(df["T"].to_numpy() == 0)),
     )
     df.attrs.update(attrs)
     if n_new:
