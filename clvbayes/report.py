@@ -32,6 +32,7 @@ fields (so an empty text value reads back as missing).
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import hashlib
 import json
@@ -929,15 +930,27 @@ def _csv_safe(df: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.Data
     return df
 
 
+def _to_csv(df: pd.DataFrame, path: Path) -> None:
+    """Write a report CSV (LF line ends); every field quoted when some text holds a CR.
+
+    Python's csv writer quotes a field holding the line terminator (LF) but not a bare
+    carriage return, which a reader then takes for a line break.
+    """
+    texts = [df[c] for c in df.columns if _is_text(df[c])] + [pd.Series(df.columns, dtype=object)]
+    has_cr = any(
+        s.astype(object).map(lambda v: isinstance(v, str) and "\r" in v).any() for s in texts
+    )
+    df.to_csv(path, index=False, encoding="utf-8", lineterminator="\n",
+              quoting=csv.QUOTE_ALL if has_cr else csv.QUOTE_MINIMAL)  # fmt: skip
+
+
 def _write_table(df: pd.DataFrame, folder: Path, name: str, formats: Sequence[str]) -> None:
     df = df.copy()
     df.attrs = {}
     if "csv" in formats:
         # pandas writes floats in their shortest exact decimal form (round-trip safe); text
         # that a spreadsheet would run as a formula is escaped (see _csv_safe)
-        _csv_safe(df).to_csv(
-            folder / f"{name}.csv", index=False, encoding="utf-8", lineterminator="\n"
-        )
+        _to_csv(_csv_safe(df), folder / f"{name}.csv")
     if "parquet" in formats:
         df.to_parquet(folder / f"{name}.parquet", index=False)
 
@@ -1688,9 +1701,7 @@ def _fill(
         {"customers": customers_table, "segments": segments}, context=settings
     )
     with writing("data_dictionary.csv", "data_dictionary.md"):
-        _csv_safe(dictionary, ["column"]).to_csv(
-            tmp / "data_dictionary.csv", index=False, lineterminator="\n"
-        )
+        _to_csv(_csv_safe(dictionary), tmp / "data_dictionary.csv")
         md = ["# clvbayes report: data dictionary", ""]
         if _is_point_fit(settings.get("method")):
             md += [_POINT_FIT_NOTE, ""]
@@ -1797,6 +1808,13 @@ def validate_report(out_dir: str | os.PathLike[str]) -> None:
     problems += [f"missing file {f}" for f in files if not (folder / f).is_file()]
     if problems:
         raise ReportError(f"{folder}: " + "; ".join(problems))
+    manifest = _manifest_files(folder)
+    if manifest is not None:  # reports from clvbayes versions without a manifest have none
+        problems += [f"{f} is not in the manifest" for f in files if f not in manifest]
+        for name, spec in manifest.items():
+            p = folder / name
+            if p.is_file() and (p.stat().st_size != spec["size"] or _sha256(p) != spec["sha256"]):
+                problems.append(f"{name} changed since clvbayes wrote it (manifest: {MANIFEST})")
     dictionary = _read_dictionary(folder / "data_dictionary.csv")
     for table in TABLES:
         frames = {}

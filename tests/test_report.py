@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 
 import numpy as np
@@ -350,3 +351,439 @@ def test_format_option(tables, tmp_path):
     assert (out / "customers.csv").exists() and not (out / "customers.parquet").exists()
     with pytest.raises(ValueError, match="format must be"):
         write_report(tmp_path / "x", *tables, {}, {}, fmt="xlsx")
+
+
+# ---------------------------------------------------------------- never delete what is not ours
+class FakeModel:
+    """Just enough of a fitted model for write_report: summary, fit_info_, save."""
+
+    def __init__(self, method="nuts", fail=None):
+        self.fit_info_ = {"method": method, "seed": 1, "laplace_sd": {"r": 0.01, "alpha": 0.3}}
+        self.priors = {}
+        self.time_unit_ = "weeks"
+        self.fail = fail
+
+    def summary(self, prob):
+        return pd.DataFrame(
+            {"mean": [0.24, 4.4], "sd": [0.01, 0.3], f"lower_{prob:g}": [0.24, 4.4],
+             f"upper_{prob:g}": [0.24, 4.4]}, index=["r", "alpha"],
+        )  # fmt: skip
+
+    def save(self, path, include_data=True):
+        with open(path, "wb") as fh:
+            fh.write(b"CDF-ish model bytes")
+            if self.fail is not None:
+                raise self.fail
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_manifest_lists_every_file_with_size_and_hash(tables, tmp_path):
+    import hashlib
+
+    out = _write(tmp_path / "report", tables)
+    manifest = json.loads((out / report.MANIFEST).read_text())["files"]
+    on_disk = {p.name for p in out.iterdir()} - {report.MANIFEST}
+    assert set(manifest) == on_disk and "model_summary.json" in on_disk
+    for name, spec in manifest.items():
+        data = (out / name).read_bytes()
+        assert spec == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert not (out / report.STAGING_JOURNAL).exists()
+
+
+def test_a_report_folder_with_a_user_file_is_not_replaced(tables, tmp_path):
+    # issue 12 #1: `clvbayes run -o rep && cp cdnow.csv rep/tx.csv && clvbayes run rep/tx.csv -o rep`
+    out = _write(tmp_path / "rep", tables)
+    (out / "tx.csv").write_text("customer_id,date,amount\n1,1997-01-01,5\n")
+    (out / "notes").mkdir()
+    before = _files(out)
+    with pytest.raises(report.OutputFolderRefused) as err:
+        _write(out, tables, extra={"note": "second"})
+    msg = str(err.value)
+    assert "tx.csv (not written by clvbayes)" in msg and "notes/ (a folder)" in msg
+    assert "choose another --output" in msg
+    assert isinstance(err.value, FileExistsError) and isinstance(err.value, OSError)
+    assert _files(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]  # no lock or staging left
+    assert not report._is_replaceable(out)
+    assert "tx.csv" in report.replace_refusal(out)
+
+
+def test_a_changed_report_file_is_not_replaced(tables, tmp_path):
+    out = _write(tmp_path / "rep", tables)
+    with (out / "customers.csv").open("a") as fh:
+        fh.write("# my edits\n")
+    with pytest.raises(report.OutputFolderRefused, match=r"customers\.csv \(changed since"):
+        _write(out, tables)
+    assert (out / "customers.csv").read_text().endswith("# my edits\n")
+    with pytest.raises(ReportError, match=r"customers\.csv changed since clvbayes wrote it"):
+        validate_report(out)
+
+
+def test_a_copied_model_summary_does_not_make_a_folder_replaceable(tables, tmp_path):
+    out = _write(tmp_path / "rep", tables)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "model_summary.json").write_bytes((out / "model_summary.json").read_bytes())
+    (project / "analysis.ipynb").write_text("{}")
+    with pytest.raises(report.OutputFolderRefused, match="older clvbayes, without the manifest"):
+        _write(project, tables)
+    assert sorted(p.name for p in project.iterdir()) == ["analysis.ipynb", "model_summary.json"]
+    # an older report (no manifest) is refused too, naming what it holds
+    (out / report.MANIFEST).unlink()
+    with pytest.raises(report.OutputFolderRefused, match=r"it holds \.?[\w.]+, .* and \d+ more"):
+        _write(out, tables)
+
+
+def test_links_inside_a_report_are_not_followed_or_deleted(tables, tmp_path):
+    out = _write(tmp_path / "rep", tables)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    (out / "link.txt").symlink_to(precious)
+    with pytest.raises(report.OutputFolderRefused, match=r"link\.txt \(a link\)"):
+        _write(out, tables)
+    assert precious.read_text() == "mine" and (out / "link.txt").is_symlink()
+
+
+# ---------------------------------------------------------------- publishing
+def test_no_leftovers_and_atomic_swap(tables, tmp_path, monkeypatch):
+    out = _write(tmp_path / "rep", tables)
+    swaps = []
+    real = report._exchange
+    monkeypatch.setattr(report, "_exchange", lambda a, b: swaps.append(real(a, b)) or swaps[-1])
+    _write(out, tables, extra={"note": "second"})
+    assert swaps == [True]  # Linux: renameat2(RENAME_EXCHANGE), no moment without a report
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]
+    assert json.loads((out / "model_summary.json").read_text())["note"] == "second"
+
+
+def test_fallback_publish_crash_between_renames_is_recovered(tables, tmp_path, monkeypatch):
+    out = _write(tmp_path / "rep", tables)
+    old_bytes = _files(out)
+    monkeypatch.setattr(report, "_exchange", lambda a, b: False)
+    real_rename = os.rename
+    calls = []
+
+    def crash_on_second(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:  # out -> .old-* done, staging -> out not yet: "the process dies"
+            raise KeyboardInterrupt
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(report.os, "rename", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        _write(out, tables, extra={"note": "second"})
+    monkeypatch.setattr(report.os, "rename", real_rename)
+    assert _files(out) == old_bytes  # put back on the way out
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]
+
+    # a real crash there (no except clause runs) leaves the old report only in .old-*
+    old = tmp_path / f"{report._sibling_prefix(out)}.old-abc123"
+    real_rename(out, old)
+    with pytest.warns(report.ReportWarning, match="restored the previous report"):
+        report._recover(out)
+    assert _files(out) == old_bytes and not old.exists()
+    validate_report(out)
+
+
+def _run_py(code, *args, timeout=120):
+    import subprocess
+    import sys
+
+    tests = os.path.dirname(__file__)
+    prog = f"import sys; sys.path.insert(0, {tests!r})\n" + code
+    return subprocess.run(
+        [sys.executable, "-c", prog, *map(str, args)], capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+_KILLED_WRITER = """
+import os, signal
+from clvbayes import report
+from test_report import _rfm, _predictions, _segments
+rfm = _rfm()
+customers = report.customer_table(rfm, _predictions(rfm), group_cols=["channel"])
+segments = report.segment_table(_segments())
+def die(*a, **k):
+    os.kill(os.getpid(), signal.SIGKILL)
+report._write_plots = die
+report.write_report(sys.argv[1], customers, segments, {}, {}, fmt="csv")
+"""
+
+
+def test_staging_left_by_kill_9_is_cleaned_by_the_next_run(tables, tmp_path):
+    out = tmp_path / "rep"
+    res = _run_py(_KILLED_WRITER, out)
+    assert res.returncode == -9, res.stderr
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 2 and any(".partial-" in n for n in left)  # staging + lock file
+    # someone's file in a leftover folder: that folder is kept, and said so
+    res = _run_py(_KILLED_WRITER, out)
+    partials = [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+    (partials[-1] / "mine.txt").write_text("keep me")
+    with pytest.warns(report.ReportWarning, match=r"mine\.txt\); it was kept"):
+        _write(out, tables)
+    rest = sorted(p.name for p in tmp_path.iterdir())
+    assert rest == sorted(["rep", partials[-1].name])
+    assert (partials[-1] / "mine.txt").read_text() == "keep me"
+    # the journal stays with what it cannot account for; the journaled files are gone
+    assert sorted(p.name for p in partials[-1].iterdir()) == [report.STAGING_JOURNAL, "mine.txt"]
+    validate_report(out)
+
+
+_LOCK_HOLDER = """
+import time
+from clvbayes import report
+with report.output_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_second_concurrent_writer_is_refused(tables, tmp_path):
+    import subprocess
+    import sys
+
+    out = _write(tmp_path / "rep", tables)
+    before = _files(out)
+    tests = os.path.dirname(__file__)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {tests!r})\n" + _LOCK_HOLDER,
+         str(out), "30"], stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(report.ReportBusy, match=rf"pid {holder.pid}, started .* is writing"):
+            _write(out, tables, extra={"note": "second"})
+        assert _files(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    _write(out, tables, extra={"note": "after"})  # the dead holder's lock is free again
+    assert json.loads((out / "model_summary.json").read_text())["note"] == "after"
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]
+
+
+def test_lock_is_reentrant_and_removed(tmp_path):
+    out = tmp_path / "rep"
+    with report.output_lock(out):
+        with report.output_lock(out):
+            assert report._lock_path(out).exists()
+        assert report._lock_path(out).exists()
+    assert not report._lock_path(out).exists()
+
+
+# ---------------------------------------------------------------- disk full, write errors
+def test_too_little_free_space_is_refused_before_writing(tables, tmp_path, monkeypatch):
+    import shutil
+
+    out = _write(tmp_path / "rep", tables)
+    before = _files(out)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(report.shutil, "disk_usage", lambda p: usage._replace(free=100_000))
+    with pytest.raises(
+        report.ReportWriteError, match=r"needs about [\d.]+ MB .* 0\.1 MB free"
+    ) as e:
+        _write(out, tables, extra={"note": "second"})
+    assert e.value.errno == 28 and "previous report there is unchanged" in str(e.value)
+    assert _files(out) == before and [p.name for p in tmp_path.iterdir()] == ["rep"]
+
+
+@pytest.mark.parametrize(
+    "fail",
+    [
+        OSError(28, "No space left on device"),
+        # what h5py raises on a failed write (seen with a full disk / file-size limit)
+        RuntimeError("Set slist enabled failed (file write failed: errno = 28, error message = "
+                     "'No space left on device')"),
+    ],
+)  # fmt: skip
+def test_disk_full_while_saving_a_model_keeps_the_old_report(tables, tmp_path, fail):
+    out = tmp_path / "rep"
+    write_report(out, *tables, {"bgnbd": FakeModel()}, {}, fmt="csv")
+    before = _files(out)
+    with pytest.raises(report.ReportWriteError, match=r"writing the model file bgnbd\.nc failed"
+                       r".*the disk is full.*previous report there is unchanged") as err:  # fmt: skip
+        write_report(out, *tables, {"bgnbd": FakeModel(fail=fail)}, {}, fmt="csv")
+    assert err.value.errno == 28
+    assert _files(out) == before and [p.name for p in tmp_path.iterdir()] == ["rep"]
+
+
+def test_disk_full_while_writing_a_table(tables, tmp_path, monkeypatch):
+    out = _write(tmp_path / "rep", tables)
+    before = _files(out)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", "customers.csv")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    with pytest.raises(report.ReportWriteError, match=r"writing customers\.csv.*No space left"):
+        _write(out, tables)
+    monkeypatch.undo()
+    assert _files(out) == before and [p.name for p in tmp_path.iterdir()] == ["rep"]
+
+
+def test_model_to_bytes_is_written_with_python_io(tables, tmp_path):
+    class BytesModel(FakeModel):
+        def save(self, path, include_data=True):  # pragma: no cover - must not be used
+            raise AssertionError("save() called although to_bytes() exists")
+
+        def to_bytes(self, include_data=True):
+            return b"netcdf image"
+
+    out = write_report(tmp_path / "rep", *tables, {"gg": BytesModel()}, {}, fmt="csv")
+    assert (out / "gg.nc").read_bytes() == b"netcdf image"
+
+
+# ---------------------------------------------------------------- siblings: where a report may go
+def test_output_that_is_a_file_or_a_link_is_refused(tables, tmp_path):
+    data = tmp_path / "cdnow.csv"
+    data.write_text("customer_id,date,amount\n")
+    with pytest.raises(report.OutputFolderRefused, match="is a file, not a folder"):
+        _write(data, tables)  # -o cdnow.csv (the input file itself)
+    assert data.read_text() == "customer_id,date,amount\n"
+    target = _write(tmp_path / "real", tables)
+    link = tmp_path / "latest"
+    link.symlink_to(target)
+    before = _files(target)
+    with pytest.raises(report.OutputFolderRefused, match="is a symbolic link"):
+        _write(link, tables)
+    assert link.is_symlink() and _files(target) == before
+
+
+def test_output_holding_the_input_is_refused(tables, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    tx = folder / "tx.csv"
+    tx.write_text("x")
+    with pytest.raises(report.OutputFolderRefused, match="holds the input file"):
+        write_report(folder, *tables, {}, {}, fmt="csv", protect=[tx])
+    with pytest.raises(report.OutputFolderRefused, match="holds the input file"):
+        report.check_output_folder(tmp_path, protect=[tx])
+    # an empty folder is fine, and so is an output next to the input
+    write_report(folder / "rep", *tables, {}, {}, fmt="csv", protect=[tx])
+    assert tx.read_text() == "x"
+
+
+@pytest.mark.parametrize("bad", ["", "  ", "/", "."])
+def test_output_names_that_name_no_new_folder(tables, tmp_path, monkeypatch, bad):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("x")
+    with pytest.raises(report.OutputFolderRefused, match=r"empty|root|current folder"):
+        _write(bad, tables)
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_long_output_names_work(tables, tmp_path):
+    name = "r" * 250  # near NAME_MAX: sibling staging/lock names must stay short
+    out = _write(tmp_path / name, tables)
+    _write(out, tables)
+    validate_report(out)
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_unwritable_parent_is_a_clear_error(tables, tmp_path, monkeypatch):
+    # as root, permissions are not enforced: simulate what the OS says to other users
+    real_open = os.open
+
+    def denied(path, *args, **kwargs):
+        if str(path).endswith(".lock"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(report.os, "open", denied)
+    with pytest.raises(
+        report.ReportWriteError, match=r"cannot create a file in .*Permission denied"
+    ):
+        _write(tmp_path / "rep", tables)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- CSV formula injection
+FORMULAS = ["=HYPERLINK(\"http://x\",\"y\")", "+1+cmd", "-2+3", "@SUM(A1)", "\tx", "\rx",
+            "'quoted", "-5", "+1.5e3", "plain"]  # fmt: skip
+
+
+def test_csv_neutralises_formulas_and_round_trips(tmp_path):
+    rfm = _rfm(len(FORMULAS))
+    rfm.index = pd.Index(FORMULAS, name="customer_id")
+    rfm["channel"] = ["=cmd|' /C calc'!A0", "-x", "web", "@a", "b", "c", "d", "e", "f", "g"]
+    rfm = rfm.rename(columns={"channel": "=grp"})
+    pred = _predictions(rfm)
+    pred["clv_mean"] = -np.arange(len(rfm), dtype=float) - 0.5  # negative numbers stay numbers
+    customers = customer_table(rfm, pred, group_cols=["=grp"])
+    segs = _segments()
+    segs["=grp"] = segs.pop("channel")
+    segs["=grp"].index = pd.Index(["=1+1", "-a", "ok"], name="=grp")
+    segments = segment_table(segs)
+    out = write_report(tmp_path / "rep", customers, segments, {}, {}, fmt="both")
+
+    raw = pd.read_csv(out / "customers.csv", dtype=str, keep_default_na=False)
+    assert raw["customer_id"].tolist() == [
+        "'=HYPERLINK(\"http://x\",\"y\")", "'+1+cmd", "'-2+3", "'@SUM(A1)", "'\tx", "'\rx",
+        "''quoted", "-5", "+1.5e3", "plain",
+    ]  # fmt: skip
+    assert "'=grp" in raw.columns and raw["'=grp"].tolist()[:2] == ["'=cmd|' /C calc'!A0", "'-x"]
+    assert raw["clv_mean"].tolist()[:2] == ["-0.5", "-1.5"]
+    seg_raw = pd.read_csv(out / "segments.csv", dtype=str, keep_default_na=False)
+    assert {"'=1+1", "'-a"} <= set(seg_raw["group"]) and "'=grp" in set(seg_raw["grouping"])
+    dictionary = pd.read_csv(out / "data_dictionary.csv", dtype=str, keep_default_na=False)
+    assert "'=grp" in set(dictionary["column"])
+    # exact values back from CSV, and Parquet never escaped
+    for fmt in ("csv", "parquet"):
+        pd.testing.assert_frame_equal(read_report_table(out / f"customers.{fmt}"), customers)
+        pd.testing.assert_frame_equal(read_report_table(out / f"segments.{fmt}"), segments)
+    assert pd.read_parquet(out / "customers.parquet")["customer_id"].tolist() == FORMULAS
+    validate_report(out)
+
+
+# ---------------------------------------------------------------- MAP: no zero-width intervals
+def _map_tables(tables):
+    customers, segments = (t.copy() for t in tables)
+    for df in (customers, segments):
+        for c in df.columns:
+            if c.endswith(("_sd", "_ci_lower", "_ci_upper")):
+                df[c] = np.nan
+    return customers, segments
+
+
+def test_map_report_explains_empty_interval_columns(tables, tmp_path):
+    customers, segments = _map_tables(tables)
+    out = write_report(tmp_path / "rep", customers, segments, {"bgnbd": FakeModel("map")}, {},
+                       fmt="both", settings={"prob": 0.9})  # fmt: skip
+    validate_report(out)
+    d = pd.read_csv(out / "data_dictionary.csv", dtype=str, keep_default_na=False)
+    meaning = d.set_index(["table", "column"])["meaning"]
+    for key in [("customers", "clv_ci_lower"), ("customers", "p_alive_sd"),
+                ("segments", "clv_total_ci_upper")]:  # fmt: skip
+        assert "EMPTY in this report: the models were fitted by MAP" in meaning[key], key
+    assert "EMPTY" not in meaning[("customers", "clv_pi_lower")]
+    assert "This report comes from a MAP fit" in (out / "data_dictionary.md").read_text()
+    summary = json.loads((out / "model_summary.json").read_text())
+    m = summary["models"]["bgnbd"]
+    assert summary["settings"]["method"] == "map"
+    assert m["interval"] is None and m["interval_prob"] is None and "Laplace" in m["sd"]
+    assert all("lower" not in row and "upper" not in row for row in m["parameters"])
+    assert m["parameters"][0]["sd"] == 0.01
+    md = (out / "model_summary.md").read_text()
+    assert "no credible interval is shown" in md and "clv_total_ci_lower" not in md
+
+
+def test_map_filled_intervals_are_labelled_and_nuts_intervals_are_required(tables, tmp_path):
+    out = write_report(tmp_path / "a", *tables, {"bgnbd": FakeModel("map")}, {}, fmt="csv")
+    d = pd.read_csv(out / "data_dictionary.csv", dtype=str, keep_default_na=False)
+    assert (
+        "CAUTION: the models were fitted by MAP" in d.set_index("column").loc["clv_sd", "meaning"]
+    )
+    nuts = write_report(tmp_path / "b", *tables, {"bgnbd": FakeModel("nuts")}, {}, fmt="csv")
+    m = json.loads((nuts / "model_summary.json").read_text())["models"]["bgnbd"]
+    assert m["interval"].startswith("posterior credible interval")
+    assert m["parameters"][0]["lower"] == 0.24
+    # an empty P(alive) interval in a NUTS report is a defect
+    customers, segments = _map_tables(tables)
+    with pytest.raises(ReportError, match="p_alive_ci_lower has missing values"):
+        write_report(tmp_path / "c", customers, segments, {"bgnbd": FakeModel("nuts")}, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
