@@ -436,19 +436,30 @@ def _prepare(
     )
     codes, index = _factorize_ids(tx.ids)
     check_id_values(index, codes, tx, customer_id_col)
-    keep, n_duplicates = handle_duplicate_rows(transactions, codes, tx, duplicate_rows)
-    n_dropped = 0
-    if keep is not None:  # duplicate_rows="drop": a copy stays, so no customer is lost
-        tx.filter(keep)
-        codes = codes[keep]
-        n_dropped = n_duplicates
     if merge_same_day:
         times = tx.ticks // tx.ticks_per_day  # floor: also right before 1970
         scale = days_per_unit
     else:
         times = tx.ticks
         scale = days_per_unit * tx.ticks_per_day
-    return _Prepared(tx, codes, index, times, scale, merge_same_day, n_duplicates, n_dropped)
+    return _Prepared(tx, codes, index, times, scale, merge_same_day)
+
+
+def _handle_duplicates(
+    p: _Prepared, transactions: pd.DataFrame, n_occasions: int, option: str
+) -> None:
+    """Count (and with "drop" remove) exact duplicate rows, after the occasions are known.
+
+    Copies share their original's occasion, so when every row is its own occasion there
+    is none, and dropping copies changes no occasion (only the amounts added up).
+    """
+    if n_occasions == p.codes.size:
+        return
+    keep, p.n_duplicate_rows = handle_duplicate_rows(transactions, p.codes, p.tx, option)
+    if keep is not None:  # duplicate_rows="drop": a copy stays, so no customer is lost
+        p.tx.filter(keep)
+        p.codes, p.times = p.codes[keep], p.times[keep]
+        p.n_duplicate_rows_dropped = p.n_duplicate_rows
 
 
 def _occasions(p: _Prepared) -> tuple[np.ndarray, np.ndarray]:
@@ -689,6 +700,7 @@ def summarize_transactions(
     )
     end = _resolve_end(p, observation_end, "observation_end")
     occ_code, occ_time = _occasions(p)
+    _handle_duplicates(p, transactions, occ_code.size, duplicate_rows)
     count, first, last = _count_first_last(occ_code, occ_time, p.n_customers)
     repeat_value = None
     if monetary_value_col is not None:

@@ -18,6 +18,7 @@ import pandas as pd
 from clvbayes.data.rfm import (
     _attrs,
     _count_first_last,
+    _handle_duplicates,
     _occasions,
     _prepare,
     _resolve_end,
@@ -112,6 +113,7 @@ merge_same_day, negative_amounts, duplicate_rows, outlying_dates
     )  # fmt: skip
 
     occ_code, occ_time = _occasions(p)
+    _handle_duplicates(p, transactions, occ_code.size, duplicate_rows)
     in_calibration = occ_time <= cal
     count, first, last = _count_first_last(
         occ_code[in_calibration], occ_time[in_calibration], p.n_customers

@@ -793,18 +793,16 @@ def check_end_gap(first_day: int, last_day: int, end_day: int, name: str, option
 # exact duplicate rows
 
 
-def _mix(h: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Combine 64-bit hashes (splitmix64-style finaliser; wraps around)."""
+def _row_hash32(codes: np.ndarray, tx: CheckedTransactions) -> np.ndarray:
+    """A 32-bit hash of (customer code, time, amount) per row (multiply-xorshift)."""
     with np.errstate(over="ignore"):
-        h = h ^ (
-            v.astype(np.uint64, copy=False)
-            + np.uint64(0x9E3779B97F4A7C15)
-            + (h << np.uint64(6))
-            + (h >> np.uint64(2))
-        )
-        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return h ^ (h >> np.uint64(31))
+        h = codes.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        h += tx.ticks.view(np.uint64)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        if tx.amounts is not None:
+            h ^= (tx.amounts + 0.0).view(np.uint64) * np.uint64(0x94D049BB133111EB)  # -0.0 == 0.0
+        h ^= h >> np.uint64(32)
+    return h.astype(np.uint32)
 
 
 def find_duplicate_rows(
@@ -813,20 +811,20 @@ def find_duplicate_rows(
     """Mask (over the kept rows) of rows that are exact copies of an earlier row.
 
     "Exact" means equal in every column of the table as given (extra columns such as an
-    order id count too).  Customer codes, times and amounts are hashed with NumPy; only
-    rows whose hash repeats are compared column by column with pandas.
+    order id count too).  A 32-bit hash of customer code, time and amount is sorted to
+    find the rows that may repeat (about 1 s per 10 million rows); only those are
+    compared column by column with pandas.
     """
     n = codes.size
     if n < 2:
         return np.zeros(n, dtype=bool)
-    h = _mix(np.zeros(n, dtype=np.uint64), codes.astype(np.int64, copy=False).view(np.uint64))
-    h = _mix(h, tx.ticks.view(np.uint64))
-    if tx.amounts is not None:
-        h = _mix(h, (tx.amounts + 0.0).view(np.uint64))  # + 0.0: -0.0 == 0.0
-    candidates = pd.Series(h).duplicated(keep=False).to_numpy()
-    if not candidates.any():
+    h = _row_hash32(codes, tx)
+    s = np.sort(h)
+    repeated = np.unique(s[1:][s[1:] == s[:-1]])
+    if repeated.size == 0:
         return np.zeros(n, dtype=bool)
-    positions = np.flatnonzero(candidates)
+    slot = np.minimum(np.searchsorted(repeated, h), repeated.size - 1)
+    positions = np.flatnonzero(repeated[slot] == h)  # (np.isin sorts all rows again)
     rows = positions if tx.rows is None else tx.rows[positions]
     subset = transactions.iloc[rows]
     if isinstance(subset.index, pd.MultiIndex) or subset.index.name is not None:
