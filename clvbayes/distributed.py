@@ -40,8 +40,14 @@ one row per customer and fits on one machine long after the transaction log does
 
 Bad input.  Every input partition is checked first (the same checks and the same
 :class:`~clvbayes.data.DataError` messages as in memory, prefixed with the file and row
-range or the partition), before anything is shuffled or written; the scores are written
-to a temporary folder that is renamed into place only when every partition succeeded.
+range or the partition), before anything is shuffled or written.  The partitions are
+also compared with each other, as one table in memory would be: a column stored as
+different kinds in different files (ids as text here and integers there) is refused,
+and so is a missing id of any dtype; the warnings of the partitions reach the caller.
+The scores are written to a temporary folder that is renamed into place only when every
+partition succeeded and no customer id is in two rows; an existing ``out_path`` is
+replaced only if it is a table that ``score_customers_dask`` wrote (its files are listed
+in ``_clvbayes.json``), and nothing else is ever deleted.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import uuid
 import warnings
@@ -60,7 +67,12 @@ import numpy as np
 import pandas as pd
 
 from clvbayes.data import DataError, read_transactions, summarize_transactions
-from clvbayes.data.validation import check_time_unit, require_columns
+from clvbayes.data.validation import (
+    check_end_gap,
+    outlying_day_bounds,
+    require_columns,
+    validate_transactions,
+)
 from clvbayes.errors import DataWarning
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -368,29 +380,42 @@ def _is_drop_notice(w: warnings.WarningMessage) -> bool:
     return text.startswith("Dropped") and "negative_amounts='drop'" in text
 
 
+def _days(part: pd.DataFrame, kwargs: dict) -> np.ndarray:
+    """The calendar day (days since 1970-01-01; local days when merging same-day
+    purchases) of every row of a partition, parsed as the in-memory path parses them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # summarize_transactions warned already
+        tx = validate_transactions(
+            part,
+            customer_id_col=kwargs["customer_id_col"],
+            datetime_col=kwargs["datetime_col"],
+            monetary_value_col=None,
+            datetime_format=kwargs["datetime_format"],
+            negative_amounts="keep",
+            merge_same_day=kwargs["merge_same_day"],
+            outlying_dates="keep",
+        )
+    return tx.days()
+
+
 def _check_partition(part: pd.DataFrame, label: str, kwargs: dict) -> dict[str, Any]:
     """Validate and summarise one input partition; return what the client needs.
 
-    Besides the in-memory checks (through :func:`~clvbayes.data.summarize_transactions`)
-    it refuses missing customer ids of any dtype, and reports how each column is stored,
-    the partition's first and last purchase and the warnings it raised, so that the
-    client can compare partitions.
+    The in-memory checks run through :func:`~clvbayes.data.summarize_transactions`
+    (except the outlying-date checks, which need every partition and run on the client
+    on the partitions' day histograms).  Also reported: how each column is stored, the
+    histogram of purchase days, and the warnings raised, so that the client can compare
+    partitions.
     """
     if len(part) == 0:  # an empty file or row group is no error while others have rows
         return {"empty": True, "label": label}
-    id_col = kwargs["customer_id_col"]
-    ids = _col(part, id_col)
-    missing = ids.isna().to_numpy()
-    if missing.any():
-        positions = np.flatnonzero(missing)
-        shown = ", ".join(f"{p:,}" for p in positions[:5]) + (", ..." if len(positions) > 5 else "")
-        raise DataError(
-            f"In {label}: Column {id_col!r} has {int(missing.sum()):,} row(s) with a missing "
-            f"customer id (dtype {ids.dtype}; rows counting from 0 in this partition: {shown}). "
-            "Every transaction needs a customer: drop these rows "
-            f"(df.dropna(subset=[{id_col!r}])) or fill them. Nullable integer or boolean "
-            "columns (Int64, int64[pyarrow], boolean) store missing ids as <NA>."
-        )
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            summary = summarize_transactions(part, **(kwargs | {"outlying_dates": "keep"}))
+        days, counts = np.unique(_days(part, kwargs), return_counts=True)
+    except DataError as err:
+        raise _located(err, label) from None
     columns = {
         arg: kwargs[arg]
         for arg in ("customer_id_col", "datetime_col", "monetary_value_col")
@@ -403,22 +428,14 @@ def _check_partition(part: pd.DataFrame, label: str, kwargs: dict) -> dict[str, 
         "dtypes": {arg: str(_col(part, col).dtype) for arg, col in columns.items()},
     }
     if info["storage"]["customer_id_col"] == "integer":
+        ids = _col(part, kwargs["customer_id_col"])
         info["id_range"] = (int(ids.min()), int(ids.max()))
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            summary = summarize_transactions(part, **kwargs)
-    except DataError as err:
-        raise _located(err, label) from None
     attrs = summary.attrs
-    days = check_time_unit(kwargs["time_unit"])
-    first = summary["first_purchase"]
-    last = first + pd.to_timedelta(summary["recency"].to_numpy() * days, unit="D")
     info.update(
         {
             "observation_end": attrs["observation_end"],
-            "first": first.min(),
-            "last": last.max(),
+            "days": days,
+            "day_counts": counts,
             "n_transactions": attrs["n_transactions"],
             "n_negative_amount_rows": attrs.get("n_negative_amount_rows", 0),
             "n_negative_amount_rows_dropped": attrs.get("n_negative_amount_rows_dropped", 0),
@@ -527,14 +544,68 @@ def _cast(part: pd.DataFrame, casts: dict[str, Any]) -> pd.DataFrame:
     return part.astype({c: t for c, t in casts.items() if c in part.columns})
 
 
-def _check_date_gaps(results: list[dict], observation_end: Any, datetime_col: str) -> None:
-    """Warn when some partitions' dates lie far from all the others (a mistyped year?).
+def _day(d: int) -> str:
+    return str(np.datetime64(int(d), "D"))
 
-    Partitions are merged into runs of overlapping date ranges; a gap between runs that
-    is longer than a year and than the data on either side of it is suspicious: the
-    partitions on its smaller side (fewer rows) are named.
+
+def _outlying_days(results: list[dict], option: str, datetime_col: str) -> tuple[int, int] | None:
+    """The in-memory outlying-date rule (:func:`clvbayes.data.validation.outlying_day_bounds`)
+    applied once to the day histogram of all partitions together.
+
+    Returns the bounds of the bulk when rows lie outside it and ``option`` is "drop";
+    raises :class:`DataError` naming the partitions for "error"; None otherwise.
     """
-    spans = sorted((r["first"], r["last"], r["n_rows"], r["label"]) for r in results)
+    days = np.concatenate([r["days"] for r in results])
+    counts = np.concatenate([r["day_counts"] for r in results])
+    unique, inverse = np.unique(days, return_inverse=True)
+    bounds = outlying_day_bounds(unique, np.bincount(inverse, weights=counts).astype(np.int64))
+    if bounds is None or option == "keep":
+        return None
+    first, last = bounds
+    hits = []
+    for r in results:
+        out = (r["days"] < first) | (r["days"] > last)
+        if out.any():
+            hits.append((r["label"], int(r["day_counts"][out].sum()), r["days"][out]))
+    n = sum(h[1] for h in hits)
+    examples = ", ".join(repr(_day(d)) for d in np.unique(np.concatenate([h[2] for h in hits]))[:3])
+    where = "; ".join(f"{k:,} row(s) in {label}" for label, k, _ in hits[:3])
+    where += f"; and {len(hits) - 3:,} more partitions" if len(hits) > 3 else ""
+    what = (
+        f"Column {datetime_col!r} has {n:,} row(s) with dates far outside the bulk of the "
+        f"data (e.g. {examples}; the other {int(counts.sum()) - n:,} rows run from "
+        f"{_day(first)} to {_day(last)}, and a gap longer than that separates them): {where}."
+    )
+    if option == "error":
+        raise DataError(
+            f"{what} A typo in one year (2099 for 2019, 1500 for 2015) would become everyone's "
+            "observation end or a first purchase. Fix these dates; or pass "
+            "outlying_dates='drop' to drop these rows, or outlying_dates='keep' if they are "
+            "real."
+        )
+    warnings.warn(f"Dropped these rows (outlying_dates='drop'): {what}", DataWarning, stacklevel=3)
+    return bounds
+
+
+def _drop_days(part: pd.DataFrame, bounds: tuple[int, int], kwargs: dict) -> pd.DataFrame:
+    """The rows of a partition dated within ``bounds`` (day numbers, inclusive)."""
+    if len(part) == 0:
+        return part
+    days = _days(part, kwargs)
+    return part[(days >= bounds[0]) & (days <= bounds[1])]
+
+
+def _check_date_gaps(results: list[dict], observation_end: Any, datetime_col: str) -> None:
+    """Warn when whole partitions' dates lie far from all the others (a mistyped year?).
+
+    The in-memory rule looks for a few outlying rows (at most 1% of them); this looks at
+    whole partitions: they are merged into runs of overlapping date ranges, and a gap
+    between runs that is longer than a year and than the data on either side of it is
+    suspicious.  The partitions on its smaller side (fewer rows) are named.
+    """
+    spans = sorted(
+        (int(r["days"][0]), int(r["days"][-1]), r["n_rows"], r["label"]) for r in results
+    )
     runs: list[list] = []  # [first, last, rows, labels]
     for first, last, n, label in spans:
         if runs and first <= runs[-1][1]:
@@ -544,27 +615,25 @@ def _check_date_gaps(results: list[dict], observation_end: Any, datetime_col: st
         else:
             runs.append([first, last, n, [label]])
     start, end = runs[0][0], max(r[1] for r in runs)
-    year = pd.Timedelta(days=365)
     for i in range(1, len(runs)):
         gap = runs[i][0] - runs[i - 1][1]
         before, after = runs[i - 1][1] - start, end - runs[i][0]
-        if gap <= max(before, after, year):
+        if gap <= max(before, after, 365):
             continue
         late = sum(r[2] for r in runs[i:]) < sum(r[2] for r in runs[:i])
-        odd = runs[i:] if late else runs[:i]
+        odd, rest = (runs[i:], runs[:i]) if late else (runs[:i], runs[i:])
         labels = [lab for r in odd for lab in r[3]]
-        lo, hi = odd[0][0], max(r[1] for r in odd)
         effect = (
-            f"they set the observation end ({hi.date()}), so every customer's T runs to it"
+            f"they set the observation end ({_day(end)}), so every customer's T runs to it"
             if late and observation_end is None
             else "their customers' purchases lie far from everyone else's"
         )
         warnings.warn(
-            f"The dates in column {datetime_col!r} of {_where(labels)} ({lo.date()} to "
-            f"{hi.date()}) are {gap.days:,} days away from those of the other partitions "
-            f"({runs[i][0].date() if not late else start.date()} to "
-            f"{(runs[i - 1][1] if late else end).date()}): {effect}. Check those files' "
-            "dates (a mistyped year?); leave them out, fix them, or pass observation_end.",
+            f"The dates in column {datetime_col!r} of {_where(labels)} ({_day(odd[0][0])} to "
+            f"{_day(max(r[1] for r in odd))}) are {gap:,} days away from those of the other "
+            f"partitions ({_day(rest[0][0])} to {_day(max(r[1] for r in rest))}): {effect}. "
+            "Check those files' dates (a mistyped year?); leave them out, fix them, or pass "
+            "observation_end.",
             DataWarning,
             stacklevel=3,
         )
@@ -633,6 +702,8 @@ def summarize_transactions_dask(
     datetime_format: str | None = None,
     merge_same_day: bool = True,
     negative_amounts: str = "error",
+    duplicate_rows: str = "warn",
+    outlying_dates: str = "error",
     npartitions: int | None = None,
     rows_per_partition: int = 5_000_000,
     shuffle_method: str | None = None,
@@ -663,8 +734,14 @@ def summarize_transactions_dask(
         :func:`clvbayes.data.read_transactions`, one partition per CSV file and per
         ``rows_per_partition`` rows of Parquet row groups.
     customer_id_col, datetime_col, monetary_value_col, observation_end, time_unit, \
-datetime_format, merge_same_day, negative_amounts
-        As in :func:`clvbayes.data.summarize_transactions`.
+datetime_format, merge_same_day, negative_amounts, duplicate_rows, outlying_dates
+        As in :func:`clvbayes.data.summarize_transactions`.  The outlying-date rule and
+        the check of an ``observation_end`` far after the last transaction are applied
+        once to all partitions together (a partition-local rule would see a quiet file as
+        an outlier).  ``duplicate_rows="drop"`` drops every copy, across files too (all
+        rows of a customer meet in one partition); ``"warn"`` warns about copies within a
+        partition only (copies in two files are not counted).  ``outlying_dates="drop"``
+        with ``merge_same_day=False`` needs ``observation_end``.
     npartitions : int, optional
         Partitions of the summary (default: as many as the input).
     rows_per_partition : int
@@ -690,7 +767,22 @@ datetime_format, merge_same_day, negative_amounts
     DataError
         For any invalid input: the in-memory message prefixed with ``"In file '...',
         rows a-b: "`` (Parquet row groups), ``"In file '...': "`` (whole files) or
-        ``"In partition i of n of the input dask DataFrame: "``.
+        ``"In partition i of n of the input dask DataFrame: "``.  Also, naming the files:
+        a file that cannot be read (empty, truncated, not the format its name says); a
+        missing customer id in any dtype (``<NA>`` in ``Int64``, ``int64[pyarrow]``,
+        ``boolean``); a column stored as different kinds in different partitions (ids as
+        text in one file and as integers in another, naive and tz-aware or text and
+        timestamp dates, amounts as text and as numbers), which would split customers or
+        mix values in memory; a path or pattern that matches nothing; a folder without
+        CSV or Parquet files.
+
+    Warns
+    -----
+    DataWarning
+        What a partition warned about (prefixed with the partition); files in a searched
+        folder that are skipped because of their ending; partitions whose dates lie far
+        from all the others' (more than a year, and more than the data on either side:
+        a mistyped year that would move the observation end).
     """
     dask, _ = _require_dask()
     required = {
@@ -707,6 +799,8 @@ datetime_format, merge_same_day, negative_amounts
         "datetime_format": datetime_format,
         "merge_same_day": merge_same_day,
         "negative_amounts": negative_amounts,
+        "duplicate_rows": duplicate_rows,
+        "outlying_dates": outlying_dates,
     }
     # pass 1: check every input partition where it can still be named
     check = dask.delayed(_check_partition, pure=True)
@@ -729,10 +823,28 @@ datetime_format, merge_same_day, negative_amounts
         if customer_id_col in casts:
             id_dtype = pd.Series([], dtype=casts[customer_id_col]).dtype
     _reemit(results)
-    _check_date_gaps(results, observation_end, datetime_col)
+    # outlying dates: the in-memory rule, once on the day histogram of all partitions
+    bounds = _outlying_days(results, outlying_dates, datetime_col)
+    if bounds is None:
+        _check_date_gaps(results, observation_end, datetime_col)
+    else:
+        if not merge_same_day and observation_end is None:
+            raise DataError(
+                "outlying_dates='drop' with merge_same_day=False needs observation_end on "
+                "the Dask path (the last exact time left after dropping is not known "
+                "before the shuffle); pass observation_end, or fix the dates."
+            )
+        ddf = ddf.map_partitions(_drop_days, bounds, kwargs, meta=ddf._meta)
+    first_day = bounds[0] if bounds else min(int(r["days"][0]) for r in results)
+    last_day = bounds[1] if bounds else max(int(r["days"][-1]) for r in results)
     end = observation_end
     if end is None:
-        end = _latest([r["observation_end"] for r in results])
+        end = _day(last_day) if bounds else _latest([r["observation_end"] for r in results])
+    else:  # an end far after the last transaction, judged on all partitions
+        given = pd.Timestamp(end)
+        given = given.tz_localize(None) if given.tz is not None else given
+        end_day = int(given.to_datetime64().astype("datetime64[D]").astype(np.int64))
+        check_end_gap(first_day, last_day, end_day, "observation_end", outlying_dates)
     n_dropped = sum(r["n_negative_amount_rows_dropped"] for r in results)
     if n_dropped:
         warnings.warn(
@@ -754,7 +866,7 @@ datetime_format, merge_same_day, negative_amounts
         npartitions=npartitions or ddf.npartitions,
         shuffle_method=shuffle_method,
     )
-    summary_kwargs = kwargs | {"observation_end": end}
+    summary_kwargs = kwargs | {"observation_end": end, "outlying_dates": "keep"}
     # the end as summarize_transactions labels it (every partition reports a given end alike)
     attrs["observation_end"] = end if observation_end is None else results[0]["observation_end"]
     meta = meta.copy()
@@ -816,6 +928,27 @@ def _score_partition(
     if len(part) == 0:
         return meta.copy()
     number = partition_info["number"] if partition_info else 0
+    where = f"partition {number} of the customer table"
+    missing = part.index.isna()
+    if missing.any():
+        positions = np.flatnonzero(missing)
+        shown = ", ".join(f"{p:,}" for p in positions[:5]) + (", ..." if len(positions) > 5 else "")
+        raise DataError(
+            f"In {where}: {int(missing.sum()):,} customer(s) have a missing id (<NA>/NaN in "
+            f"the index, dtype {part.index.dtype}; rows counting from 0 in this partition: "
+            f"{shown}), so their scores could not be joined back to a customer. Drop them "
+            "(rfm = rfm[rfm.index.notna()]) or fix their ids."
+        )
+    expected, stored = _storage(meta.index), _storage(part.index)
+    if expected not in ("empty", "mixed") and stored != expected:
+        raise DataError(
+            f"In {where}: the customer ids (the index) are stored as "
+            f"{_KIND_WORDS.get(stored, stored)} ({part.index.dtype}), but the table's index "
+            f"is {_KIND_WORDS.get(expected, expected)} ({meta.index.dtype}) as its other "
+            "partitions should be; one customer could then appear under two ids (text '42' "
+            "and integer 42). Give the index one type in every partition, e.g. "
+            "rfm.index.astype(str) before building the dask DataFrame."
+        )
     purchase_model, spend_model = models
     try:
         # one thread per task: Dask already runs partitions in parallel
@@ -824,8 +957,182 @@ def _score_partition(
             part, purchase_model, spend_model, seed=partition_seed(seed, number), **kwargs
         )
     except DataError as err:
-        raise _located(err, f"partition {number} of the customer table") from None
+        raise _located(err, where) from None
     return scores.customers
+
+
+# ---------------------------------------------------------------------------------------
+# checks of the written scores: one row per customer, across partitions
+
+
+def _written_ids(path: str, number: int) -> pd.DataFrame:
+    """The customer ids of one written part (its index only), as text keys."""
+    index = pd.read_parquet(path, columns=[]).index
+    return pd.DataFrame(
+        {
+            "key": index.astype(str).to_numpy(dtype=object),
+            "partition": np.full(len(index), number, dtype=np.int64),
+            "storage": _storage(index) if len(index) else "empty",
+        }
+    )
+
+
+def _kinds(part: pd.DataFrame) -> pd.DataFrame:
+    return part[["storage", "partition"]].drop_duplicates()
+
+
+def _duplicates(part: pd.DataFrame, limit: int = 5) -> dict[str, Any]:
+    """Ids in more than one row of a key-grouped partition: their count and a few, with
+    the partitions that hold them."""
+    dup = part[part["key"].duplicated(keep=False)]
+    if dup.empty:
+        return {"n": 0, "examples": []}
+    where = dup.groupby("key", sort=True)["partition"].agg(lambda p: sorted(set(p)))
+    return {"n": len(where), "examples": list(where.head(limit).items())}
+
+
+def _check_one_row_per_customer(tmp: Path, n_partitions: int) -> None:
+    """Raise :class:`DataError` when the written table has a customer id in more than one
+    row (a customer in two partitions), or ids stored as different kinds."""
+    dask, dd = _require_dask()
+    parts = sorted(
+        (int(p.name.split(".")[1]), str(p)) for p in tmp.iterdir() if _PART.fullmatch(p.name)
+    )
+    if n_partitions < 2 or len(parts) < 2:
+        return  # one partition: score_customers itself refuses duplicated ids
+    meta = pd.DataFrame(
+        {"key": pd.Series([], dtype=object), "partition": pd.Series([], dtype="int64"),
+         "storage": pd.Series([], dtype=object)}
+    )  # fmt: skip
+    ids = dd.from_map(
+        _written_ids, [p for _, p in parts], [n for n, _ in parts], meta=meta,
+        enforce_metadata=False, label="clvbayes-ids",
+    )  # fmt: skip
+    kinds = ids.map_partitions(_kinds, meta=meta[["storage", "partition"]])
+    grouped = ids[["key", "partition"]].shuffle(on="key", npartitions=len(parts))
+    found, stored = dask.compute(
+        [dask.delayed(_duplicates)(p) for p in grouped.to_delayed()], kinds
+    )
+    stored = stored[stored["storage"] != "empty"]
+    if stored["storage"].nunique() > 1:
+        listing = "; ".join(
+            f"as {_KIND_WORDS.get(kind, kind)} in partition(s) "
+            + _where([f"{n}" for n in sorted(g["partition"])], 5)
+            for kind, g in stored.groupby("storage")
+        )
+        raise DataError(
+            f"The customer ids (the index) of the customer table are stored differently in "
+            f"its partitions: {listing}. One customer could then appear under two ids (text "
+            "'42' and integer 42). Give the index one type in every partition, e.g. "
+            "rfm.index.astype(str) before building the dask DataFrame."
+        )
+    n = sum(f["n"] for f in found)
+    if n:
+        examples = [e for f in found for e in f["examples"]][:5]
+        shown = ", ".join(
+            f"{key!r} (partitions {' and '.join(map(str, where))})"
+            if len(where) > 1
+            else f"{key!r} (twice in partition {where[0]})"
+            for key, where in examples
+        )
+        raise DataError(
+            f"The customer table has {n:,} customer id(s) in more than one row ({shown}"
+            f"{', ...' if n > len(examples) else ''}): each copy would be scored as a "
+            "separate customer from part of the history, and two rows would be written. "
+            "Rows of one customer cannot be combined after summarising; give each customer "
+            "one row: summarise the transactions with summarize_transactions_dask (which "
+            "groups all rows of a customer), or find the copies and keep the right one."
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# publishing: replace only what score_customers_dask wrote
+
+_PART = re.compile(r"part\.(\d+)\.parquet")
+_WRITER = "clvbayes.distributed.score_customers_dask"
+
+
+def _ours(folder: Path) -> tuple[list[str], list[str]]:
+    """(entries score_customers_dask wrote, entries it did not) of an existing folder.
+
+    A folder is ours when its ``_clvbayes.json`` says so and lists its files (tables
+    written before the list existed: ``part.N.parquet`` files with N < n_partitions).
+    """
+    entries = sorted(os.listdir(folder))
+    try:
+        settings = json.loads((folder / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return [], entries
+    if not isinstance(settings, dict):
+        return [], entries
+    if settings.get("written_by") == _WRITER and isinstance(settings.get("files"), list):
+        listed = set(settings["files"])
+    elif "seeds" in settings and isinstance(settings.get("n_partitions"), int):
+        n = settings["n_partitions"]
+        listed = {e for e in entries if (m := _PART.fullmatch(e)) and int(m[1]) < n}
+    else:
+        return [], entries
+    listed.add(SETTINGS_FILE)
+    mine = [e for e in entries if e in listed and (folder / e).is_file()]
+    return mine, [e for e in entries if e not in mine]
+
+
+def _check_out_path(out: Path, overwrite: bool) -> list[str]:
+    """Refuse an ``out_path`` that holds anything score_customers_dask did not write.
+
+    Returns the entries of a previous table that may be replaced ([] when ``out`` does
+    not exist or is an empty folder).
+    """
+    if not out.exists() and not out.is_symlink():
+        return []
+    if out.is_symlink() or not out.is_dir():
+        raise FileExistsError(
+            f"{str(out)!r} is a file or a link, not a folder of scores; score_customers_dask "
+            "writes a folder and never replaces what it did not write. Pass a new out_path."
+        )
+    mine, foreign = _ours(out)
+    if foreign:
+        raise FileExistsError(
+            f"{str(out)!r} holds {len(foreign):,} entr{'y' if len(foreign) == 1 else 'ies'} "
+            f"that score_customers_dask did not write ({_examples(foreign)}); clvbayes never "
+            "deletes or replaces files it did not write, even with overwrite=True. Pass a "
+            "new (or empty) folder as out_path, or move those files away yourself."
+        )
+    if mine and not overwrite:
+        raise FileExistsError(
+            f"{str(out)!r} holds a table of scores written before; pass overwrite=True to "
+            "replace it (only its own files are removed), or pass a new out_path."
+        )
+    return mine
+
+
+def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Move the complete table ``tmp`` to ``out``, replacing only a previous table."""
+    old_files = _check_out_path(out, overwrite)  # again: the folder may have changed
+    if not old_files:
+        if out.is_dir():
+            os.rmdir(out)  # empty (fails, and nothing is lost, if a file appeared since)
+        os.rename(tmp, out)
+        return
+    old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    for name in old_files:
+        with contextlib.suppress(FileNotFoundError):
+            (old / name).unlink()
+    try:
+        old.rmdir()
+    except OSError:
+        warnings.warn(
+            f"Kept {str(old)!r}: files appeared in the previous table while it was being "
+            "replaced, and clvbayes does not delete files it did not write.",
+            DataWarning,
+            stacklevel=3,
+        )
 
 
 def _client():
@@ -888,7 +1195,10 @@ def score_customers_dask(
     seed : int, optional
         Base seed of the outcome simulation (default 0); ``None`` draws fresh entropy.
     overwrite : bool
-        Replace an existing ``out_path`` (only after the new table is complete).
+        Replace a table of scores written before at ``out_path`` (only after the new table
+        is complete).  Only a folder that ``score_customers_dask`` wrote is replaced, and
+        only the files its ``_clvbayes.json`` lists are removed: a folder holding anything
+        else is refused, with or without ``overwrite``.  An empty folder is used as is.
     progress : bool
         Show Dask's progress bar while scoring.
     **score_kwargs
@@ -904,8 +1214,20 @@ def score_customers_dask(
     str
         ``out_path``: a folder of ``part.*.parquet`` files (index: customer id; columns as
         :attr:`CustomerScores.customers <clvbayes.predict.CustomerScores>`) and
-        ``_clvbayes.json`` with the settings and seeds.  Read it with
-        ``pandas.read_parquet(out_path)`` or ``dask.dataframe.read_parquet(out_path)``.
+        ``_clvbayes.json`` with the settings, the seeds and the list of files written.
+        Read it with ``pandas.read_parquet(out_path)`` or
+        ``dask.dataframe.read_parquet(out_path)``.
+
+    Raises
+    ------
+    DataError
+        A partition that ``score_customers`` refuses (its message, prefixed with the
+        partition), missing customer ids, ids stored as different types in different
+        partitions, and a customer id in more than one row (across partitions too:
+        checked on the written table before it is published).
+    FileExistsError
+        ``out_path`` is a file, holds files that ``score_customers_dask`` did not write, or
+        holds a previous table and ``overwrite`` is false.
     """
     dask, _ = _require_dask()
     from clvbayes.predict import score_customers
@@ -925,9 +1247,10 @@ def score_customers_dask(
     )
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2**63)
-    out = Path(os.fspath(out_path))
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{str(out)!r} exists; pass overwrite=True to replace it.")
+    if not os.fspath(out_path):
+        raise ValueError("out_path is empty; pass the folder to write the scores to.")
+    out = Path(os.path.abspath(os.fspath(out_path)))
+    _check_out_path(out, overwrite)
     models = (_draws_only(purchase_model), _draws_only(spend_model))
 
     # the output's columns and dtypes: score one made-up customer on the client
@@ -947,6 +1270,7 @@ def score_customers_dask(
     tmp = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
         _compute(scored.to_parquet(str(tmp), write_index=True, compute=False), progress)
+        _check_one_row_per_customer(tmp, rfm.npartitions)
         settings = {
             k: v
             for k, v in probe_scores.settings.items()
@@ -956,15 +1280,11 @@ def score_customers_dask(
             "seed": seed,
             "seeds": "partition i is scored with clvbayes.distributed.partition_seed(seed, i)",
             "n_partitions": rfm.npartitions,
+            "written_by": _WRITER,
+            "files": sorted(os.listdir(tmp)),
         }
         (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=1, default=str))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        _publish(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
