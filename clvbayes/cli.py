@@ -71,6 +71,7 @@ import inspect
 import json
 import math
 import os
+import re
 import shlex
 import signal
 import sys
@@ -215,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--duplicate-rows", choices=("warn", "drop", "keep"), default="warn",
                    help="exact duplicate rows (e.g. a double export): warn and keep them, "
                    "drop the copies (counted in the report), or keep them without a warning")  # fmt: skip
+    g.add_argument("--outlying-dates", choices=("error", "drop", "keep"), default="error",
+                   help="rows dated far outside the bulk of the data (e.g. a mistyped year): "
+                   "refuse, drop (counted in the report), or keep them as real")  # fmt: skip
     g.add_argument("--group-by", action="append", default=[], metavar="COL",
                    help="input column to total the predictions by (e.g. channel), taken per "
                    "customer from its first transaction; repeatable")  # fmt: skip
@@ -313,9 +317,9 @@ def _accepts_keyword(func: Any, name: str) -> bool:
 
 def _laplace_available() -> bool:
     """Whether the installed models' ``fit`` implements ``method="laplace"``."""
-    from clvbayes.models import CLVModel
+    from clvbayes.models import CLVModel, base
 
-    methods = getattr(CLVModel, "FIT_METHODS", None)
+    methods = getattr(base, "METHODS", None)
     if methods is not None:
         return "laplace" in methods
     try:
@@ -424,12 +428,13 @@ def _validate_options(args: argparse.Namespace) -> None:
                 f"{' and '.join(given)} apply to your CSV file, but no PATH was given (the "
                 "bundled CDNOW sample is used); pass the file, or drop the option."
             )
-    dup = getattr(args, "duplicate_rows", "warn")
-    if dup != "warn" and not _duplicate_rows_supported():
-        raise UserError(
-            f"--duplicate-rows {dup} is not supported by the installed clvbayes data layer "
-            "(summarize_transactions has no duplicate_rows keyword); update clvbayes."
-        )
+    for key, default in (("duplicate_rows", "warn"), ("outlying_dates", "error")):
+        value = getattr(args, key, default)
+        if value != default and not _data_layer_accepts(key):
+            raise UserError(
+                f"--{key.replace('_', '-')} {value} is not supported by the installed clvbayes "
+                f"data layer (summarize_transactions has no {key} keyword); update clvbayes."
+            )
     if args.method == "laplace" and not _laplace_available():
         raise UserError(
             "--method laplace is not implemented by the installed clvbayes models; use "
@@ -446,11 +451,12 @@ def _validate_options(args: argparse.Namespace) -> None:
         )
 
 
-def _duplicate_rows_supported() -> bool:
+def _data_layer_accepts(keyword: str) -> bool:
+    """Whether both summary functions of the installed data layer take ``keyword``."""
     from clvbayes.data import calibration_holdout_split, summarize_transactions
 
-    return _accepts_keyword(summarize_transactions, "duplicate_rows") and _accepts_keyword(
-        calibration_holdout_split, "duplicate_rows"
+    return _accepts_keyword(summarize_transactions, keyword) and _accepts_keyword(
+        calibration_holdout_split, keyword
     )
 
 
@@ -772,8 +778,9 @@ def _summarise(tx: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
         datetime_format=args.date_format,
         negative_amounts=args.negative_amounts,
     )
-    if _duplicate_rows_supported():
-        common["duplicate_rows"] = getattr(args, "duplicate_rows", "warn")
+    for key, default in (("duplicate_rows", "warn"), ("outlying_dates", "error")):
+        if _data_layer_accepts(key):
+            common[key] = getattr(args, key, default)
     if cal is not None:
         rfm = calibration_holdout_split(tx, cal, obs, **common)
     else:
@@ -977,6 +984,8 @@ def _job(
             "customers_dropped_negative_amounts": a.get("n_customers_dropped_negative_amounts"),
             "duplicate_rows": a.get("n_duplicate_rows"),
             "duplicate_rows_dropped": a.get("n_duplicate_rows_dropped"),
+            "outlying_date_rows": a.get("n_outlying_date_rows"),
+            "outlying_date_rows_dropped": a.get("n_outlying_date_rows_dropped"),
             "customers_first_seen_in_holdout": a.get("n_customers_first_seen_in_holdout", 0),
             "customers_not_in_spend_fit (frequency 0; still predicted)": gg.fit_info_.get(
                 "n_customers_excluded"
@@ -992,6 +1001,7 @@ def _job(
         "currency": f"units of the {args.amount_col!r} column",
         "priors_file": getattr(args, "priors", None),
         "duplicate_rows": getattr(args, "duplicate_rows", "warn"),
+        "outlying_dates": getattr(args, "outlying_dates", "error"),
         "strict": bool(getattr(args, "strict", False)),
     }
     with progress.step(f"writing the report to {out_dir}"):
@@ -1065,16 +1075,23 @@ _FLAG_WORDS = (
     ("datetime_format=", "--date-format "),
     ("datetime_format", "--date-format"),
     ("negative_amounts=", "--negative-amounts "),
-    ("duplicate_rows='drop'", "--duplicate-rows drop"),
-    ("duplicate_rows='keep'", "--duplicate-rows keep"),
-    ("duplicate_rows='warn'", "--duplicate-rows warn"),
     ("duplicate_rows=", "--duplicate-rows "),
+    ("outlying_dates=", "--outlying-dates "),
     ("observation_end=", "--observation-end "),
     ("calibration_end=", "--calibration-end "),
 )
 
 
+_CHOICE_ARGUMENT = re.compile(
+    r"\b(negative_amounts|duplicate_rows|outlying_dates|encoding)='([\w.-]+)'"
+)
+_SEP_ARGUMENT = re.compile(r"\bsep=('[^']*'|\.\.\.)")
+
+
 def _cli_words(message: str) -> str:
+    """The data layer's Python argument names (``duplicate_rows='drop'``) as CLI flags."""
+    message = _CHOICE_ARGUMENT.sub(lambda m: f"--{m[1].replace('_', '-')} {m[2]}", message)
+    message = _SEP_ARGUMENT.sub(lambda m: f"--sep {m[1]}", message)
     for python, flag in _FLAG_WORDS:
         message = message.replace(python, flag)
     return message

@@ -374,3 +374,439 @@ def test_malformed_row_in_a_10m_row_file_stops_the_job_with_the_small_file_messa
     err_small = capsys.readouterr().err
     assert rc_small == 2 and "negative amounts" in err_small
     assert err.split(":")[:2] == err_small.split(":")[:2]
+
+
+# ---------------------------------------------------------------- the contract (issue 12)
+def _small_csv(tmp_path, name="tx.csv", n_customers=30, **to_csv):
+    tx = _transactions(n_customers=n_customers).rename(
+        columns={"id": "customer_id", "when": "date", "value": "amount"}
+    )
+    tx["date"] = pd.to_datetime(tx["date"], format="%d/%m/%Y").dt.strftime("%Y-%m-%d")
+    path = tmp_path / name
+    tx.to_csv(path, index=False, **to_csv)
+    return path, tx
+
+
+def _exit(argv, capsys):
+    """``main(argv)`` in-process: (exit status, stdout, stderr); argparse's exits included."""
+    try:
+        rc = cli.main(argv)
+    except SystemExit as exc:
+        rc = exc.code
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.fixture
+def no_slow_steps(monkeypatch):
+    """Fail the test if the job gets past its checks (reading the data comes first)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the job read the data before refusing the options")
+
+    monkeypatch.setattr(cli, "_read_input", refuse)
+
+
+OPTION_REFUSALS = {
+    "negative seed": (["--seed", "-3"], "--seed: must be a whole number from 0 to 4,294,967,293"),
+    "seed too large": (["--seed", str(2**32)], "must be a whole number from 0"),
+    "tiny horizon": (["--horizon", "1e-13"], "--horizon 1e-13 (weeks, the --time-unit) is outside"),
+    "horizon below a day": (["--horizon", "0.1"], "from one day (0.1429 weeks) to 100 years"),
+    "huge horizon": (["--horizon", "1e6"], "to 100 years (5,218 weeks)"),
+    "huge horizon in days": (["--time-unit", "days", "--horizon", "40000"], "(36,525 days)"),
+    "infinite horizon": (["--horizon", "inf"], "--horizon: must be a positive number"),
+    "nan horizon": (["--horizon", "nan"], "--horizon: must be a positive number"),
+    "empty output": (["-o", ""], "--output/-o: must name a folder"),
+    "blank output": (["-o", "  "], "--output/-o: must name a folder"),
+    "margin as percent": (
+        ["--margin", "30"],
+        "--margin 30 would multiply every customer's revenue by 30; the margin is a fraction "
+        "of revenue between 0 and 1, so pass --margin 0.30 for a 30 % margin. If a factor "
+        "above 1 is what you mean (e.g. a currency conversion), add --allow-margin-above-1.",
+    ),
+    "margin far above 100": (["--margin", "250"], "e.g. --margin 0.3 for 30 %"),
+    "discount rate as percent": (
+        ["--discount-rate", "10"],
+        "--discount-rate 10 reads as 1,000 % a year: the rate is a fraction, so pass "
+        "--discount-rate 0.10 for 10 % a year.",
+    ),
+    "discount rate 7.5": (["--discount-rate", "7.5"], "pass --discount-rate 0.075 for 7.5 %"),
+    "negative discount rate": (
+        ["--discount-rate", "-0.05"],
+        "--discount-rate -0.05 is negative, which would make money in the future worth more",
+    ),
+    "nan discount rate": (["--discount-rate", "nan"], "--discount-rate: must be a finite number"),
+    "per-period rate read as annual": (
+        ["--discount-rate-per-period", "0.1"],
+        "--discount-rate-per-period 0.1 per week compounds to 14,348 % a year",
+    ),
+    "per-period rate overflowing": (
+        ["--discount-rate-per-period", "1e6"],
+        "compounds to more than 10^6 % a year",
+    ),
+    "negative per-period rate": (["--discount-rate-per-period", "-0.001"], "is negative"),
+    "prob 1": (["--prob", "1"], "--prob: must be between 0 and 1"),
+    "prob nan": (["--prob", "nan"], "--prob: must be between 0 and 1"),
+    "zero tune": (["--tune", "0"], "--tune: must be at least 1"),
+    "zero chains": (["--chains", "0"], "--chains: must be at least 1"),
+    "negative prediction draws": (["--prediction-draws", "-1"], "must be 0 or more"),
+    "empty sep": (["--sep", ""], "--sep '' is empty; pass the CSV field separator"),
+    "unknown encoding": (["--encoding", "utf-99"], "--encoding 'utf-99' is not an encoding"),
+    "calibration after observation": (
+        ["--calibration-end", "2024-06-01", "--observation-end", "2024-03-01"],
+        "--calibration-end 2024-06-01 is not before --observation-end 2024-03-01",
+    ),
+    "end not a date": (["--calibration-end", "soon"], "--calibration-end 'soon' is not a date"),
+    "group column like a report column": (["--group-by", "clv_mean"], "name of a report column"),
+    "unknown duplicate option": (["--duplicate-rows", "merge"], "invalid choice: 'merge'"),
+    "unknown method": (["--method", "advi"], "invalid choice: 'advi'"),
+}
+
+
+@pytest.mark.parametrize("case", list(OPTION_REFUSALS))
+def test_options_refused_before_the_data_is_read(case, tmp_path, capsys, no_slow_steps):
+    extra, message = OPTION_REFUSALS[case]
+    path, _ = _small_csv(tmp_path)
+    out = tmp_path / "report"
+    rc, stdout, err = _exit(["run", str(path), "--method", "map", "-q", "-o", str(out), *extra],
+                            capsys)  # fmt: skip
+    assert rc == 2, err
+    assert message in " ".join(err.split()), err
+    assert "Traceback" not in err and stdout == ""
+    assert not out.exists()
+
+
+def test_sep_and_encoding_without_a_file_are_refused(capsys, no_slow_steps, tmp_path):
+    rc, _, err = _exit(["run", "--sep", ";", "-o", str(tmp_path / "r"), "-q"], capsys)
+    assert rc == 2 and "--sep apply to your CSV file, but no PATH was given" in err
+
+
+def test_margin_above_one_accepted_with_the_explicit_flag(tmp_path, capsys):
+    path, _ = _small_csv(tmp_path)
+    out = tmp_path / "r"
+    args = ["run", str(path), "--method", "map", "--prediction-draws", "50", "--format", "csv",
+            "-q", "-o", str(out), "--margin", "1.1", "--allow-margin-above-1"]  # fmt: skip
+    rc, _, err = _exit(args, capsys)
+    assert rc == 0, err
+    assert _summary(out)["settings"]["margin"] == 1.1
+
+
+def test_input_file_inside_the_output_folder_is_refused(tmp_path, capsys, no_slow_steps):
+    out = tmp_path / "rep"
+    out.mkdir()
+    path, _ = _small_csv(out)
+    before = path.read_bytes()
+    rc, _, err = _exit(["run", str(path), "--method", "map", "-q", "-o", str(out)], capsys)
+    assert rc == 2 and "holds the input file" in err
+    assert path.read_bytes() == before
+
+
+def test_output_that_is_the_current_folder_is_refused(tmp_path, capsys, monkeypatch, no_slow_steps):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("mine")
+    rc, _, err = _exit(["run", "--method", "map", "-q", "-o", "."], capsys)
+    assert rc == 2 and "current folder" in err
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+# ---------------------------------------------------------------- input checks
+def test_semicolon_csv_is_named_and_read_with_sep(tmp_path, capsys):
+    path, _ = _small_csv(tmp_path, sep=";")
+    out = tmp_path / "r"
+    base = ["run", str(path), "--method", "map", "--prediction-draws", "50", "--format", "csv",
+            "-q", "-o", str(out)]  # fmt: skip
+    rc, _, err = _exit(base, capsys)
+    assert rc == 2
+    assert "Missing column(s) 'customer_id', 'date', 'amount'" in err
+    assert "the separator looks like ';', so pass --sep ';'" in err
+    rc, _, err = _exit([*base, "--sep", ";"], capsys)
+    assert rc == 0, err
+    assert _summary(out)["data"]["input"]["csv_options"] == {"sep": ";"}
+
+
+def test_tab_separator_spelled_out(tmp_path, capsys):
+    path, _ = _small_csv(tmp_path, sep="\t")
+    out = tmp_path / "r"
+    args = ["run", str(path), "--method", "map", "--prediction-draws", "50", "--format", "csv",
+            "-q", "-o", str(out), "--sep", "\\t"]  # fmt: skip
+    rc, _, err = _exit(args, capsys)
+    assert rc == 0, err
+
+
+def test_latin1_file_needs_encoding(tmp_path, capsys):
+    _, tx = _small_csv(tmp_path)
+    tx["customer_id"] = tx["customer_id"].str.replace("0", "é", n=1)
+    path = tmp_path / "latin.csv"
+    tx.to_csv(path, index=False, encoding="latin-1")
+    out = tmp_path / "r"
+    base = ["run", str(path), "--method", "map", "--prediction-draws", "50", "--format", "csv",
+            "-q", "-o", str(out)]  # fmt: skip
+    rc, _, err = _exit(base, capsys)
+    assert rc == 2 and "Traceback" not in err
+    assert "annot read" in err and "as text in" in err
+    assert "Pass the file's encoding, e.g. --encoding latin-1" in err
+    rc, _, err = _exit([*base, "--encoding", "latin-1"], capsys)
+    assert rc == 0, err
+    ids = read_report_table(out / "customers.csv")["customer_id"]
+    assert ids.str.contains("é").any()
+
+
+def test_parquet_checks_its_columns_and_refuses_csv_options(tmp_path, capsys, no_slow_steps):
+    _, tx = _small_csv(tmp_path)
+    path = tmp_path / "tx.parquet"
+    tx.rename(columns={"date": "day"}).to_parquet(path, index=False)
+    rc, _, err = _exit(["run", str(path), "-q", "-o", str(tmp_path / "r")], capsys)
+    assert rc == 2 and "Missing column(s) 'date'" in err and "pass --date-col COL" in err
+    rc, _, err = _exit(["run", str(path), "-q", "--sep", ";", "-o", str(tmp_path / "r")], capsys)
+    assert rc == 2 and "--sep apply to CSV files, but" in err and "is read as Parquet" in err
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not parquet at all")
+    rc, _, err = _exit(["run", str(broken), "-q", "-o", str(tmp_path / "r")], capsys)
+    assert rc == 2 and "cannot read" in err and "(Parquet)" in err
+
+
+def test_csv_without_header_line(tmp_path, capsys, no_slow_steps):
+    path = tmp_path / "blank.csv"
+    path.write_text("\n\n")
+    rc, _, err = _exit(["run", str(path), "-q", "-o", str(tmp_path / "r")], capsys)
+    assert rc == 2 and "cannot read" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root ignores permissions"
+)
+def test_unreadable_input(tmp_path, capsys, no_slow_steps):
+    path, _ = _small_csv(tmp_path)
+    path.chmod(0)
+    try:
+        rc, _, err = _exit(["run", str(path), "-q", "-o", str(tmp_path / "r")], capsys)
+    finally:
+        path.chmod(0o600)
+    assert rc == 2 and f"cannot read {path}: permission denied" in err
+
+
+# ---------------------------------------------------------------- priors
+def _write_json(path, obj):
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return path
+
+
+PRIOR_REFUSALS = {
+    "unknown model": ({"pareto": {}}, "unknown model 'pareto'; valid models: 'bgnbd' "
+                      "(parameters r, alpha, a, b); 'gamma_gamma' (parameters p, q, gamma)"),
+    "unknown parameter": ({"bgnbd": {"beta": {"dist": "HalfNormal", "sigma": 1}}},
+                          "model 'bgnbd' has no parameter 'beta'; valid parameters: r, alpha, a, b"),
+    "unknown distribution": ({"gamma_gamma": {"q": {"dist": "Normal", "sigma": 1}}},
+                             "Unknown prior distribution 'Normal'. Available: HalfFlat"),
+    "missing dist": ({"gamma_gamma": {"q": {"sigma": 1}}}, 'must be an object with "dist"'),
+    "wrong parameters": ({"bgnbd": {"r": {"dist": "Gamma", "sigma": 1}}},
+                         "takes parameters ['alpha', 'beta']"),
+    "text parameter": ({"bgnbd": {"r": {"dist": "HalfNormal", "sigma": "ten"}}},
+                       "parameter 'sigma' must be a number, got 'ten'"),
+    "negative parameter": ({"bgnbd": {"r": {"dist": "HalfNormal", "sigma": -1}}},
+                           "parameter sigma=-1 must be positive"),
+    "not an object": ([1, 2], "must hold a JSON object such as"),
+    "model not an object": ({"bgnbd": 3}, "'bgnbd' must map parameter names to priors"),
+    "invalid json": ("{bgnbd: }", "is not valid JSON: Expecting property name"),
+    "duplicate key": ('{"bgnbd": {}, "bgnbd": {}}', "key(s) ['bgnbd'] appear twice"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(PRIOR_REFUSALS))
+def test_priors_file_refusals(case, tmp_path, capsys, no_slow_steps):
+    spec, message = PRIOR_REFUSALS[case]
+    priors = _write_json(tmp_path / "priors.json", spec)
+    rc, _, err = _exit(["run", "--priors", str(priors), "-q", "-o", str(tmp_path / "r")], capsys)
+    assert rc == 2, err
+    assert f"--priors {priors}" in err and message in err
+    assert "Traceback" not in err
+
+
+def test_priors_file_missing(tmp_path, capsys, no_slow_steps):
+    rc, _, err = _exit(["run", "--priors", str(tmp_path / "p.json"), "-o", str(tmp_path / "r")],
+                       capsys)  # fmt: skip
+    assert rc == 2 and "file not found; pass a JSON file such as" in err
+
+
+def test_priors_file_sets_the_priors(tmp_path, capsys):
+    path, _ = _small_csv(tmp_path)
+    spec = {"gamma_gamma": {"q": {"dist": "Gamma", "alpha": 20, "beta": 5}},
+            "bgnbd": {"a": {"dist": "HalfNormal", "sigma": 2}}}  # fmt: skip
+    priors = _write_json(tmp_path / "priors.json", spec)
+    out = tmp_path / "r"
+    args = ["run", str(path), "--method", "map", "--prediction-draws", "50", "--format", "csv",
+            "-q", "-o", str(out), "--priors", str(priors)]  # fmt: skip
+    rc, _, err = _exit(args, capsys)
+    assert rc == 0, err
+    s = _summary(out)
+    assert s["models"]["gamma_gamma"]["priors"]["q"] == {"dist": "Gamma", "alpha": 20, "beta": 5}
+    assert s["models"]["bgnbd"]["priors"]["a"] == {"dist": "HalfNormal", "sigma": 2}
+    assert s["settings"]["priors_file"] == str(priors)
+
+
+# ---------------------------------------------------------------- warnings and --strict
+def test_warnings_from_any_file_are_collected(capsys):
+    from clvbayes.errors import DataWarning, FitWarning
+
+    progress = cli._Progress(quiet=True)
+    with progress.step("a step"):
+        warnings.warn_explicit("odd rows", DataWarning, filename="/elsewhere/x.py", lineno=1)
+        warnings.warn_explicit("thin fit", FitWarning, filename="<string>", lineno=1)
+        warnings.warn_explicit("not ours", UserWarning, filename="/site/pandas/x.py", lineno=1)
+        warnings.warn("a numpy matter", RuntimeWarning)
+    assert progress.warnings == ["DataWarning: odd rows", "FitWarning: thin fit"]
+    err = capsys.readouterr().err  # data/fit warnings print even with --quiet
+    assert "clvbayes: warning: DataWarning: odd rows" in err and "not ours" not in err
+
+
+def test_strict_escalates_after_the_step_and_names_the_warning(capsys):
+    from clvbayes.errors import DataWarning
+
+    progress = cli._Progress(quiet=True, strict=True)
+    with pytest.raises(cli.StrictWarningError) as exc:
+        with progress.step("summarising per customer"):
+            warnings.warn("3 rows are exact copies; pass duplicate_rows='drop'", DataWarning)
+    text = str(exc.value)
+    assert text.startswith("--strict turns warnings into errors, and summarising per customer")
+    assert "DataWarning: 3 rows are exact copies; pass --duplicate-rows drop" in text
+    assert "run without --strict" in text
+
+
+def _duplicated_csv(tmp_path):
+    path, tx = _small_csv(tmp_path)
+    pd.concat([tx, tx.iloc[[0, 5]]]).to_csv(path, index=False)
+    return path
+
+
+needs_duplicate_rows = pytest.mark.skipif(
+    not cli._data_layer_accepts("duplicate_rows"),
+    reason="the data layer has no duplicate_rows keyword yet",
+)
+
+
+@needs_duplicate_rows
+def test_duplicate_rows_warn_record_and_strict(tmp_path, capsys):
+    path = _duplicated_csv(tmp_path)
+    out = tmp_path / "r"
+    base = ["run", str(path), "--method", "map", "--prediction-draws", "50", "--format", "csv",
+            "-q", "-o", str(out)]  # fmt: skip
+    rc, _, err = _exit([*base, "--strict"], capsys)
+    assert rc == 2 and not out.exists()
+    assert "--strict turns warnings into errors" in err and "DataWarning: 2 rows" in err
+    assert "--duplicate-rows drop" in err and "Traceback" not in err
+    rc, _, err = _exit(base, capsys)
+    assert rc == 0 and "clvbayes: warning: DataWarning: 2 rows" in err
+    recorded = _summary(out)["warnings"]
+    assert any(w.startswith("DataWarning: 2 rows") for w in recorded)
+    assert _summary(out)["data"]["excluded"]["duplicate_rows"] == 2
+    rc, _, err = _exit([*base, "--duplicate-rows", "drop"], capsys)
+    assert rc == 0, err
+    s = _summary(out)
+    assert s["data"]["excluded"]["duplicate_rows_dropped"] == 2
+    assert s["settings"]["duplicate_rows"] == "drop"
+
+
+# ---------------------------------------------------------------- the last-resort handler
+def _crash_with(monkeypatch, exc):
+    def boom(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(cli, "_summarise", boom)
+
+
+def test_unexpected_error_is_a_bug_message_with_a_log(tmp_path, capsys, monkeypatch):
+    _crash_with(monkeypatch, RuntimeError("boom in the middle"))
+    out = tmp_path / "r"
+    rc, stdout, err = _exit(["run", "--method", "map", "-q", "-o", str(out)], capsys)
+    assert rc == 3 and stdout == ""
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("clvbayes: error: unexpected internal error (RuntimeError: boom in")
+    assert "This is a bug in clvbayes, not a problem with your input or options" in err
+    assert "no report was written" in err and "--debug" in err
+    log = Path(err.split("The full traceback is in ")[1].split(";")[0])
+    try:
+        text = log.read_text()
+        assert log.name.startswith("clvbayes-crash-") and "Traceback" in text
+        assert "boom in the middle" in text and "command: clvbayes run --method map" in text
+    finally:
+        log.unlink()
+    assert not out.exists()
+
+
+def test_debug_reraises(tmp_path, monkeypatch):
+    _crash_with(monkeypatch, RuntimeError("boom"))
+    with pytest.raises(RuntimeError, match="boom"):
+        cli.main(["run", "--method", "map", "-q", "--debug", "-o", str(tmp_path / "r")])
+
+
+def test_memory_error_names_the_step(tmp_path, capsys, monkeypatch):
+    _crash_with(monkeypatch, MemoryError())
+    rc, _, err = _exit(["run", "--method", "map", "-q", "-o", str(tmp_path / "r")], capsys)
+    assert rc == 4 and "Traceback" not in err
+    assert "not enough memory while summarising per customer" in err
+    assert "fewer --prediction-draws" in err
+
+
+def test_full_disk_is_a_user_error(tmp_path, capsys, monkeypatch):
+    import errno
+
+    _crash_with(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
+    rc, _, err = _exit(["run", "--method", "map", "-q", "-o", str(tmp_path / "r")], capsys)
+    assert rc == 2 and "no space left on the disk" in err and "Traceback" not in err
+
+
+def test_interrupt_and_sigterm(tmp_path, capsys, monkeypatch):
+    import signal
+
+    _crash_with(monkeypatch, KeyboardInterrupt())
+    rc, _, err = _exit(["run", "--method", "map", "-q", "-o", str(tmp_path / "r")], capsys)
+    assert rc == 130 and "interrupted; no report was written" in err
+
+    def terminate(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the job")
+
+    monkeypatch.setattr(cli, "_summarise", terminate)
+    before = signal.getsignal(signal.SIGTERM)
+    rc, _, err = _exit(["run", "--method", "map", "-q", "-o", str(tmp_path / "r")], capsys)
+    assert rc == 143 and "terminated (SIGTERM); no report was written" in err
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is restored
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# ---------------------------------------------------------------- methods and the result line
+def test_map_result_line_gives_the_predictive_interval(tmp_path, capsys):
+    path, _ = _small_csv(tmp_path)
+    out = tmp_path / "r"
+    args = ["run", str(path), "--method", "map", "--prediction-draws", "50", "--format", "csv",
+            "-q", "-o", str(out)]  # fmt: skip
+    rc, stdout, err = _exit(args, capsys)
+    assert rc == 0, err
+    line = stdout.strip()
+    total = read_report_table(out / "segments.csv").query("grouping == 'all'").iloc[0]
+    assert f"90 % predictive interval {total['clv_total_pi_lower']:,.0f} to " in line
+    assert "parameter uncertainty not included" in line and "credible" not in line
+
+
+def test_method_help_says_what_each_is(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "nuts: full posterior" in text
+    assert "laplace: Gaussian approximation at the posterior mode" in text
+    assert "map: posterior mode only, a point estimate" in text
+
+
+@pytest.mark.skipif(not cli._laplace_available(), reason="models without method='laplace'")
+def test_laplace_run_gives_a_credible_interval(tmp_path, capsys):
+    path, _ = _small_csv(tmp_path, n_customers=60)
+    out = tmp_path / "r"
+    args = ["run", str(path), "--method", "laplace", "--prediction-draws", "200", "--format",
+            "csv", "-q", "-o", str(out)]  # fmt: skip
+    rc, stdout, err = _exit(args, capsys)
+    assert rc == 0, err
+    validate_report(out)
+    total = read_report_table(out / "segments.csv").query("grouping == 'all'").iloc[0]
+    assert total["clv_total_ci_upper"] > total["clv_total_ci_lower"]
+    assert "90 % credible interval (Laplace approximation)" in stdout
+    assert _summary(out)["settings"]["method"] == "laplace"
