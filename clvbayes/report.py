@@ -2011,20 +2011,62 @@ def export_sql(
         engine = sa.create_engine(str(con_or_url))
         try:
             with engine.begin() as con:
+                if if_exists == "replace":
+                    _check_replaceable_table(con, table_name, df)
                 df.to_sql(table_name, con, if_exists=if_exists, index=False,
                           dtype=_sqlalchemy_types(df), chunksize=chunksize)  # fmt: skip
         finally:
             engine.dispose()
     elif _is_sqlalchemy(con_or_url):
+        if if_exists == "replace":
+            _check_replaceable_table(con_or_url, table_name, df)
         df.to_sql(table_name, con_or_url, if_exists=if_exists, index=False,
                   dtype=_sqlalchemy_types(df), chunksize=chunksize)  # fmt: skip
         commit = getattr(con_or_url, "commit", None)
         if callable(commit) and getattr(con_or_url, "in_transaction", lambda: False)():
             commit()
     else:
+        if if_exists == "replace":
+            _check_replaceable_table(con_or_url, table_name, df)
         df.to_sql(table_name, con_or_url, if_exists=if_exists, index=False, chunksize=chunksize)
         con_or_url.commit()
     return len(df)
+
+
+def _existing_columns(con: Any, table_name: str) -> list[str] | None:
+    """Columns of an existing table, or None when there is no such table."""
+    if _is_sqlalchemy(con):
+        import sqlalchemy as sa
+
+        insp = sa.inspect(con)
+        if not insp.has_table(table_name):
+            return None
+        return [c["name"] for c in insp.get_columns(table_name)]
+    rows = con.execute(f'PRAGMA table_info("{table_name}")').fetchall()  # name checked strictly
+    return [r[1] for r in rows] or None
+
+
+def _check_replaceable_table(con: Any, table_name: str, df: pd.DataFrame) -> None:
+    """Refuse to drop a table that is not a report table (clvbayes never deletes others' data).
+
+    A table counts as a report table when it has ``customer_id`` (customers) or
+    ``grouping`` and ``group`` (segments) and every other column is a report column or a
+    column of the table being written (input columns).
+    """
+    cols = _existing_columns(con, table_name)
+    if cols is None:
+        return
+    known = set(RESERVED_NAMES) | set(df.columns)
+    keyed = "customer_id" in cols or {"grouping", "group"} <= set(cols)
+    foreign = [c for c in cols if c not in known]
+    if keyed and not foreign:
+        return
+    why = f"columns {foreign[:_SHOW]} are not report columns" if foreign else "no customer_id"
+    raise ValueError(
+        f"table {table_name!r} exists and is not a clvbayes report table ({why}); "
+        "export_sql replaces only report tables.  Pass another table_name, "
+        "if_exists='append' to add rows, or drop the table yourself if it can go."
+    )
 
 
 def read_sql_table(

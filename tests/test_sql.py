@@ -184,3 +184,33 @@ def test_postgres_name_is_never_run_as_sql(postgres_url):
     export_sql(_table(), postgres_url, evil)
     assert len(read_sql_table(postgres_url, evil)) == len(_table())
     assert len(read_sql_table(postgres_url, "keep")) == len(_table())
+
+
+# ---------------------------------------------------------------- never drop a foreign table
+def test_replace_refuses_a_table_clvbayes_did_not_write(tmp_path):
+    con = sqlite3.connect(tmp_path / "crm.db")
+    con.execute("CREATE TABLE invoices (invoice_id INTEGER, amount REAL)")
+    con.execute("INSERT INTO invoices VALUES (1, 9.5)")
+    con.commit()
+    with pytest.raises(ValueError, match=r"'invoices' exists and is not a clvbayes report table"):
+        export_sql(_table(), con, "invoices")
+    assert con.execute("SELECT * FROM invoices").fetchall() == [(1, 9.5)]
+    export_sql(_table(), con, "clv")
+    export_sql(_table().assign(channel="web"), con, "clv")  # a report table: replaced
+    assert len(read_sql_table(con, "clv")) == len(_table())
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    with pytest.raises(ValueError, match=r"columns \['invoice_id', 'amount'\] are not report"):
+        export_sql(_table(), url, "invoices")
+
+
+def test_postgres_replace_refuses_a_foreign_table(postgres_url):
+    engine = sa.create_engine(postgres_url)
+    try:
+        with engine.begin() as con:
+            con.execute(sa.text("CREATE TABLE orders (order_id int)"))
+        with pytest.raises(ValueError, match="'orders' exists and is not a clvbayes report"):
+            export_sql(_table(), engine, "orders")
+        with engine.connect() as con:
+            assert sa.inspect(con).has_table("orders")
+    finally:
+        engine.dispose()
