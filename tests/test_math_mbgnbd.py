@@ -479,6 +479,32 @@ def test_finite_over_extreme_parameters_frequencies_and_horizons():
         assert np.isfinite(total) and np.all(np.isfinite(grad)), params
 
 
+def test_finite_for_draws_from_the_default_priors():
+    """300 draws of the model's default priors (HalfCauchy shapes reach ~1e3), x up to 1e4."""
+    from scipy import stats
+
+    gen = np.random.default_rng(1)
+    r, alpha = stats.halfnorm(scale=10).rvs(300, gen), stats.halfnorm(scale=200).rvs(300, gen)
+    a, b = stats.halfcauchy().rvs(300, gen), stats.halfcauchy().rvs(300, gen)
+    params = [v[:, None] for v in (r, alpha, a, b)]
+    x = np.array([0.0, 1.0, 5.0, 100.0, 10_000.0])
+    T = np.array([39.0, 39.0, 20.0, 39.0, 39.0])
+    t_x = np.array([0.0, 3.0, 19.0, 38.0, 39.0])
+    assert np.all(np.isfinite(mbgnbd.loglik(*params, x, t_x, T)))
+    for t in (1.0, 52.0, 1e4):
+        for fun in (mbgnbd.expected_purchases, mbgnbd.p_alive_at):
+            assert np.all(np.isfinite(fun(*params, x, t_x, T, t))), (fun.__name__, t)
+        n = np.array([0, 1, 50, 10_000])
+        cond = mbgnbd.conditional_prob_purchases(*params, x, t_x, T, t, n[:, None, None])
+        assert np.all(np.isfinite(cond) & (cond >= 0) & (cond <= 1 + 1e-12))
+        assert np.all(np.isfinite(mbgnbd.prob_purchases(*params, t, n)))
+        assert np.all(np.isfinite(mbgnbd.expected_purchases_new(*params, t)))
+    data = mbgnbd.prepare_loglik_sum(x, t_x, T, np.ones(5))
+    for i in range(0, 300, 10):
+        total, grad = mbgnbd.loglik_sum_and_grad(r[i], alpha[i], a[i], b[i], data)
+        assert np.isfinite(total) and np.all(np.isfinite(grad))
+
+
 def test_limits():
     assert mbgnbd.expected_purchases(*MLE, 3, 20.0, 30.0, 0.0) == 0.0
     assert mbgnbd.p_alive_at(*MLE, 3, 20.0, 30.0, 0.0) == pytest.approx(
