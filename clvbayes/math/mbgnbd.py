@@ -4,9 +4,8 @@ Model
 -----
 Batislam, Denizel & Filiztekin (2007), "Empirical validation and comparison of models for
 customer base analysis", *International Journal of Research in Marketing* 24(3), 201-209
-(BDF below); Hoppe & Wagner (2007, "Customer base analysis: the case for a central variant of
-the Betageometric/NBD model", *Journal of Marketing Trends*) reach the same likelihood family
-with their CBG/NBD.  It is the BG/NBD of Fader, Hardie & Lee (2005; :mod:`clvbayes.math.bgnbd`)
+(BDF below); the CBG/NBD of Hoppe & Wagner (2007, "Customer base analysis: the case for a
+central variant of the Betageometric/NBD model") belongs to the same family.  It is the BG/NBD of Fader, Hardie & Lee (2005; :mod:`clvbayes.math.bgnbd`)
 with one change: a customer may also drop out right after the *first* purchase, so a customer
 with no repeat purchase is not certainly active.  For customer ``i``, with time measured from
 the first purchase:
@@ -569,6 +568,20 @@ def sample_latent_alive(
 
     ``lambda ~ Gamma(r + x, rate = alpha + T)``, ``p ~ Beta(a, b + x + 1)``, which is
     :func:`clvbayes.math.bgnbd.sample_latent_alive` at ``b + 1``.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator or seed
+        Random generator.
+    r, alpha, a, b : array_like
+        Positive parameters, e.g. draws of shape ``(S, 1)``.
+    frequency, T : array_like
+        Repeat purchases ``x`` and age ``T`` (data's time unit), shape ``(n,)``.
+
+    Returns
+    -------
+    lam, p : ndarray
+        Purchase rate (per time unit) and dropout probability, broadcast shape of all inputs.
     """
     _check_parameters(r=r, alpha=alpha, a=a, b=b)
     return bgnbd.sample_latent_alive(
@@ -602,6 +615,22 @@ def simulate_purchases(rng: np.random.Generator | int | None, alive, lam, p, t) 
     :func:`clvbayes.math.bgnbd.simulate_purchases`;
     ``simulate_purchases(rng, *sample_latent(rng, ...), t)`` draws from the posterior predictive
     of purchases in ``(T, T + t]``.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator or seed
+        Random generator.
+    alive : array_like of bool
+        Whether each customer is active at the start of the window.
+    lam, p : array_like
+        Purchase rates (>= 0, per time unit) and dropout probabilities per purchase (in [0, 1]).
+    t : array_like
+        Window length (>= 0, data's time unit).
+
+    Returns
+    -------
+    ndarray of int64
+        Purchase counts, broadcast shape of the inputs.
     """
     return bgnbd.simulate_purchases(rng, alive, lam, p, t)
 
@@ -609,8 +638,19 @@ def simulate_purchases(rng: np.random.Generator | int | None, alive, lam, p, t) 
 def simulate_purchase_times(
     rng: np.random.Generator | int | None, alive, lam, p, t, sort: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Purchase counts and times in ``(0, t]``: :func:`clvbayes.math.bgnbd.simulate_purchase_times`
-    (same process after ``T``, see :func:`simulate_purchases`)."""
+    """Purchase counts and purchase times in ``(0, t]`` (for discounted value).
+
+    :func:`clvbayes.math.bgnbd.simulate_purchase_times` (same process after ``T``; arguments as
+    :func:`simulate_purchases`).
+
+    Returns
+    -------
+    counts : ndarray of int64
+        Purchases per customer, broadcast shape of the inputs.
+    times : ndarray, shape (counts.sum(),)
+        Purchase times in ``(0, t]`` from the start of the window, customers in C order of
+        ``counts``, ascending within each customer when ``sort`` is true.
+    """
     return bgnbd.simulate_purchase_times(rng, alive, lam, p, t, sort=sort)
 
 
