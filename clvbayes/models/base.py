@@ -1,23 +1,30 @@
-"""Machinery shared by every clvbayes model: priors, fitting, diagnostics, save/load.
+"""Machinery shared by every clvbayes model: priors, fit dispatch, fitted state, save/load.
 
 A model class (see :mod:`clvbayes.models.bgnbd`) only says which parameters it has,
 their default priors, how to turn a customer table into compressed data, and how
 to compute the per-history log-likelihood with the array namespace of
-:mod:`clvbayes.math._xp`.  Everything else lives here, written once:
+:mod:`clvbayes.math._xp`.  Inference itself (MAP, Laplace, NUTS set-up, diagnostics)
+lives in :mod:`clvbayes.inference`; this module holds what is written once per model:
 
-* ``fit(method="nuts" | "map" | "mle")`` -- all three produce the same posterior
-  structure (``idata_.posterior`` with ``chain`` and ``draw`` dimensions; MAP/MLE
-  have one chain and one draw), so downstream code never branches on the method.
+* ``fit(method="nuts" | "laplace" | "map" | "mle")`` -- all produce the same posterior
+  structure (``posterior_``, an :class:`xarray.Dataset` with ``chain`` and ``draw``
+  dimensions; MAP/MLE have one chain and one draw, Laplace one chain of ``draws``), so
+  downstream code never branches on the method;
 * the log-likelihood is evaluated on *compressed* data: one term per distinct
   history, weighted by how many customers share it;
 * pointwise log-likelihoods for LOO/WAIC are computed on demand, per distinct
   history with counts, never stored as customers x draws;
-* ``save``/``load`` to one netCDF file with settings, priors and (optionally) data.
+* ``save``/``load`` to one netCDF file with settings, priors and (optionally) data,
+  verified on load by a content hash.
+
+``model.idata_`` is the installed ArviZ's container (InferenceData on ArviZ 0.x, DataTree
+on 1.x; see :mod:`clvbayes.compat`), built on access.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import time
@@ -27,24 +34,41 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
 
 from clvbayes.data import CompressedRFM
+from clvbayes.errors import FitWarning, ModelError
+from clvbayes.inference import ConvergenceWarning, check_convergence
 from clvbayes.math._xp import NUMPY
 from clvbayes.models.priors import Prior
 
-FORMAT_VERSION = 1
-"""Version of the saved-model file layout; bumped when it changes incompatibly."""
+__all__ = [
+    "ELPD",
+    "METHODS",
+    "CLVModel",
+    "ConvergenceWarning",
+    "ExcludedCustomersWarning",
+    "NotFittedError",
+    "check_convergence",
+    "default_nuts_sampler",
+]
+
+FORMAT_VERSION = 2
+"""Version of the saved-model file layout (2: content hash); bumped when it changes."""
+
+METHODS = ("nuts", "laplace", "map", "mle")
+"""Fit methods: full posterior, fast approximate posterior, posterior mode, likelihood maximum."""
 
 NUTS_SAMPLERS = ("pymc", "nutpie", "numpyro")
+
+BOUNDARY_LOG10 = 6.0
+"""A fitted parameter whose median is below 1e-6 or above 1e6 is reported as at the boundary."""
+
+FEW_CUSTOMERS = 20
+"""Fits on fewer customers than this get a :class:`~clvbayes.errors.FitWarning`."""
 
 
 class NotFittedError(RuntimeError):
     """Raised when a prediction is requested from a model that has not been fitted."""
-
-
-class ConvergenceWarning(UserWarning):
-    """NUTS diagnostics (divergences, r_hat, ESS) suggest the posterior is unreliable."""
 
 
 class ExcludedCustomersWarning(UserWarning):
@@ -157,9 +181,14 @@ class CLVModel:
     def _loglik_sum_function(self, data: CompressedRFM):
         """``f(*params) -> (weighted total log-likelihood, gradient)`` in NumPy, or None.
 
-        Models that provide it (prepared once per fit, picklable) get a fast likelihood in
-        PyMC's own NUTS; see :meth:`build_pymc_model`.
+        Models that provide it (prepared once per fit, picklable) get an exact gradient in
+        MAP and Laplace fits and a fast likelihood in PyMC's own NUTS; see
+        :meth:`build_pymc_model`.
         """
+        return None
+
+    def _information_problem(self, data: CompressedRFM) -> str | None:
+        """Why nothing can be learned from ``data`` (a sentence), or None; refused in ``fit``."""
         return None
 
     # ------------------------------------------------------------------ fitting
@@ -182,28 +211,53 @@ class CLVModel:
         rfm : pandas.DataFrame
             One row per customer, as returned by
             :func:`clvbayes.data.summarize_transactions` (time unit in ``rfm.attrs``).
-        method : {"nuts", "map", "mle"}
+        method : {"nuts", "laplace", "map", "mle"}
             ``"nuts"``: full posterior by NUTS (``chains`` x ``draws``).
-            ``"map"``: posterior mode under the priors (one chain, one draw).
+            ``"laplace"``: fast approximate posterior, ``draws`` independent draws of the
+            Laplace approximation at the mode in log space (one chain; real credible
+            intervals in well under a second; see :func:`clvbayes.inference.fit_laplace`
+            for its accuracy and where it breaks down).
+            ``"map"``: posterior mode under the priors (one chain, one draw: a point, so
+            predictions carry no parameter uncertainty).
             ``"mle"``: maximum likelihood, i.e. MAP with the priors ignored.
         draws, tune, chains : int
-            NUTS settings (ignored by MAP/MLE).
+            NUTS settings; ``draws`` is also the Laplace sample size.
         seed : int, optional
-            Random seed; the same seed gives the same draws.
+            Random seed (a non-negative integer); the same seed gives the same draws.
         nuts_sampler : {"pymc", "nutpie", "numpyro"}, optional
             NUTS back-end; default :func:`default_nuts_sampler`.
         **sampler_kwargs
-            Passed unchanged to :func:`pymc.sample` (NUTS) or, for MAP/MLE, to
+            Passed unchanged to :func:`pymc.sample` (NUTS) or, for MAP/MLE/Laplace, to
             :func:`scipy.optimize.minimize` as ``options``.
 
         Returns
         -------
         self
-            With ``idata_`` (ArviZ InferenceData), ``data_`` (compressed training
-            data), ``time_unit_`` and ``fit_info_`` set.
+            With ``posterior_`` (xarray Dataset of draws), ``idata_`` (the ArviZ container),
+            ``data_`` (compressed training data), ``time_unit_`` and ``fit_info_`` set.
+
+        Raises
+        ------
+        ModelError
+            When the data carry no information for this model (e.g. no customer with a
+            repeat purchase), or the Laplace approximation does not exist.
         """
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)
+                                 or seed < 0):  # fmt: skip
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
         data = self._compress(rfm)
-        n_excluded = data.n_customers - int(self._likelihood_weights(data).sum())
+        n_fitted = int(self._likelihood_weights(data).sum())
+        problem = self._information_problem(data) if n_fitted else (
+            f"none of the {data.n_customers:,} customers can be used ({self._exclusion_reason})"
+        )  # fmt: skip
+        if problem:
+            raise ModelError(
+                f"{type(self).__name__} cannot be fitted: {problem}, so nothing can be learned "
+                "about its parameters. Use a longer calibration period or more customers."
+            )
+        n_excluded = data.n_customers - n_fitted
         if n_excluded:
             warnings.warn(
                 f"{type(self).__name__}: {n_excluded} of {data.n_customers} customers are excluded "
@@ -211,70 +265,55 @@ class CLVModel:
                 ExcludedCustomersWarning,
                 stacklevel=2,
             )
+        from clvbayes import compat, inference
+
         self.data_ = data
         self.time_unit_ = rfm.attrs.get("time_unit")
         t0 = time.perf_counter()
+        stats = None
         if method in ("map", "mle"):
-            idata, info = self._fit_map(data, use_priors=method == "map", options=sampler_kwargs)
-        elif method == "nuts":
-            idata, info = self._fit_nuts(
+            values, info = inference.fit_map(self, data, use_priors=method == "map",
+                                             options=sampler_kwargs)  # fmt: skip
+            draws_dict = {k: np.array([[v]]) for k, v in values.items()}
+        elif method == "laplace":
+            draws_dict, info = inference.fit_laplace(self, data, draws=draws, seed=seed,
+                                                     options=sampler_kwargs)  # fmt: skip
+        else:
+            draws_dict, stats, info = self._fit_nuts(
                 data, draws=draws, tune=tune, chains=chains, seed=seed,
                 nuts_sampler=nuts_sampler, **sampler_kwargs,
             )  # fmt: skip
-        else:
-            raise ValueError(f"method must be 'nuts', 'map' or 'mle', got {method!r}.")
         info["fit_seconds"] = time.perf_counter() - t0
-        n_fitted = int(self._likelihood_weights(data).sum())
         info.update(
             method=method, seed=seed, n_customers=data.n_customers, n_histories=data.n_unique,
-            n_customers_fitted=n_fitted, n_customers_excluded=data.n_customers - n_fitted,
+            n_customers_fitted=n_fitted, n_customers_excluded=n_excluded,
         )  # fmt: skip
+        self.posterior_ = compat.posterior_from_arrays(draws_dict)
+        self.sample_stats_ = stats
+        info["warnings"] = self._check_information(n_fitted)
         self.fit_info_ = info
-        idata.attrs.update(self._attrs())
-        self.idata_ = idata
         return self
 
-    def _objective(self, data: CompressedRFM, use_priors: bool):
-        counts = self._likelihood_weights(data)
-
-        def negative_log_posterior(theta: np.ndarray) -> float:
-            values = np.exp(theta)
-            params = dict(zip(self.param_names, values, strict=True))
-            with np.errstate(all="ignore"):
-                total = float(np.sum(counts * self._loglik(params, data)))
-                if use_priors:
-                    total += sum(float(self.priors[k].logpdf(v)) for k, v in params.items())
-            return -total if np.isfinite(total) else 1e300
-
-        return negative_log_posterior
-
-    def _fit_map(self, data: CompressedRFM, use_priors: bool, options: dict):
-        f = self._objective(data, use_priors)
-        start = np.log([self._initial_point(data)[k] for k in self.param_names])
-        # BFGS: for 3-4 parameters its NumPy bookkeeping is ~3x cheaper than L-BFGS-B's
-        res = optimize.minimize(
-            f, start, jac=lambda th: _central_gradient(f, th), method="BFGS",
-            options={"maxiter": 2000, "gtol": 1e-8, **options},
-        )  # fmt: skip
-        if not res.success and np.max(np.abs(_central_gradient(f, res.x))) > 1e-3:
-            warnings.warn(
-                f"MAP optimisation did not converge: {res.message}. Try other priors or method='nuts'.",
-                ConvergenceWarning,
-                stacklevel=3,
+    def _check_information(self, n_fitted: int) -> list[str]:
+        """FitWarnings for fits at the edge of what the data tell; returns the messages."""
+        messages = []
+        name = type(self).__name__
+        if n_fitted < FEW_CUSTOMERS:
+            messages.append(
+                f"{name} was fitted on {n_fitted} customer(s): the population parameters are barely "
+                "identified by so few, so predictions lean on the priors. Fit on more customers."
             )
-        values = np.exp(res.x)
-        sd = _laplace_sd(f, res.x)
-        posterior = {k: np.array([[v]]) for k, v in zip(self.param_names, values, strict=True)}
-        import arviz as az
-
-        idata = az.from_dict(posterior=posterior)
-        info = {
-            "log_likelihood": -float(self._objective(data, use_priors=False)(res.x)),
-            "log_posterior": -float(res.fun),
-            "laplace_sd": dict(zip(self.param_names, sd, strict=True)),
-            "optimizer_iterations": int(res.nit),
-        }
-        return idata, info
+        for k in self.param_names:
+            median = float(np.median(self.posterior_[k].values))
+            if median > 0 and abs(np.log10(median)) > BOUNDARY_LOG10:
+                messages.append(
+                    f"{name}: parameter {k} = {median:.3g} is at the boundary of its support, so "
+                    "the data carry too little information about it (predictions that depend on "
+                    f"it are unreliable). Give {k} an informative prior (--priors) or use more data."
+                )
+        for msg in messages:
+            warnings.warn(msg, FitWarning, stacklevel=3)
+        return messages
 
     def build_pymc_model(self, data: CompressedRFM | None = None, fast: bool = False):
         """The PyMC model: priors plus the log-likelihood of the distinct histories, weighted.
@@ -323,7 +362,7 @@ class CLVModel:
         pm.Potential("loglik", (counts * ll).sum())
 
     def _fit_nuts(self, data, *, draws, tune, chains, seed, nuts_sampler, **kwargs):
-        import pymc as pm
+        from clvbayes import compat, inference
 
         sampler = nuts_sampler or default_nuts_sampler()
         if sampler not in NUTS_SAMPLERS:
@@ -335,11 +374,9 @@ class CLVModel:
         init = {k: v for k, v in self._initial_point(data).items()}
         if sampler == "pymc":
             if "step" not in kwargs and "init" not in kwargs and "initvals" not in kwargs:
-                laplace = _laplace_start(model, init, chains, seed)
-                if laplace is not None:
-                    with model:
-                        kwargs["step"] = pm.NUTS(potential=laplace[0])
-                    kwargs["initvals"] = laplace[1]
+                start = inference.nuts_start(self, data, model, chains, seed)
+                if start is not None:
+                    kwargs["step"], kwargs["initvals"] = start
             kwargs.setdefault("initvals", init)
             # dense mass matrix: the CLV posteriors are strongly correlated in log space
             # (Gamma-Gamma: corr(log p, log gamma) ~ -0.97); measured on CDNOW it cuts
@@ -353,30 +390,59 @@ class CLVModel:
             kwargs.setdefault("nuts_sampler_kwargs", {}).setdefault(
                 "low_rank_modified_mass_matrix", True
             )
-        with model:
-            idata = pm.sample(
-                draws=draws, tune=tune, chains=chains, random_seed=seed,
-                nuts_sampler=sampler, **kwargs,
-            )  # fmt: skip
-        for var in list(idata.posterior.data_vars):
-            if var not in self.param_names:
-                del idata.posterior[var]
+        groups = compat.sample_nuts(
+            model, draws=draws, tune=tune, chains=chains, random_seed=seed,
+            nuts_sampler=sampler, **kwargs,
+        )  # fmt: skip
+        posterior = groups["posterior"]
+        draws_dict = {k: posterior[k].values for k in self.param_names}
+        stats = groups.get("sample_stats")
         info = {"nuts_sampler": sampler, "draws": draws, "tune": tune, "chains": chains}
-        info.update(check_convergence(idata, self.param_names))
-        return idata, info
+        info.update(check_convergence(posterior, stats, self.param_names))
+        return draws_dict, stats, info
 
     # ------------------------------------------------------------------ fitted state
     def _check_fitted(self) -> None:
-        if not hasattr(self, "idata_"):
+        if getattr(self, "posterior_", None) is None:
             raise NotFittedError(
                 f"This {type(self).__name__} is not fitted yet: call .fit(rfm) first "
                 f"(or {type(self).__name__}.load(path))."
             )
 
+    @property
+    def idata_(self):
+        """The posterior as the installed ArviZ's container (InferenceData or DataTree).
+
+        Built on access from ``posterior_`` (and ``sample_stats_`` after NUTS); pass it to
+        ArviZ (``arviz.summary``, ``arviz.plot_trace``, ...).  Assigning an InferenceData,
+        a DataTree or a posterior Dataset replaces the model's draws.
+        """
+        from clvbayes import compat
+
+        self._check_fitted()
+        return compat.to_arviz(
+            {"posterior": self.posterior_, "sample_stats": getattr(self, "sample_stats_", None)},
+            self._attrs(),
+        )
+
+    @idata_.setter
+    def idata_(self, container) -> None:
+        from clvbayes import compat
+
+        groups = compat.groups_of(container)
+        self.posterior_ = groups["posterior"][list(self.param_names)]
+        self.sample_stats_ = groups.get("sample_stats")
+
+    @property
+    def n_draws_(self) -> int:
+        """Number of posterior draws (chains x draws; 1 for a MAP/MLE fit)."""
+        self._check_fitted()
+        return int(self.posterior_.sizes["chain"] * self.posterior_.sizes["draw"])
+
     def draws(self) -> dict[str, np.ndarray]:
         """Posterior draws of each parameter, arrays of shape (chain, draw)."""
         self._check_fitted()
-        return {k: self.idata_.posterior[k].values for k in self.param_names}
+        return {k: self.posterior_[k].values for k in self.param_names}
 
     def _resolve_data(self, rfm: pd.DataFrame | None) -> CompressedRFM:
         self._check_fitted()
@@ -389,39 +455,38 @@ class CLVModel:
         return self._compress(rfm)
 
     def summary(self, prob: float = 0.9) -> pd.DataFrame:
-        """Parameter table: mean, sd, equal-tailed interval, r_hat, ESS (bulk, tail)."""
-        import arviz as az
+        """Parameter table: mean, sd, equal-tailed interval, r_hat, ESS (bulk, tail).
+
+        A MAP/MLE fit is a point: its interval columns are empty (NaN) and ``sd`` is the
+        delta-method sd from the Hessian at the mode.  r_hat and ESS need several chains
+        of NUTS draws (a Laplace sample is independent draws: ESS = draws, r_hat empty).
+        """
+        from clvbayes import compat
 
         self._check_fitted()
-        post = self.idata_.posterior
-        rows = {}
+        post = self.posterior_
         lo, hi = (1 - prob) / 2, 1 - (1 - prob) / 2
         n_chains, n_draws = post.sizes["chain"], post.sizes["draw"]
-        if n_chains > 1 and n_draws > 3:
-            sub = post[list(self.param_names)]
-            rhat, ess_bulk, ess_tail = (
-                az.rhat(sub),
-                az.ess(sub, method="bulk"),
-                az.ess(sub, method="tail"),
-            )
+        diagnostics = n_chains > 1 and n_draws > 3
+        if diagnostics:
+            rhat = compat.rhat(post, self.param_names)
+            ess_bulk = compat.ess(post, self.param_names, "bulk")
+            ess_tail = compat.ess(post, self.param_names, "tail")
+        rows = {}
         for k in self.param_names:
             v = post[k].values
+            point = v.size == 1
             row = {
                 "mean": v.mean(),
-                "sd": v.std(ddof=1) if v.size > 1 else np.nan,
-                f"lower_{prob:g}": np.quantile(v, lo),
-                f"upper_{prob:g}": np.quantile(v, hi),
+                "sd": v.std(ddof=1) if not point else self.fit_info_.get("laplace_sd", {}).get(k),
+                f"lower_{prob:g}": np.nan if point else np.quantile(v, lo),
+                f"upper_{prob:g}": np.nan if point else np.quantile(v, hi),
+                "r_hat": rhat[k] if diagnostics else np.nan,
+                "ess_bulk": ess_bulk[k] if diagnostics else (v.size if not point else np.nan),
+                "ess_tail": ess_tail[k] if diagnostics else (v.size if not point else np.nan),
             }
-            if n_chains > 1 and n_draws > 3:
-                row["r_hat"] = float(rhat[k])
-                row["ess_bulk"] = float(ess_bulk[k])
-                row["ess_tail"] = float(ess_tail[k])
-            else:
-                row.update(r_hat=np.nan, ess_bulk=np.nan, ess_tail=np.nan)
-                if "laplace_sd" in getattr(self, "fit_info_", {}):
-                    row["sd"] = self.fit_info_["laplace_sd"][k]
             rows[k] = row
-        return pd.DataFrame(rows).T
+        return pd.DataFrame(rows).T.astype(float)
 
     # ------------------------------------------------------------------ model comparison
     def log_likelihood(self, rfm: pd.DataFrame | None = None, per: str = "customer"):
@@ -459,17 +524,17 @@ class CLVModel:
 
     def loo(self, rfm: pd.DataFrame | None = None) -> ELPD:
         """PSIS-LOO, computed per distinct history and weighted by customer counts."""
-        import arviz as az
+        from clvbayes import compat
 
         ll = self.log_likelihood(rfm, per="history")
         counts = ll["counts"].values
         if ll.sizes["chain"] * ll.sizes["draw"] < 10:
-            raise ValueError("LOO needs posterior draws: fit with method='nuts'.")
+            raise ValueError("LOO needs posterior draws: fit with method='nuts' or 'laplace'.")
         stacked = ll.stack(__sample__=("chain", "draw")).transpose("history", "__sample__").values
         # relative efficiency as arviz.loo computes it: mean ESS of the parameters / draws
-        ess = az.ess(self.idata_.posterior[list(self.param_names)], method="mean")
-        reff = float(np.mean([ess[v].values for v in self.param_names])) / stacked.shape[1]
-        log_w, k = az.psislw(-stacked, reff=reff)
+        ess = compat.ess(self.posterior_, self.param_names, "mean")
+        reff = float(np.mean(list(ess.values()))) / stacked.shape[1]
+        log_w, k = compat.psis_log_weights(-stacked, reff)
         loo_i = _logsumexp(stacked + log_w, axis=1)
         lppd_i = _logsumexp(stacked, axis=1) - np.log(stacked.shape[1])
         return _weighted_elpd("loo", loo_i, lppd_i - loo_i, counts, max_k=float(np.max(k)))
@@ -493,19 +558,32 @@ class CLVModel:
             "clvbayes_format": FORMAT_VERSION,
             "model_class": type(self).__name__,
             "priors": json.dumps({k: p.to_dict() for k, p in self.priors.items()}),
-            "time_unit": str(getattr(self, "time_unit_", "")),
-            "fit_info": json.dumps(info, default=float),
+            "time_unit": str(getattr(self, "time_unit_", "") or ""),
+            "fit_info": json.dumps(info, default=_json_default),
         }
 
     def save(self, path: str | os.PathLike, include_data: bool = True) -> None:
-        """Save the fitted model (posterior, priors, settings, optionally data) to one netCDF file."""
+        """Save the fitted model to one netCDF file (ArviZ's layout, readable by either stack).
+
+        Holds the posterior (and NUTS sample statistics), priors, fit settings and, with
+        ``include_data``, the compressed training data with customer ids; a SHA-256 hash
+        over all of it is stored and checked by :meth:`load`.  The file is written to a
+        temporary name beside ``path`` and renamed into place, so an existing file is
+        replaced only by a complete one (a full disk leaves it as it was).
+
+        Raises
+        ------
+        OSError
+            When the file cannot be written (the message names the path).
+        """
         import xarray as xr
 
+        from clvbayes import compat
+
         self._check_fitted()
-        idata = self.idata_.copy()
-        for group in ("constant_data",):
-            if group in idata.groups():
-                del idata[group]
+        groups = {"posterior": self.posterior_}
+        if getattr(self, "sample_stats_", None) is not None:
+            groups["sample_stats"] = self.sample_stats_
         if include_data and getattr(self, "data_", None) is not None:
             d = self.data_
             ds = xr.Dataset(
@@ -518,54 +596,167 @@ class CLVModel:
             )
             ds.attrs["customer_id_name"] = str(d.customer_ids.name)
             ds.attrs["customer_id_dtype"] = str(d.customer_ids.dtype)
-            idata.add_groups(constant_data=ds)
-        idata.attrs.update(self._attrs())
-        idata.to_netcdf(str(path), engine="h5netcdf")
+            groups["constant_data"] = ds
+        attrs = self._attrs()
+        attrs["clvbayes_sha256"] = _content_hash(groups, attrs)
+        path = os.fspath(path)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            compat.write_groups(tmp, groups, attrs)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CLVModel:
-        """Load a model saved with :meth:`save`; predictions are identical to the original's."""
-        import arviz as az
+        """Load a model saved with :meth:`save`; predictions are identical to the original's.
 
+        Loading reads arrays and JSON text only: it never unpickles or executes anything
+        from the file.  The content hash is verified, so a file edited after it was saved
+        (a parameter, the customer ids or their dtype, the counts) is refused.
+
+        Raises
+        ------
+        ModelError
+            When the file is not a clvbayes model file, was written by an incompatible
+            version, fails verification, or holds another model class.
+        """
+        from clvbayes import compat
         from clvbayes import models as registry
 
-        idata = az.from_netcdf(str(path), engine="h5netcdf")
-        fmt = idata.attrs.get("clvbayes_format")
-        fmt = None if fmt is None else int(fmt)
-        if fmt != FORMAT_VERSION:
-            raise ValueError(
-                f"{path}: saved-model format {fmt} (clvbayes {idata.attrs.get('clvbayes_version')}) "
-                f"cannot be read by this clvbayes (format {FORMAT_VERSION}). Refit the model, or load it "
-                f"with the clvbayes version that wrote it."
+        where = os.fspath(path)
+        if not os.path.isfile(where):
+            raise ModelError(f"{where}: no such model file.")
+        try:
+            groups, attrs = compat.read_groups(where)
+        except Exception as err:  # h5py/netCDF raise many types for a broken file
+            raise ModelError(
+                f"{where} is not a readable clvbayes model file ({type(err).__name__}: {err}). "
+                "Save the model again with model.save(path)."
+            ) from None
+        fmt = attrs.get("clvbayes_format")
+        try:
+            fmt = None if fmt is None else int(fmt)
+        except (TypeError, ValueError):
+            fmt = None
+        if fmt not in (1, FORMAT_VERSION):
+            raise ModelError(
+                f"{where}: saved-model format {fmt} (clvbayes {attrs.get('clvbayes_version')}) "
+                f"cannot be read by this clvbayes (format {FORMAT_VERSION}). Refit the model, or "
+                "load it with the clvbayes version that wrote it."
             )
-        name = idata.attrs["model_class"]
-        model_cls = getattr(registry, name, None)
-        if model_cls is None or not issubclass(model_cls, cls):
-            raise ValueError(f"{path} holds a {name}, not a {cls.__name__}.")
-        priors = {k: Prior.from_dict(v) for k, v in json.loads(idata.attrs["priors"]).items()}
-        model = model_cls(priors=priors)
-        model.time_unit_ = idata.attrs.get("time_unit") or None
-        model.fit_info_ = json.loads(idata.attrs.get("fit_info", "{}"))
-        model.data_ = None
-        if "constant_data" in idata.groups():
-            cd = idata.constant_data
-            ids = pd.Index(
-                cd["customer_id"].values.astype(str), name=cd.attrs.get("customer_id_name")
+        if fmt == FORMAT_VERSION:
+            stored = attrs.pop("clvbayes_sha256", None)
+            if stored != _content_hash(groups, attrs):
+                raise ModelError(
+                    f"{where} was modified after clvbayes saved it (its content hash does not "
+                    "match): its posterior, data or settings cannot be trusted. Save the model "
+                    "again from its fit."
+                )
+        else:
+            warnings.warn(
+                f"{where} was saved by an older clvbayes (format 1) without a content hash, so "
+                "it cannot be verified; save it again to get a verified file.",
+                FitWarning,
+                stacklevel=2,
             )
-            dtype = cd.attrs.get("customer_id_dtype", "object")
-            if dtype.startswith(("int", "uint")):
-                ids = ids.astype(dtype)
-            model.data_ = CompressedRFM(
-                values={c: cd[c].values for c in model.history_columns},
-                counts=cd["counts"].values.astype(np.int64),
-                inverse=cd["inverse"].values.astype(np.int64),
-                customer_ids=ids,
-                columns=model.history_columns,
-            )
-        for var in list(idata.posterior.data_vars):
-            idata.posterior[var] = idata.posterior[var].load()
-        model.idata_ = idata
+        try:
+            model = _rebuild(cls, registry, groups, attrs, where)
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as err:
+            raise ModelError(f"{where} is not a valid clvbayes model file: {err}.") from None
         return model
+
+    # reading the pieces back -------------------------------------------------------------
+    @classmethod
+    def _data_from_file(cls, cd, where: str) -> CompressedRFM:
+        ids = pd.Index(cd["customer_id"].values.astype(str), name=cd.attrs.get("customer_id_name"))
+        dtype = str(cd.attrs.get("customer_id_dtype", "object"))
+        if dtype.startswith(("int", "uint")):
+            ids = ids.astype(dtype)
+        counts = cd["counts"].values
+        inverse = cd["inverse"].values
+        n_hist = counts.size
+        if (counts < 0).any() or (counts != np.round(counts)).any():
+            raise ValueError("its history counts are not non-negative whole numbers")
+        if inverse.size != ids.size or ((inverse < 0) | (inverse >= n_hist)).any():
+            raise ValueError("its customer-to-history index does not match the histories")
+        if np.bincount(inverse.astype(np.int64), minlength=n_hist).tolist() != counts.tolist():
+            raise ValueError("its history counts do not match the customers")
+        values = {c: cd[c].values for c in cls.history_columns}
+        return CompressedRFM(
+            values=values, counts=counts.astype(np.int64), inverse=inverse.astype(np.int64),
+            customer_ids=ids, columns=cls.history_columns,
+        )  # fmt: skip
+
+
+def _rebuild(cls, registry, groups: dict, attrs: dict, where: str) -> CLVModel:
+    name = str(attrs["model_class"])
+    model_cls = getattr(registry, name, None)
+    if not (isinstance(model_cls, type) and issubclass(model_cls, CLVModel)):
+        raise ValueError(f"it names an unknown model class {name!r}")
+    if not issubclass(model_cls, cls):
+        raise ModelError(f"{where} holds a {name}, not a {cls.__name__}.")
+    priors = {k: Prior.from_dict(v) for k, v in json.loads(attrs["priors"]).items()}
+    model = model_cls(priors=priors)
+    posterior = groups["posterior"]
+    missing = [k for k in model_cls.param_names if k not in posterior]
+    if missing:
+        raise ValueError(f"its posterior lacks parameter(s) {missing}")
+    for k in model_cls.param_names:
+        v = posterior[k].values
+        if posterior[k].dims != ("chain", "draw") or not np.all(np.isfinite(v)) or (v <= 0).any():
+            raise ValueError(f"its draws of {k} are not positive finite (chain, draw) values")
+    model.posterior_ = posterior[list(model_cls.param_names)]
+    model.sample_stats_ = groups.get("sample_stats")
+    model.time_unit_ = attrs.get("time_unit") or None
+    model.fit_info_ = json.loads(attrs.get("fit_info", "{}"))
+    model.data_ = None
+    if "constant_data" in groups:
+        model.data_ = model_cls._data_from_file(groups["constant_data"], where)
+    return model
+
+
+def _json_default(obj):
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating | float):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def _canonical(value):
+    """Attribute values as plain Python (netCDF gives numpy scalars back), for hashing."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def _content_hash(groups: dict, attrs: dict) -> str:
+    """SHA-256 over every group's variables (name, dims, dtype, values), attrs and settings."""
+    h = hashlib.sha256()
+    for gname in sorted(groups):
+        ds = groups[gname]
+        h.update(
+            f"group:{gname};attrs:{json.dumps({k: _canonical(v) for k, v in ds.attrs.items()}, sort_keys=True, default=str)}".encode()
+        )
+        for vname in sorted(ds.variables):
+            var = ds.variables[vname]
+            values = np.asarray(var.values)
+            kind = "str" if values.dtype.kind in "OUS" else values.dtype.str
+            h.update(f"var:{vname};dims:{var.dims};dtype:{kind};shape:{values.shape}".encode())
+            if values.dtype.kind in "OUS":
+                h.update("\x1f".join(map(str, values.ravel().tolist())).encode())
+            else:
+                h.update(np.ascontiguousarray(values).tobytes())
+    clean = {k: _canonical(v) for k, v in attrs.items() if k != "clvbayes_sha256"}
+    h.update(json.dumps(clean, sort_keys=True, default=str).encode())
+    return h.hexdigest()
 
 
 def _loglik_op(func, n_params: int):
@@ -609,9 +800,6 @@ def _loglik_op_class():
             output_storage[0][0] = np.asarray(total, dtype=np.float64)
             output_storage[1][0] = np.asarray(grad, dtype=np.float64)
 
-        def infer_shape(self, fgraph, node, input_shapes):
-            return [(), (self.n_params,)]
-
         def L_op(self, inputs, outputs, output_grads):
             g_total, g_grad = output_grads
             if not isinstance(g_grad.type, DisconnectedType):
@@ -631,130 +819,6 @@ class _SharedView:
 
     def __getitem__(self, name: str):
         return self._shared[name]
-
-
-def check_convergence(idata, var_names, max_rhat: float = 1.01, min_ess_per_chain: int = 100):
-    """Warn (ConvergenceWarning) on divergences, r_hat above ``max_rhat`` or low ESS.
-
-    Returns a dict with the figures (divergences, max r_hat, min bulk/tail ESS).
-    """
-    import arviz as az
-
-    post = idata.posterior[list(var_names)]
-    chains = post.sizes["chain"]
-    n_div = int(idata.sample_stats["diverging"].sum()) if "sample_stats" in idata.groups() else 0
-    rhat = az.rhat(post).to_array().values.max() if chains > 1 else np.nan
-    ess_bulk = az.ess(post, method="bulk").to_array().values.min()
-    ess_tail = az.ess(post, method="tail").to_array().values.min()
-    problems = []
-    if n_div:
-        problems.append(f"{n_div} divergent transitions")
-    if chains > 1 and rhat > max_rhat:
-        problems.append(f"max r_hat {rhat:.3f} > {max_rhat}")
-    if min(ess_bulk, ess_tail) < min_ess_per_chain * chains:
-        problems.append(
-            f"low effective sample size (bulk {ess_bulk:.0f}, tail {ess_tail:.0f}; "
-            f"want >= {min_ess_per_chain * chains})"
-        )
-    if problems:
-        warnings.warn(
-            "NUTS diagnostics: " + "; ".join(problems) + ". Intervals may be unreliable: "
-            "increase tune/draws, raise target_accept, or review the priors.",
-            ConvergenceWarning,
-            stacklevel=4,
-        )
-    return {
-        "divergences": n_div,
-        "max_r_hat": float(rhat),
-        "min_ess_bulk": float(ess_bulk),
-        "min_ess_tail": float(ess_tail),
-    }
-
-
-def _central_gradient(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
-    g = np.empty_like(x)
-    for i in range(x.size):
-        e = np.zeros_like(x)
-        e[i] = h
-        g[i] = (f(x + e) - f(x - e)) / (2 * h)
-    return g
-
-
-def _laplace_start(model, init: dict, chains: int, seed):
-    """Dense NUTS mass matrix and chain starts from the Laplace approximation, or None.
-
-    PyMC's default adaptation starts from the identity matrix; with many customers the
-    posterior sd in log space is ~1e-3, so early tuning builds maximal trees (1023 leapfrog
-    steps) until the matrix has adapted -- most of the fit time at 1M customers.  Here the
-    mode is found on the unconstrained space (the gradient is cheap), the covariance is the
-    inverse of the Hessian of -log p there (central differences of the gradient), and each
-    chain starts at its own draw from that normal approximation.  Adaptation then refines
-    the matrix as usual.
-    """
-    import pymc as pm
-    from pymc.blocking import DictToArrayBijection, RaveledVars
-    from pymc.step_methods.hmc.quadpotential import QuadPotentialFullAdapt
-
-    try:
-        with model:
-            start = pm.find_MAP(start=init, progressbar=False, include_transformed=True)
-        names = [v.name for v in model.value_vars]
-        point = {k: np.asarray(start[k]) for k in names}
-        x0 = DictToArrayBijection.map(point)
-        dlogp = model.compile_dlogp()
-
-        def grad(x):
-            return dlogp(DictToArrayBijection.rmap(RaveledVars(x, x0.point_map_info)))
-
-        n = x0.data.size
-        cov = np.linalg.inv(-_fd_hessian(grad, x0.data, 1e-5))
-        chol = np.linalg.cholesky(cov)
-    except (np.linalg.LinAlgError, ValueError, FloatingPointError):
-        return None
-    if not np.all(np.isfinite(chol)):
-        return None
-    rng = np.random.default_rng(seed)
-    starts = []
-    for _ in range(chains):
-        x = x0.data + chol @ rng.standard_normal(n)
-        raw = DictToArrayBijection.rmap(RaveledVars(x, x0.point_map_info))
-        starts.append(dict(_constrained(model, k, v) for k, v in raw.items()))
-    potential = QuadPotentialFullAdapt(n, x0.data, cov, initial_weight=10, rng=rng)
-    return potential, starts
-
-
-def _constrained(model, value_name: str, value) -> tuple[str, np.ndarray]:
-    """``("r_log__", log r)`` -> ``("r", r)``: initvals are given on the constrained space."""
-    value_var = next(v for v in model.value_vars if v.name == value_name)
-    rv = model.values_to_rvs[value_var]
-    transform = model.rvs_to_transforms.get(rv)
-    if transform is not None:
-        value = transform.backward(np.asarray(value)).eval()
-    return rv.name, np.asarray(value)
-
-
-def _fd_hessian(grad, x: np.ndarray, h: float) -> np.ndarray:
-    """Symmetrised Hessian from central differences of the gradient function ``grad``."""
-    n = x.size
-    hess = np.empty((n, n))
-    for i in range(n):
-        e = np.zeros(n)
-        e[i] = h
-        hess[i] = (grad(x + e) - grad(x - e)) / (2 * h)
-    return (hess + hess.T) / 2
-
-
-def _laplace_sd(f, theta: np.ndarray, h: float = 1e-4) -> np.ndarray:
-    """Posterior sd of the parameters from the Hessian of -log p in log space (delta method)."""
-    n = theta.size
-    hess = _fd_hessian(lambda t: _central_gradient(f, t), theta, h)
-    try:
-        cov = np.linalg.inv(hess)
-        var = np.diag(cov)
-    except np.linalg.LinAlgError:
-        var = np.full(n, np.nan)
-    with np.errstate(invalid="ignore"):
-        return np.exp(theta) * np.sqrt(np.where(var > 0, var, np.nan))
 
 
 def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:

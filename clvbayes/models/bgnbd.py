@@ -93,6 +93,14 @@ class BetaGeoModel(CLVModel):
         )
         return functools.partial(bgnbd.loglik_sum_and_grad, data=prepared)
 
+    def _information_problem(self, data: CompressedRFM) -> str | None:
+        if not (data["frequency"] > 0).any():
+            return (
+                f"none of the {data.n_customers:,} customers made a repeat purchase (frequency 0 "
+                "for all)"
+            )
+        return None
+
     def _initial_point(self, data: CompressedRFM) -> dict[str, float]:
         w = data.counts / data.counts.sum()
         mean_t = float(np.sum(w * data["T"]))

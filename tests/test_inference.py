@@ -1,0 +1,155 @@
+"""MAP with the exact gradient, the Laplace fast path, and fits the data cannot support."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import BGNBD_MLE, GG_MLE, flat_priors
+
+from clvbayes import inference
+from clvbayes.errors import FitWarning, ModelError
+from clvbayes.models import BetaGeoModel, GammaGammaModel
+
+
+def test_log_density_gradient_matches_finite_differences(cdnow):
+    """The exact gradient (likelihood, priors, Jacobian) against central differences."""
+    model = BetaGeoModel()
+    data = model._compress(cdnow)
+    for jacobian in (False, True):
+        f = inference.log_density(model, data, use_priors=True, jacobian=jacobian)
+        theta = np.log([0.3, 5.0, 0.7, 2.0])
+        _, grad = f(theta)
+        fd = inference._central_gradient(lambda t: f(t)[0], theta, h=1e-6)
+        np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-4)
+
+
+def test_mle_with_exact_gradient_reproduces_published_estimates(cdnow):
+    bg = BetaGeoModel(priors=flat_priors(BetaGeoModel)).fit(cdnow, method="mle")
+    for k, v in BGNBD_MLE.items():
+        assert bg.draws()[k].item() == pytest.approx(v, rel=2e-3), k
+    assert bg.fit_info_["log_likelihood"] == pytest.approx(-9582.4, abs=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gg = GammaGammaModel(priors=flat_priors(GammaGammaModel)).fit(cdnow, method="mle")
+    for k, v in GG_MLE.items():
+        assert gg.draws()[k].item() == pytest.approx(v, rel=2e-3), k
+
+
+def test_laplace_gives_distinct_reproducible_draws_in_the_nuts_structure(cdnow):
+    a = BetaGeoModel().fit(cdnow, method="laplace", seed=1)
+    b = BetaGeoModel().fit(cdnow, method="laplace", seed=1)
+    c = BetaGeoModel().fit(cdnow, method="laplace", seed=2, draws=200)
+    assert a.posterior_.sizes == {"chain": 1, "draw": 1000}
+    assert c.posterior_.sizes == {"chain": 1, "draw": 200}
+    for k in a.param_names:
+        np.testing.assert_array_equal(a.draws()[k], b.draws()[k])
+        v = a.draws()[k].ravel()
+        assert np.unique(v).size == v.size and v.std() > 0  # a real spread, not a point
+    assert not np.array_equal(a.draws()["r"][:, :200], c.draws()["r"])
+    # its sd matches the curvature of the log-likelihood at the mode (published SEs)
+    s = a.summary()
+    assert s.loc["r", "sd"] == pytest.approx(0.0126, rel=0.2)
+    assert s.loc["alpha", "sd"] == pytest.approx(0.378, rel=0.2)
+    assert np.isfinite(s["lower_0.9"]).all() and (s["upper_0.9"] > s["lower_0.9"]).all()
+
+
+def test_map_summary_shows_no_interval(bgnbd_mle):
+    s = bgnbd_mle.summary()
+    assert s["lower_0.9"].isna().all() and s["upper_0.9"].isna().all()
+    assert (s["sd"] > 0).all()  # the delta-method sd is reported, labelled as such in the docs
+
+
+@pytest.mark.parametrize("bad", [-3, 1.5, True, "1"])
+def test_bad_seed_is_refused_before_fitting(cdnow, bad):
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        BetaGeoModel().fit(cdnow, method="laplace", seed=bad)
+
+
+def _rfm(x, t_x, T, z=None):
+    df = pd.DataFrame(
+        {"frequency": x, "recency": t_x, "T": T},
+        index=pd.Index([f"c{i}" for i in range(len(x))], name="customer_id"),
+    )
+    if z is not None:
+        df["monetary_value"] = z
+    df.attrs["time_unit"] = "weeks"
+    return df
+
+
+def test_no_repeat_purchases_is_refused():
+    rfm = _rfm([0] * 50, [0.0] * 50, np.linspace(5, 30, 50), z=[0.0] * 50)
+    with pytest.raises(ModelError, match=r"none of the 50 customers made a repeat purchase"):
+        BetaGeoModel().fit(rfm, method="map")
+    with pytest.raises(ModelError, match=r"none of the 50 customers can be used"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            GammaGammaModel().fit(rfm, method="map")
+
+
+def test_one_customer_fit_warns_about_information():
+    rfm = _rfm([3], [20.0], [30.0])
+    with pytest.warns(FitWarning, match=r"fitted on 1 customer\(s\)"):
+        m = BetaGeoModel().fit(rfm, method="map")
+    assert any("fitted on 1 customer" in w for w in m.fit_info_["warnings"])
+
+
+def test_parameter_at_the_boundary_is_reported():
+    """MLE on one customer drives the dropout parameter a to 0 (the support boundary)."""
+    rfm = _rfm([3], [20.0], [30.0])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = BetaGeoModel(priors=flat_priors(BetaGeoModel)).fit(rfm, method="mle")
+    msgs = [str(w.message) for w in caught if issubclass(w.category, FitWarning)]
+    assert any("at the boundary of its support" in s for s in msgs), msgs
+    assert any("at the boundary" in s for s in m.fit_info_["warnings"])
+
+
+def test_laplace_refuses_when_the_approximation_does_not_exist():
+    """Flat priors and a single customer: the posterior is not curved in every direction."""
+    rfm = _rfm([0], [0.0], [10.0])
+    rfm2 = pd.concat([rfm, _rfm([2], [5.0], [10.0]).rename(index={"c0": "c1"})])
+    rfm2.attrs["time_unit"] = "weeks"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ModelError, match=r"(Laplace approximation does not exist|not finite)"):
+            BetaGeoModel(priors=flat_priors(BetaGeoModel)).fit(rfm2, method="laplace")
+
+
+@pytest.mark.slow
+def test_laplace_agrees_with_nuts_on_cdnow(cdnow):
+    """The agreement stated in :func:`clvbayes.inference.fit_laplace`, on CDNOW."""
+    from clvbayes.predict import score_customers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fits = {}
+        for method in ("nuts", "laplace"):
+            bg = BetaGeoModel().fit(cdnow, method=method, seed=7, progressbar=False)
+            gg = GammaGammaModel().fit(cdnow, method=method, seed=8, progressbar=False)
+            fits[method] = (bg, gg)
+    report = {}
+    for i, name in enumerate(("bgnbd", "gg")):
+        sn, sl = fits["nuts"][i].summary(), fits["laplace"][i].summary()
+        z = ((sl["mean"] - sn["mean"]) / sn["sd"]).abs()
+        sd_ratio = sl["sd"] / sn["sd"]
+        report[name] = (z.round(3).to_dict(), sd_ratio.round(3).to_dict())
+        assert (z <= 0.15).all(), (name, z)
+        assert ((sd_ratio > 0.85) & (sd_ratio < 1.15)).all(), (name, sd_ratio)
+    scores = {m: score_customers(cdnow, *fits[m], horizon=52, annual_discount_rate=0.1,
+                                 outcomes=False, seed=3) for m in fits}  # fmt: skip
+    for q in ("p_alive", "clv"):
+        width = {
+            m: (s.customers[f"{q}_ci_upper"] - s.customers[f"{q}_ci_lower"])
+            for m, s in scores.items()
+        }
+        ratio = float(np.median(width["laplace"] / width["nuts"].where(width["nuts"] > 0)))
+        report[q] = ratio
+        assert 0.85 <= ratio <= 1.15, (q, ratio)
+    tn, tl = scores["nuts"].segments["all"].iloc[0], scores["laplace"].segments["all"].iloc[0]
+    w = tn["clv_total_ci_upper"] - tn["clv_total_ci_lower"]
+    for end in ("clv_total_ci_lower", "clv_total_ci_upper"):
+        assert abs(tl[end] - tn[end]) <= 0.10 * w, (end, tl[end], tn[end])
+    print("\nLaplace vs NUTS on CDNOW:", report)
