@@ -121,6 +121,17 @@ def _read_csv(
         raise _csv_error(path, err, sep, encoding) from err
 
 
+def _parquet_columns(path: Path) -> list[str] | None:
+    """Column names of a Parquet file or directory, or None when its schema cannot be read."""
+    try:
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(path) if path.is_file() else pq.ParquetDataset(path).schema
+    except Exception:
+        return None
+    return [n for n in schema.names if not n.startswith("__")]
+
+
 def read_transactions(
     path_or_df: str | os.PathLike[str] | pd.DataFrame,
     *,
@@ -180,10 +191,20 @@ def read_transactions(
         except FileNotFoundError:
             raise
         except (ValueError, KeyError, OSError) as err:
+            present = _parquet_columns(path)
+            missing = [c for c in columns or [] if present is not None and c not in present]
+            if missing:
+                raise DataError(
+                    f"Missing column(s) {', '.join(map(repr, missing))} in {str(path)!r}; "
+                    f"columns present: {', '.join(map(repr, present))}. Rename the columns "
+                    "or name the ones that hold these values."
+                ) from err
+            first_line = (
+                str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            )
             raise DataError(
-                f"Cannot read {str(path)!r} as Parquet: {err}"
-                + (f" (columns asked for: {', '.join(map(repr, columns))})" if columns else "")
-                + ". Check that the file is complete and holds these columns."
+                f"Cannot read {str(path)!r} as Parquet ({first_line}). Check that the file "
+                "is complete (not truncated by an interrupted copy) and is a Parquet file."
             ) from err
     if name.endswith(_CSV_SUFFIXES):
         return _read_csv(path, customer_id_col, columns, sep, encoding, dict(read_kwargs))
