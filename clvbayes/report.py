@@ -17,7 +17,24 @@ data_dictionary.csv / .md   every column of every table: type, unit, meaning
 *.png                       P(alive) and CLV distributions, CLV by recency x frequency,
                             CLV totals by named segment with both intervals
 bgnbd.nc, gamma_gamma.nc    the fitted models (``CLVModel.load(path)``)
+.clvbayes-manifest.json     name, size and SHA-256 of every file above
 ==========================  ===========================================================
+
+What clvbayes writes and what it never touches: :func:`write_report` writes the whole
+folder in a staging folder next to it and swaps it into place in one step, so the
+folder is always either the old report or the new one.  It replaces an existing folder
+only when every entry in it is a file its manifest lists, unchanged; a folder with
+anything else (a copied input file, notes, a subfolder, an edited table, a report from a
+clvbayes that wrote no manifest) is refused with the entries named.  One run writes a
+folder at a time (a lock file ``.<name>.<hash>.lock`` beside it).  What a killed run
+leaves beside the folder (``.<name>.<hash>.partial-*``, ``.<name>.<hash>.old-*``) is
+removed by the next run only as far as the manifest or the staging journal proves it
+clvbayes' own.  Free space is checked before anything is written.
+
+MAP reports (``method="map"``, a point estimate of the parameters): the sd and
+credible-interval columns of expectations are empty, and the data dictionary and
+``model_summary`` say why; ``model_summary`` shows the Laplace sd of each parameter but
+no interval.  Predictive intervals remain (the customers' own randomness only).
 
 One schema definition (:data:`SCHEMA`) generates the data dictionary and is what
 :func:`validate_report` checks the files against.  Tables round-trip exactly through
@@ -26,7 +43,13 @@ keeps types) and through SQL with :func:`export_sql` / :func:`read_sql_table`.
 
 CSV conventions: comma separated, UTF-8, header row, ``.`` as decimal point, dates as
 ISO ``YYYY-MM-DD[ HH:MM:SS]``, booleans ``True``/``False``, missing values as empty
-fields (so an empty text value reads back as missing).
+fields (so an empty text value reads back as missing).  Text cells (ids, segment and
+group values, input column names) that a spreadsheet would run as a formula -- starting
+with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return -- are written with a leading
+``'`` (and text already starting with ``'`` gets one more); plain numbers such as ``-5``
+and numeric columns are left alone.  :func:`read_report_table` removes the ``'``, so values
+round-trip exactly; Parquet and SQL hold the values unchanged.  When some text holds a
+carriage return, every field of that file is quoted.
 """
 
 from __future__ import annotations
@@ -1155,7 +1178,8 @@ def replace_refusal(
         return (
             f"output folder {out} is a clvbayes report but also holds {len(extra)} entr"
             f"{'y' if len(extra) == 1 else 'ies'} clvbayes did not write or that changed: "
-            f"{_listing(extra)}; replacing it would delete them: {fix}."
+            f"{_listing(extra)}; replacing the folder would delete "
+            f"{'it' if len(extra) == 1 else 'them'}: {fix}."
         )
     return None
 
@@ -1499,7 +1523,7 @@ def _publish(tmp: Path, out: Path) -> None:
 
 # --- disk space ---------------------------------------------------------------------------
 
-_CSV_BYTES = {"f": 25, "i": 21, "u": 21, "b": 6, "M": 27}  # widest text of one value, bytes
+_CSV_BYTES = {"f": 23, "i": 21, "u": 21, "b": 6, "M": 27}  # widest text of one value, bytes
 
 
 def _table_bytes(df: pd.DataFrame, formats: Sequence[str]) -> int:
