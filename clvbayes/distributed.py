@@ -1028,7 +1028,7 @@ def _check_one_row_per_customer(tmp: Path, n_partitions: int) -> None:
         )
     n = sum(f["n"] for f in found)
     if n:
-        examples = [e for f in found for e in f["examples"]][:5]
+        examples = sorted(e for f in found for e in f["examples"])[:5]
         shown = ", ".join(
             f"{key!r} (partitions {' and '.join(map(str, where))})"
             if len(where) > 1

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import warnings
@@ -210,3 +211,415 @@ def test_failed_scoring_writes_nothing(client, expected, models, tmp_path):
         score_customers_dask(rfm, bg, gg, good, overwrite=True, **SCORE)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
     assert len(pd.read_parquet(good)) == len(expected)
+
+
+# ---------------------------------------------------------------------------------------
+# issue 12, defect 7 and its siblings: partitions that disagree, files that cannot be
+# read, a customer in two partitions, and an output folder clvbayes did not write.
+# Most use the synchronous scheduler: the behaviour under test needs no cluster.
+
+dask = pytest.importorskip("dask")
+from clvbayes.errors import DataWarning  # noqa: E402
+
+
+@pytest.fixture
+def sync():
+    with dask.config.set({"scheduler": "synchronous", "dataframe.shuffle.method": "tasks"}):
+        yield
+
+
+def _quiet(fn, *args, **kwargs):
+    """Call ``fn`` with the DataWarnings about CDNOW's own duplicate rows silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "[0-9,]+ rows? .* exact cop", DataWarning)
+        return fn(*args, **kwargs)
+
+
+def test_ids_as_text_in_one_file_and_integers_in_another_are_refused(sync, tx, tmp_path):
+    """Defect 7: 2,358 customers instead of 2,357 (one split in two), where memory refuses."""
+    a, b = _split_rows(tx, 2)
+    a.to_parquet(tmp_path / "a.parquet", index=False)
+    b.astype({"customer_id": "int64"}).to_parquet(tmp_path / "b.parquet", index=False)
+    with pytest.raises(DataError, match="mix types"):  # the in-memory path refuses them
+        summarize_transactions(
+            pd.concat([pd.read_parquet(p) for p in sorted(tmp_path.iterdir())]),
+            monetary_value_col="amount",
+        )
+    with pytest.raises(DataError) as err:
+        _quiet(summarize_transactions_dask, tmp_path, monetary_value_col="amount")
+    msg = str(err.value)
+    assert msg.startswith("Column 'customer_id' is stored differently in the input partitions")
+    assert f"as text in file {str(tmp_path / 'a.parquet')!r}" in msg
+    assert f"as integers in file {str(tmp_path / 'b.parquet')!r}" in msg
+    assert ".astype(str)" in msg  # the fix
+
+
+def test_csv_text_ids_and_parquet_integer_ids_are_refused(sync, tx, tmp_path):
+    a, b = _split_rows(tx, 2)
+    a.to_csv(tmp_path / "a.csv", index=False)  # read as text: '00004'
+    b.astype({"customer_id": "int64"}).to_parquet(tmp_path / "b.parquet", index=False)
+    with pytest.raises(DataError, match=r"as integers in file .*b\.parquet"):
+        _quiet(summarize_transactions_dask, tmp_path, monetary_value_col="amount")
+
+
+def test_integer_ids_of_different_dtypes_are_one_customer_each(sync, tx, expected, tmp_path):
+    """int32, Int64 and int64[pyarrow] ids of one customer must land in one partition."""
+    ints = tx.astype({"customer_id": "int64"})
+    want = _quiet(summarize_transactions, ints, monetary_value_col="amount")
+    for i, (part, dtype) in enumerate(
+        zip(_split_rows(ints, 3), ["int32", "Int64", "int64[pyarrow]"], strict=True)
+    ):
+        part.astype({"customer_id": dtype}).to_parquet(tmp_path / f"{i}.parquet", index=False)
+    got = _quiet(
+        summarize_transactions_dask, tmp_path, monetary_value_col="amount", npartitions=4
+    ).compute()
+    assert len(got) == len(expected) == 2357
+    pd.testing.assert_frame_equal(got.sort_index(), want, check_exact=True, check_index_type=False)
+
+
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        ("z.parquet", b"", "the file is empty (0 bytes)"),
+        ("z.parquet", "truncated", "ArrowInvalid: Parquet magic bytes not found"),
+        ("z.parquet", b"customer_id,date\n1,2024-01-01\n", "ArrowInvalid"),  # CSV named .parquet
+    ],
+)
+def test_unreadable_parquet_file_is_named_with_the_fix(sync, tx, tmp_path, name, content, reason):
+    """Defect 7: raw pyarrow errors that named no file."""
+    tx.to_parquet(tmp_path / "a.parquet", index=False)
+    if content == "truncated":
+        content = (tmp_path / "a.parquet").read_bytes()[:1000]
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError) as err:
+        _quiet(summarize_transactions_dask, tmp_path, monetary_value_col="amount")
+    msg = str(err.value)
+    assert msg.startswith(f"Cannot read file {str(tmp_path / name)!r}: {reason}")
+    assert "truncated (an interrupted copy or export)" in msg
+    assert "write it again, or leave it out of the input" in msg
+
+
+def test_corrupt_row_group_names_the_file_and_rows(sync, tx, tmp_path):
+    """A broken data page in the second row group: the error names the file and its rows."""
+    path = tmp_path / "a.parquet"
+    tx.to_parquet(path, index=False, row_group_size=2000, compression=None)
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    col = meta.row_group(1).column(1)  # the dates of rows 2,000-3,999
+    data = bytearray(path.read_bytes())
+    start = col.data_page_offset
+    data[start : start + 64] = b"\xff" * 64  # overwrite the page header
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError) as err:
+        _quiet(
+            summarize_transactions_dask, tmp_path, monetary_value_col="amount",
+            rows_per_partition=2000,
+        )  # fmt: skip
+    where = f"Cannot read file {str(path)!r}, rows 2,000-3,999 (counting from 0): "
+    assert str(err.value).startswith(where)
+
+
+def test_empty_csv_file_is_named(sync, tx, tmp_path):
+    tx.to_csv(tmp_path / "a.csv", index=False)
+    (tmp_path / "b.csv").write_bytes(b"")
+    with pytest.raises(DataError) as err:
+        _quiet(summarize_transactions_dask, tmp_path, monetary_value_col="amount")
+    assert str(err.value).startswith(f"In file {str(tmp_path / 'b.csv')!r}: ")
+    assert "is empty" in str(err.value)
+
+
+@pytest.mark.parametrize("ext", ["parquet", "csv"])
+def test_file_without_a_column_is_named(sync, tx, tmp_path, ext):
+    """The first file has every column, the second lacks the amounts."""
+    a, b = _split_rows(tx, 2)
+    b = b.drop(columns="amount")
+    for name, part in (("a", a), ("b", b)):
+        path = tmp_path / f"{name}.{ext}"
+        part.to_parquet(path, index=False) if ext == "parquet" else part.to_csv(path, index=False)
+    with pytest.raises(DataError) as err:
+        _quiet(summarize_transactions_dask, tmp_path, monetary_value_col="amount")
+    msg = str(err.value)
+    assert msg.startswith(f"In file {str(tmp_path / f'b.{ext}')!r}: Missing column(s) 'amount'")
+    assert "columns present: 'customer_id', 'date'" in msg
+
+
+def test_paths_that_match_nothing(sync, tmp_path):
+    with pytest.raises(DataError, match=r"^The path '.*nope.parquet' matches no file or folder"):
+        summarize_transactions_dask(tmp_path / "nope.parquet")
+    with pytest.raises(DataError, match=r"^The pattern '.*\*.parquet' matches no file or folder"):
+        summarize_transactions_dask(str(tmp_path / "*.parquet"))
+    (tmp_path / "notes.md").write_text("not data")
+    with pytest.warns(DataWarning, match="Skipped 1 file"):
+        with pytest.raises(DataError, match="holds no CSV or Parquet files"):
+            summarize_transactions_dask(tmp_path)
+    with pytest.raises(DataError, match="list of paths is empty"):
+        summarize_transactions_dask([])
+
+
+def test_files_with_other_endings_in_a_folder_are_named(sync, tx, expected, tmp_path):
+    """A folder's files with unsupported endings were skipped without a word."""
+    tx.to_parquet(tmp_path / "a.parquet", index=False)
+    (tmp_path / "b.parquet.gz").write_bytes(b"\x1f\x8b")  # not read: say so
+    (tmp_path / "_SUCCESS").write_text("")  # markers starting with _ or . stay silent
+    with pytest.warns(DataWarning) as caught:
+        got = summarize_transactions_dask(tmp_path, monetary_value_col="amount").compute()
+    skipped = [str(w.message) for w in caught if "Skipped" in str(w.message)]
+    assert len(skipped) == 1
+    assert skipped[0].startswith(f"Skipped 1 file(s) in folder {str(tmp_path)!r}")
+    assert "b.parquet.gz" in skipped[0] and "_SUCCESS" not in skipped[0]
+    _assert_same_summary(got, expected)
+
+
+@pytest.mark.parametrize("dtype", ["Int64", "int64[pyarrow]", "boolean"])
+def test_missing_ids_of_nullable_dtypes_are_refused(sync, tx, tmp_path, dtype):
+    """Defect 2 on the Dask path: <NA> ids were credited to another customer."""
+    bad = tx.copy()
+    if dtype == "boolean":
+        bad["customer_id"] = (bad["customer_id"].astype(int) % 2 == 0).astype("boolean")
+    else:
+        bad["customer_id"] = bad["customer_id"].astype(int).astype(dtype)
+    bad.loc[5, "customer_id"] = pd.NA
+    bad.to_parquet(tmp_path / "a.parquet", index=False)
+    assert str(pd.read_parquet(tmp_path / "a.parquet")["customer_id"].dtype) == dtype
+    with pytest.raises(DataError) as in_memory:
+        _quiet(summarize_transactions, bad, monetary_value_col="amount")
+    with pytest.raises(DataError) as on_dask:
+        _quiet(summarize_transactions_dask, tmp_path, monetary_value_col="amount")
+    assert str(on_dask.value) == f"In file {str(tmp_path / 'a.parquet')!r}: {in_memory.value}"
+    assert "missing customer id" in str(on_dask.value)
+    # the same through a dask DataFrame
+    with pytest.raises(DataError, match=r"^In partition 0 of 2 .*missing customer id"):
+        _quiet(
+            summarize_transactions_dask,
+            dd.from_pandas(bad, npartitions=2, sort=False),
+            monetary_value_col="amount",
+        )
+
+
+@pytest.mark.parametrize(
+    "change, text",
+    [
+        ({"date": lambda d: d.dt.tz_localize("UTC")}, "as datetime (UTC) in file"),
+        ({"date": lambda d: d.dt.strftime("%Y-%m-%d")}, "as text in file"),
+        ({"amount": lambda a: a.map("{:.2f}".format)}, "as text in file"),
+    ],
+)
+def test_dates_or_amounts_stored_differently_are_refused(sync, tx, tmp_path, change, text):
+    a, b = _split_rows(tx, 2)
+    a.to_parquet(tmp_path / "a.parquet", index=False)
+    b.assign(**{k: f(b[k]) for k, f in change.items()}).to_parquet(
+        tmp_path / "b.parquet", index=False
+    )
+    (col,) = change
+    with pytest.raises(DataError) as err:
+        _quiet(summarize_transactions_dask, tmp_path, monetary_value_col="amount")
+    msg = str(err.value)
+    assert msg.startswith(f"Column {col!r} is stored differently in the input partitions: ")
+    assert f"{text} {str(tmp_path / 'b.parquet')!r}" in msg
+    assert str(tmp_path / "a.parquet") in msg
+
+
+def test_amounts_of_different_number_dtypes_agree_with_memory(sync, tx, tmp_path):
+    ints = tx.assign(amount=tx["amount"].round().astype("int64"))
+    a, b = _split_rows(ints, 2)
+    a.to_parquet(tmp_path / "a.parquet", index=False)
+    b.astype({"amount": "float32"}).to_parquet(tmp_path / "b.parquet", index=False)
+    want = _quiet(summarize_transactions, ints, monetary_value_col="amount")
+    got = _quiet(summarize_transactions_dask, tmp_path, monetary_value_col="amount").compute()
+    _assert_same_summary(got, want)
+
+
+def _typo_rows(tx, n, date):
+    rows = tx.iloc[:n].copy()
+    rows["date"] = pd.Timestamp(date)
+    return rows
+
+
+def test_outlying_dates_are_judged_on_all_partitions(sync, tx, tmp_path):
+    """A 2099 typo in its own file would become everyone's observation end (defect 4)."""
+    typo = _typo_rows(tx, 3, "2099-01-01")
+    tx.to_parquet(tmp_path / "a.parquet", index=False)
+    typo.to_parquet(tmp_path / "b.parquet", index=False)
+    both = pd.concat([tx, typo], ignore_index=True)
+    with pytest.raises(DataError, match="far outside the bulk"):
+        _quiet(summarize_transactions, both, monetary_value_col="amount")
+    with pytest.raises(DataError) as err:
+        _quiet(summarize_transactions_dask, tmp_path, monetary_value_col="amount")
+    msg = str(err.value)
+    assert msg.startswith("Column 'date' has 3 row(s) with dates far outside the bulk")
+    assert f"3 row(s) in file {str(tmp_path / 'b.parquet')!r}" in msg
+    assert "'2099-01-01'" in msg and "outlying_dates='drop'" in msg
+    # drop: the in-memory result
+    want = _quiet(summarize_transactions, both, monetary_value_col="amount", outlying_dates="drop")
+    with pytest.warns(DataWarning, match="Dropped these rows"):
+        rfm = _quiet(
+            summarize_transactions_dask, tmp_path, monetary_value_col="amount",
+            outlying_dates="drop",
+        )  # fmt: skip
+    got = rfm.compute()
+    pd.testing.assert_frame_equal(got.sort_index(), want, check_exact=True)
+    assert got.attrs["observation_end"] == want.attrs["observation_end"] == "1998-06-30"
+
+
+def test_a_quiet_file_is_not_an_outlier(sync, tx, tmp_path):
+    """Per-partition rules would refuse a file whose own dates have a long gap (and an
+    observation end long after one file's last purchase) that the whole log does not."""
+    early = tx[tx["date"] < "1997-02-01"]
+    late = tx[tx["date"] >= "1997-02-01"]
+    late = late.sort_values("date", kind="stable")
+    a = pd.concat([early, late.iloc[-1:]])  # January 1997, and one row of June 1998
+    a.to_parquet(tmp_path / "a.parquet", index=False)
+    late.iloc[:-1].to_parquet(tmp_path / "b.parquet", index=False)
+    with pytest.raises(DataError, match="far outside the bulk"):  # file a on its own
+        _quiet(summarize_transactions, a, monetary_value_col="amount")
+    kwargs = {"monetary_value_col": "amount", "observation_end": "1998-06-30"}
+    got = _quiet(summarize_transactions_dask, tmp_path, **kwargs).compute()
+    _assert_same_summary(got, _quiet(summarize_transactions, tx, **kwargs))
+
+
+def test_far_observation_end_is_judged_on_all_partitions(sync, tx, tmp_path):
+    for i, part in enumerate(_split_rows(tx, 2)):
+        part.to_parquet(tmp_path / f"{i}.parquet", index=False)
+    with pytest.raises(DataError) as in_memory:
+        _quiet(summarize_transactions, tx, observation_end="2099-06-30")
+    with pytest.raises(DataError) as on_dask:
+        _quiet(summarize_transactions_dask, tmp_path, observation_end="2099-06-30")
+    assert str(on_dask.value) == str(in_memory.value)
+
+
+def test_a_whole_file_far_from_the_others_is_warned_about(sync, tx, tmp_path):
+    """Too many rows for the outlier rule (3%), but a whole file 100 years later."""
+    typo = _typo_rows(tx, 200, "2099-01-01")
+    tx.to_parquet(tmp_path / "a.parquet", index=False)
+    typo.to_parquet(tmp_path / "b.parquet", index=False)
+    with pytest.warns(DataWarning) as caught:
+        summarize_transactions_dask(tmp_path, monetary_value_col="amount")
+    (msg,) = [str(w.message) for w in caught if "days away" in str(w.message)]
+    assert msg.startswith(
+        f"The dates in column 'date' of file {str(tmp_path / 'b.parquet')!r} (2099-01-01 to "
+        "2099-01-01) are 36,710 days away from those of the other partitions (1997-01-01 to "
+        "1998-06-30): they set the observation end (2099-01-01)"
+    )
+
+
+def test_partition_warnings_reach_the_caller(sync, tx, tmp_path):
+    """Warnings raised inside a partition (CDNOW's 21 exact duplicate rows) were swallowed."""
+    tx.to_parquet(tmp_path / "a.parquet", index=False)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        with pytest.raises(DataWarning) as in_memory:
+            warnings.simplefilter("error", DataWarning)
+            summarize_transactions(tx, monetary_value_col="amount")
+    with pytest.warns(DataWarning) as caught:
+        summarize_transactions_dask(tmp_path, monetary_value_col="amount")
+    where = f"In file {str(tmp_path / 'a.parquet')!r}: "
+    assert where + str(in_memory.value) in [str(w.message) for w in caught]
+
+
+def test_duplicate_rows_drop_removes_copies_across_files(sync, tx, tmp_path):
+    """A double export (one file twice) with duplicate_rows='drop' gives the in-memory table."""
+    tx.to_parquet(tmp_path / "a.parquet", index=False)
+    tx.to_parquet(tmp_path / "a_copy.parquet", index=False)
+    kwargs = {"monetary_value_col": "amount", "duplicate_rows": "drop"}
+    want = _quiet(summarize_transactions, pd.concat([tx, tx]), **kwargs)
+    got = _quiet(summarize_transactions_dask, tmp_path, **kwargs).compute()
+    _assert_same_summary(got, want)
+
+
+# scoring: one row per customer, and an output folder clvbayes did not write
+
+
+@pytest.fixture(scope="module")
+def small(expected):
+    """300 customers with the columns the models use (fast to score)."""
+    return expected.iloc[:300].drop(columns="first_purchase")
+
+
+FAST = {"horizon": 52, "annual_discount_rate": 0.1, "n_outcome_samples": 20}
+
+
+def test_customer_in_two_partitions_is_refused(client, small, models, tmp_path):
+    """Defect 7: a customer in two partitions got two output rows."""
+    bg, gg = models
+    rfm = dd.concat(
+        [dd.from_pandas(small.iloc[:200], npartitions=1), dd.from_pandas(small.iloc[150:], 2)]
+    )
+    with pytest.raises(DataError) as err:
+        score_customers_dask(rfm, bg, gg, tmp_path / "scores", **FAST)
+    msg = str(err.value)
+    first = small.index[150]
+    assert msg.startswith(
+        f"The customer table has 50 customer id(s) in more than one row ({first!r} "
+        "(partitions 0 and 1)"
+    )
+    assert "summarize_transactions_dask" in msg  # the fix
+    assert list(tmp_path.iterdir()) == []  # nothing published, no temporary folder left
+
+
+def test_missing_or_mixed_type_index_ids_are_refused(sync, small, models, tmp_path):
+    bg, gg = models
+    na = small.copy()
+    na.index = pd.Index([pd.NA, *na.index[1:].astype(int)], dtype="Int64", name="customer_id")
+    with pytest.raises(DataError, match=r"^In partition 0 of the customer table: 1 customer"):
+        score_customers_dask(dd.from_pandas(na, 2, sort=False), bg, gg, tmp_path / "a", **FAST)
+    ints = small.iloc[150:].copy()
+    ints.index = ints.index.astype(int)
+    mixed = dd.from_map(
+        lambda i: [small.iloc[:150], ints][i], [0, 1], meta=small.iloc[:0],
+        enforce_metadata=False,
+    )  # fmt: skip
+    with pytest.raises(DataError) as err:
+        score_customers_dask(mixed, bg, gg, tmp_path / "b", **FAST)
+    assert str(err.value).startswith(
+        "In partition 1 of the customer table: the customer ids (the index) are stored as "
+        "integers (int64), but the table's index is text"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_folder_not_written_by_clvbayes_is_never_replaced(sync, small, models, tmp_path):
+    """overwrite=True used to delete whatever out_path held (a project folder, say)."""
+    bg, gg = models
+    rfm = dd.from_pandas(small, npartitions=2)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("mine")
+    (project / "model_summary.json").write_text('{"clvbayes_report": 1}')
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError) as err:
+            score_customers_dask(rfm, bg, gg, project, overwrite=overwrite, **FAST)
+        assert str(err.value).startswith(
+            f"{str(project)!r} holds 2 entries that score_customers_dask did not write "
+            "('model_summary.json', 'notes.txt'); clvbayes never deletes"
+        )
+    assert sorted(p.name for p in project.iterdir()) == ["model_summary.json", "notes.txt"]
+    assert (project / "notes.txt").read_text() == "mine"
+
+    # its own table is replaced (only its listed files), an empty folder is used as is
+    out = tmp_path / "scores"
+    out.mkdir()
+    score_customers_dask(rfm, bg, gg, out, **FAST)
+    settings = json.loads((out / "_clvbayes.json").read_text())
+    assert settings["files"] == ["part.0.parquet", "part.1.parquet"]
+    with pytest.raises(FileExistsError, match="pass overwrite=True"):
+        score_customers_dask(rfm, bg, gg, out, **FAST)
+    score_customers_dask(dd.from_pandas(small, npartitions=3), bg, gg, out, overwrite=True, **FAST)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_clvbayes.json", "part.0.parquet", "part.1.parquet", "part.2.parquet"
+    ]  # fmt: skip
+    assert len(pd.read_parquet(out)) == len(small)
+
+    # ... unless something else has been put in it
+    (out / "tx.csv").write_text("customer_id,date\n")
+    with pytest.raises(FileExistsError, match=r"holds 1 entry .*\('tx.csv'\)"):
+        score_customers_dask(rfm, bg, gg, out, overwrite=True, **FAST)
+    assert (out / "tx.csv").exists() and len(pd.read_parquet(out / "part.2.parquet")) > 0
+
+    # a file, or an empty path, is never taken for a folder
+    (tmp_path / "file.parquet").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file or a link"):
+        score_customers_dask(rfm, bg, gg, tmp_path / "file.parquet", overwrite=True, **FAST)
+    with pytest.raises(ValueError, match="out_path is empty"):
+        score_customers_dask(rfm, bg, gg, "", overwrite=True, **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.parquet", "project", "scores"]
