@@ -575,3 +575,21 @@ def test_boolean_amounts_and_overflowing_sums_are_refused():
     )  # fmt: skip
     with pytest.raises(DataError, match=r"add up beyond the range of floating-point numbers"):
         summarize_transactions(huge, monetary_value_col="amount")
+
+
+def test_purchases_dated_after_today_are_warned_about():
+    tx = small()
+    tx.loc[4, "date"] = (pd.Timestamp.now() + pd.Timedelta(days=30)).strftime("%Y-%m-%d")
+    with pytest.warns(
+        DataWarning,
+        match=r"1 row dated after today .*first customer ids: 'b'.*Row \(counting from 0\): 4\.",
+    ):
+        summarize_transactions(tx)
+
+
+def test_numeric_dates_get_epoch_and_excel_hints():
+    tx = pd.DataFrame({"customer_id": ["a"], "date": [45292]})
+    with pytest.raises(
+        DataError, match=r"holds numbers \(int64\), not dates.*unit='s'.*origin='1899-12-30'"
+    ):
+        summarize_transactions(tx)

@@ -482,7 +482,9 @@ def _parse_dates(
             raise DataError(
                 f"Column {column!r} holds numbers ({dates.dtype}), not dates. Pass "
                 "datetime_format (e.g. datetime_format='%Y%m%d' for integers like 19970101) "
-                "or convert first, e.g. pd.to_datetime(df[col], unit='s') for epoch seconds."
+                "or convert first, e.g. pd.to_datetime(df[col], unit='s') for epoch seconds "
+                "or pd.to_datetime(df[col], unit='D', origin='1899-12-30') for Excel day "
+                "numbers."
             )
         dates = dates.astype(str)
     _check_date_types(dates, column, ids)
@@ -754,6 +756,23 @@ def _handle_outlying_dates(tx: CheckedTransactions, option: str) -> None:
     )
 
 
+def _warn_future_dates(tx: CheckedTransactions) -> None:
+    """Warn about purchases dated after today (a clock, a two-digit year or a typo?)."""
+    day = tx.days()
+    tomorrow = int(np.datetime64(pd.Timestamp.now().date(), "D").astype(np.int64)) + 1
+    future = day > tomorrow
+    if future.any():
+        n = int(np.count_nonzero(future))
+        warnings.warn(
+            f"Column {tx.datetime_col!r} has {_rows(n)} dated after today (latest "
+            f"{tx.day_label(int(day.max()))}; {_first_ids(tx.ids, future)}): purchases "
+            "cannot have happened yet. Check the dates (two-digit years, a wrong clock, a "
+            f"typo) and drop or fix these rows. {_first_positions(future, tx.rows)}",
+            DataWarning,
+            stacklevel=4,
+        )
+
+
 def check_end_gap(first_day: int, last_day: int, end_day: int, name: str, option: str) -> None:
     """Refuse or warn when ``end_day`` (an explicit end) is far after the last transaction.
 
@@ -937,6 +956,7 @@ def validate_transactions(
         outlying_dates=outlying_dates,
     )
     _handle_outlying_dates(tx, outlying_dates)
+    _warn_future_dates(tx)
     if tx.amounts is not None:
         negative = tx.amounts < 0
         n_negative = int(np.count_nonzero(negative))
