@@ -1209,6 +1209,12 @@ def _os_text(err: OSError) -> str:
 # --- the lock: one writer per report folder ---------------------------------------------
 
 _HELD: dict[str, tuple[int, int]] = {}  # lock path -> (fd, depth), this process's locks
+try:
+    import fcntl as _fcntl  # noqa: F401
+
+    _HAVE_FLOCK = True
+except ImportError:  # pragma: no cover - Windows
+    _HAVE_FLOCK = False
 
 
 def _lock_path(out: Path) -> Path:
@@ -1249,14 +1255,17 @@ def output_lock(out_dir: str | os.PathLike[str]):
         yield out
     finally:
         del _HELD[key]
-        with contextlib.suppress(OSError):
-            os.unlink(path)  # while still holding it: no one else can hold this inode
-        os.close(fd)
+        if _HAVE_FLOCK:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # while still holding it: no one else can hold this inode
+            os.close(fd)
+        else:  # the file is the lock: close, then remove (Windows cannot remove open files)
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def _acquire(path: Path, out: Path) -> int:
-    import fcntl
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -1264,6 +1273,23 @@ def _acquire(path: Path, out: Path) -> int:
             f"cannot write the report to {out}: cannot create its parent folder "
             f"({_os_text(err)}); choose another --output."
         ) from err
+    if _HAVE_FLOCK:
+        import fcntl
+    else:  # not POSIX (Windows): an exclusively created file is the lock
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise ReportBusy(
+                f"another clvbayes run is writing the report {out} (lock file {path}); wait for "
+                "it to finish or choose another --output.  If no clvbayes run is active, the "
+                "lock was left by a crash: delete the lock file."
+            ) from None
+        except OSError as err:
+            raise ReportWriteError(
+                f"cannot write the report to {out}: cannot create a file in {out.parent} "
+                f"({_os_text(err)}); choose an --output in a folder you can write to."
+            ) from err
+        return fd
     for _ in range(20):
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
@@ -1582,7 +1608,7 @@ def _write_failed(out: Path, what: str, err: BaseException) -> ReportWriteError:
         code = errno.ENOSPC
     hint = (
         "the disk is full: free some space or choose an --output on another disk"
-        if code == errno.ENOSPC
+        if code in (errno.ENOSPC, errno.EDQUOT)
         else "check the disk and permissions, or choose another --output"
     )
     new = ReportWriteError(

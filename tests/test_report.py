@@ -787,3 +787,15 @@ def test_map_filled_intervals_are_labelled_and_nuts_intervals_are_required(table
     with pytest.raises(ReportError, match="p_alive_ci_lower has missing values"):
         write_report(tmp_path / "c", customers, segments, {"bgnbd": FakeModel("nuts")}, {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_lock_without_flock_uses_an_exclusive_file(tables, tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "_HAVE_FLOCK", False)  # as on Windows
+    out = tmp_path / "rep"
+    with report.output_lock(out):
+        assert report._lock_path(out).exists()
+    assert not report._lock_path(out).exists()
+    report._lock_path(out).write_text("")  # left by a crash
+    with pytest.raises(report.ReportBusy, match="left by a crash: delete the lock file"):
+        _write(out, tables)
+    assert not out.exists()
