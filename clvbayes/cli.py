@@ -109,6 +109,7 @@ DAYS_PER_UNIT = {"days": 1.0, "weeks": 7.0}
 MIN_HORIZON_DAYS = 1.0
 MAX_HORIZON_DAYS = 100 * 365.25
 METHODS = ("nuts", "laplace", "map")
+MAX_POSTERIOR_DRAWS = 1_000_000  # draws x chains
 STRICT_CATEGORIES = (DataWarning, FitWarning)
 PRIOR_MODELS = {"bgnbd": "BetaGeoModel", "gamma_gamma": "GammaGammaModel"}
 
@@ -354,6 +355,23 @@ def _validate_options(args: argparse.Namespace) -> None:
             "If a factor above 1 is what you mean (e.g. a currency conversion), add "
             "--allow-margin-above-1."
         )
+    columns = {"--customer-id-col": args.customer_id_col, "--date-col": args.date_col,
+               "--amount-col": args.amount_col}  # fmt: skip
+    if len(set(columns.values())) < len(columns):
+        named = ", ".join(f"{flag} {col!r}" for flag, col in columns.items())
+        raise UserError(
+            f"{named}: the customer id, date and amount must be three different columns."
+        )
+    if args.method in ("nuts", "laplace"):
+        n = args.draws * (args.chains if args.method == "nuts" else 1)
+        if n > MAX_POSTERIOR_DRAWS:
+            what = f"--draws {args.draws:,} x --chains {args.chains}" if args.method == "nuts" \
+                else f"--draws {args.draws:,}"  # fmt: skip
+            raise UserError(
+                f"{what} asks for {n:,} posterior draws, more than any interval needs and than "
+                f"clvbayes keeps in memory (at most {MAX_POSTERIOR_DRAWS:,}); the defaults "
+                "(4 chains x 1,000 draws) give intervals accurate to about a percentile."
+            )
     rate = args.discount_rate
     if rate is not None:
         if rate < 0:
@@ -1031,8 +1049,12 @@ def _job(
             raise UserError(f"cannot write the report to {out_dir}: {_os_message(err)}") from err
     progress.report_written = True
     # the result line goes to stdout, also with --quiet (which silences progress only)
-    print(_result_line(out_dir, len(customers), progress.total, horizon, args,
-                       scores.segments["all"].iloc[0]), flush=True)  # fmt: skip
+    line = _result_line(out_dir, len(customers), progress.total, horizon, args,
+                        scores.segments["all"].iloc[0])  # fmt: skip
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:  # e.g. `clvbayes run | head -0`: the report is written all the same
+        pass
     return out_dir
 
 

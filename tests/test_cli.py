@@ -458,6 +458,14 @@ OPTION_REFUSALS = {
     ),
     "end not a date": (["--calibration-end", "soon"], "--calibration-end 'soon' is not a date"),
     "group column like a report column": (["--group-by", "clv_mean"], "name of a report column"),
+    "same column twice": (
+        ["--date-col", "customer_id"],
+        "the customer id, date and amount must be three different columns",
+    ),
+    "too many draws": (
+        ["--method", "nuts", "--draws", "300000", "--chains", "4"],
+        "--draws 300,000 x --chains 4 asks for 1,200,000 posterior draws",
+    ),
     "unknown duplicate option": (["--duplicate-rows", "merge"], "invalid choice: 'merge'"),
     "unknown method": (["--method", "advi"], "invalid choice: 'advi'"),
 }

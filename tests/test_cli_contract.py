@@ -92,7 +92,7 @@ def _id(kind: str, i: int) -> object:
         "unicode": f"клиент-{i}-ü",
         "empty": "" if i == 0 else f"{i:05d}",
         "missing": None if i == 0 else f"{i:05d}",
-        "na_text": ["NA", "null", "None", "nan"][i % 4] + str(i // 4),
+        "na_text": ["NA", "null", "None", "nan"][i % 4] + (str(i // 4) if i >= 4 else ""),
         "mixed": i if i % 2 else f"{i:05d}",
     }[kind]
 
