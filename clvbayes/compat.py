@@ -11,7 +11,7 @@ Inside clvbayes a posterior is always a plain :class:`xarray.Dataset` with dimen
 This module turns those into the installed ArviZ's container at the boundary
 (:func:`to_arviz`, what users get as ``model.idata_``), takes any container back
 (:func:`groups_of`), and wraps the few ArviZ functions clvbayes uses (r_hat, ESS, PSIS
-log-weights, trace plots) so that no other module branches on versions.  Saved models are
+log-weights) so that no other module branches on versions.  Saved models are
 read and written with xarray alone (:func:`write_groups`, :func:`read_groups`): the file
 layout is ArviZ's (one netCDF group per posterior group, attributes on the root), so a
 file written under either stack loads under the other, and under plain ArviZ.
@@ -36,7 +36,6 @@ __all__ = [
     "PYMC_MAJOR",
     "ess",
     "groups_of",
-    "plot_trace",
     "posterior_from_arrays",
     "psis_log_weights",
     "read_groups",
@@ -160,21 +159,6 @@ def psis_log_weights(log_ratios: np.ndarray, reff: float) -> tuple[np.ndarray, n
 
     log_w, k = az.psislw(log_ratios, reff=reff)
     return np.asarray(log_w), np.asarray(k)
-
-
-def plot_trace(container, var_names: Sequence[str], **kwargs):
-    """ArviZ's trace plot of ``var_names``; returns what the installed ArviZ returns.
-
-    ArviZ 0.x returns an array of matplotlib Axes (``axes=`` and ``kind=`` are accepted);
-    ArviZ 1.x returns a ``PlotCollection`` drawn with matplotlib (``axes`` is ignored).
-    """
-    import arviz as az
-
-    if ARVIZ_MAJOR >= 1:
-        kwargs.pop("axes", None)
-        kwargs.setdefault("backend", "matplotlib")
-        return az.plot_trace_dist(container, var_names=list(var_names), **kwargs)
-    return az.plot_trace(container, var_names=list(var_names), **kwargs)
 
 
 # --------------------------------------------------------------------------- netCDF files

@@ -299,6 +299,9 @@ def test_interval_kinds_shows_wider_predictive_intervals(scores):
     # the outcome's range is at least as wide as the expectation's, and wider for someone
     pi = rows["purchases_pi_upper"] - rows["purchases_pi_lower"]
     ci = rows["purchases_ci_upper"] - rows["purchases_ci_lower"]
+    if method == "map":  # a point estimate has no credible interval to show
+        assert ci.isna().all() and (pi > 0).any()
+        return
     assert (pi >= ci - 1e-6).all() and (pi > ci).any()
 
 

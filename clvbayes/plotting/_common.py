@@ -38,7 +38,7 @@ def check_fitted(model: Any) -> None:
     check = getattr(model, "_check_fitted", None)
     if check is not None:
         check()
-    elif not hasattr(model, "idata_"):
+    elif not hasattr(model, "posterior_"):
         raise TypeError(f"Expected a fitted clvbayes model, got {type(model).__name__}.")
 
 

@@ -1,6 +1,6 @@
 """Parameter posteriors and sampler diagnostics of any fitted clvbayes model.
 
-* :func:`plot_trace`: ArviZ's trace plot (per-chain densities and traces, divergent
+* :func:`plot_trace`: a trace plot (per-chain densities and traces, divergent
   transitions marked as ticks), for NUTS fits.  Chains that disagree, drift or get stuck
   show up here before they mislead any prediction.
 * :func:`plot_posteriors`: one panel per parameter with the posterior density, its mean
@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -29,21 +28,25 @@ __all__ = ["plot_posteriors", "plot_trace"]
 
 
 def _n_draws(model: Any) -> int:
-    post = model.idata_.posterior
+    post = model.posterior_
     return int(post.sizes["chain"] * post.sizes["draw"])
 
 
-def plot_trace(model: Any, *, axes=None, **kwargs: Any):
-    """ArviZ trace plot of the model's parameters (NUTS fits).
+def plot_trace(model: Any, *, axes=None, bins: int = 40):
+    """Trace plot of the model's parameters: per-chain densities and draws (NUTS fits).
+
+    Drawn with matplotlib alone (the same figure whichever ArviZ is installed; for ArviZ's
+    own, pass ``model.idata_`` to ``arviz.plot_trace``).  Divergent transitions, where the
+    sampler recorded them, are marked as ticks under each trace.
 
     Parameters
     ----------
     model : fitted clvbayes model
-        Fitted with ``method="nuts"``.
+        Fitted with ``method="nuts"`` (or ``"laplace"``: one chain of independent draws).
     axes : array of matplotlib Axes, optional
         Shape ``(n_parameters, 2)``; default a new figure.
-    **kwargs
-        Passed to :func:`arviz.plot_trace` (e.g. ``kind="rank_bars"``).
+    bins : int
+        Histogram bins of the density panels.
 
     Returns
     -------
@@ -55,19 +58,41 @@ def plot_trace(model: Any, *, axes=None, **kwargs: Any):
     ValueError
         For a MAP/MLE fit, which has a single draw and nothing to trace.
     """
-    import arviz as az
-
     check_fitted(model)
     if _n_draws(model) < 2:
         raise ValueError(
             "A trace plot needs posterior draws: this model was fitted with a single draw "
             "(MAP/MLE). Fit with method='nuts', or use plot_posteriors for the Laplace approximation."
         )
-    kwargs.setdefault("compact", False)
-    with warnings.catch_warnings():
-        # ArviZ 0.23 calls a matplotlib helper deprecated in matplotlib 3.11; nothing to act on here
-        warnings.filterwarnings("ignore", message=".*alias_mapping.*", category=DeprecationWarning)
-        return az.plot_trace(model.idata_, var_names=list(model.param_names), axes=axes, **kwargs)
+    names = list(model.param_names)
+    if axes is None:
+        import matplotlib.pyplot as plt
+
+        axes = plt.subplots(len(names), 2, figsize=(9, 1.9 * len(names)), squeeze=False)[1]
+    axes = np.asarray(axes, dtype=object).reshape(len(names), 2)
+    stats_ds = getattr(model, "sample_stats_", None)
+    diverging = None
+    if stats_ds is not None and "diverging" in stats_ds:
+        diverging = np.asarray(stats_ds["diverging"].values, dtype=bool)
+    draws = model.draws()
+    for row, name in enumerate(names):
+        v = np.asarray(draws[name], dtype=float)
+        edges = np.histogram_bin_edges(v, bins=bins)
+        for chain in range(v.shape[0]):
+            axes[row, 0].hist(v[chain], bins=edges, histtype="step", density=True)
+            axes[row, 1].plot(np.arange(v.shape[1]), v[chain], linewidth=0.5)
+        if diverging is not None and diverging.any():
+            steps = np.flatnonzero(diverging.any(axis=0))
+            low = float(v.min())
+            axes[row, 1].plot(steps, np.full(steps.size, low), "|", color="black",
+                              label="divergent")  # fmt: skip
+        axes[row, 0].set_ylabel(name)
+        axes[row, 0].set_yticks([])
+    axes[0, 0].set_title("posterior density, per chain")
+    axes[0, 1].set_title("draws, per chain")
+    axes[-1, 1].set_xlabel("draw")
+    axes[0, 0].figure.tight_layout()
+    return axes
 
 
 def plot_posteriors(
