@@ -593,3 +593,68 @@ def test_numeric_dates_get_epoch_and_excel_hints():
         DataError, match=r"holds numbers \(int64\), not dates.*unit='s'.*origin='1899-12-30'"
     ):
         summarize_transactions(tx)
+
+
+# ---------------------------------------------------------------------------------------
+# the contract, driven by generated hostile input: a DataError or a valid summary
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_IDS = ["a", "b", "007", "7", " a", "", "  ", "NA", "null", None, np.nan, pd.NA, 7, 7.0, True]
+_DATES = [
+    "2024-01-01", "2024-01-05", "2024-02-29", "01/02/2024", "13/02/2024", "02/13/2024",
+    "2024-01-03 10:00", "2024-01-04T00:00+01:00", "2099-01-01", "1500-06-01", "01/02/69",
+    "NaT", "now", "", "garbage", 5, 20240101, pd.Timestamp("2024-01-02"), None,
+    pd.Timestamp("2024-01-02", tz="UTC"), 3.5,
+]  # fmt: skip
+_AMOUNTS = [10.0, 0.0, -5.0, 1e308, np.nan, np.inf, "12", "1,50", "$3", None, True, 7]
+_ID_DTYPES = [None, "object", "str", "category"]
+
+
+@st.composite
+def hostile_frames(draw):
+    n = draw(st.integers(1, 12))
+    ids = draw(st.lists(st.sampled_from(_IDS), min_size=n, max_size=n))
+    dates = draw(st.lists(st.sampled_from(_DATES), min_size=n, max_size=n))
+    amounts = draw(st.lists(st.sampled_from(_AMOUNTS), min_size=n, max_size=n))
+    id_dtype = draw(st.sampled_from(_ID_DTYPES))
+    try:
+        id_col = pd.Series(ids, dtype=id_dtype)
+    except (TypeError, ValueError):
+        id_col = pd.Series(ids, dtype=object)
+    frame = pd.DataFrame(
+        {"customer_id": id_col, "date": pd.Series(dates, dtype=object), "amount": amounts}
+    )
+    if draw(st.booleans()):
+        frame = pd.concat([frame, frame.iloc[: draw(st.integers(0, n))]], ignore_index=True)
+    options = {
+        "monetary_value_col": draw(st.sampled_from([None, "amount"])),
+        "negative_amounts": draw(st.sampled_from(["error", "drop", "keep"])),
+        "duplicate_rows": draw(st.sampled_from(["warn", "drop", "keep"])),
+        "outlying_dates": draw(st.sampled_from(["error", "drop", "keep"])),
+        "merge_same_day": draw(st.booleans()),
+        "time_unit": draw(st.sampled_from(["days", "weeks"])),
+    }
+    return frame, options
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile_frames())
+def test_hostile_input_gives_a_data_error_or_a_valid_summary(case):
+    frame, options = case
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            out = summarize_transactions(frame, **options)
+        except DataError as err:
+            assert str(err)  # a message, never an empty error
+            return
+    checked = validate_rfm(out)
+    numbers = checked[["frequency", "recency", "T"]].to_numpy(dtype=float)
+    assert np.isfinite(numbers).all()
+    if "monetary_value" in out:
+        assert np.isfinite(out["monetary_value"].to_numpy(dtype=float)).all()
+    assert out.index.notna().all()
+    assert len(out) <= frame["customer_id"].nunique(dropna=False)
+    assert out.attrs["n_transactions"] == len(frame)

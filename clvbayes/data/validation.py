@@ -449,7 +449,11 @@ def _infer_and_parse(
     parsed = {}
     failures = {}
     for fmt in candidates:
-        out = pd.to_datetime(dates, format=fmt, errors="coerce")
+        try:
+            out = pd.to_datetime(dates, format=fmt, errors="coerce")
+        except (ValueError, TypeError, OverflowError):  # e.g. mixed time zones
+            failures[fmt] = len(dates)
+            continue
         parsed[fmt] = out
         failures[fmt] = int(out.isna().sum())
     ok = [fmt for fmt in candidates if failures[fmt] == 0]
@@ -515,7 +519,10 @@ def _parse_dates(
             f"timestamps to one zone first, e.g. pd.to_datetime(df[{column!r}], utc=True), "
             "then .dt.tz_convert('<your zone>') if purchase days should follow local time."
         )
-    mask = pd.to_datetime(dates, format=used, errors="coerce").isna().to_numpy()
+    try:
+        mask = pd.to_datetime(dates, format=used, errors="coerce").isna().to_numpy()
+    except (ValueError, TypeError, OverflowError):
+        mask = np.zeros(len(values), dtype=bool)
     if not mask.any():
         mask = labels.isna().to_numpy()
     if not mask.any():  # pragma: no cover - defensive: to_datetime failed for another reason
