@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
+from clvbayes.errors import ModelError
+
 MAX_SHOWN = 5
 """How many offending positions or values an error message lists."""
 
@@ -30,16 +32,23 @@ def positions(mask: np.ndarray) -> str:
 
 
 def check_parameters(model: str, **params: ArrayLike) -> list[np.ndarray]:
-    """Return the parameters as float arrays; raise if any value is not positive and finite."""
+    """Return the parameters as float arrays; raise if any value is not positive and finite.
+
+    Raises :class:`~clvbayes.errors.ModelError` (a ValueError) naming the parameter, how many
+    draws violate the domain and their first positions: a draw at 0, negative, NaN or
+    infinite is outside every formula's domain (the closed forms are finite for any
+    positive finite parameters).
+    """
     out = []
     for name, value in params.items():
         arr = as_float(name, value)
         bad = ~(np.isfinite(arr) & (arr > 0))
         if bad.any():
-            raise ValueError(
+            raise ModelError(
                 f"{model} parameter {name} must be positive and finite; "
                 f"{int(bad.sum())} of {arr.size} values are not "
-                f"(e.g. {name} = {arr.ravel()[bad.ravel()][0]!r})."
+                f"(e.g. {name} = {arr.ravel()[bad.ravel()][0]!r}, at positions "
+                f"{positions(bad)}). Check the posterior draws or the values passed."
             )
         out.append(arr)
     return out

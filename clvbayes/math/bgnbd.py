@@ -119,6 +119,7 @@ __all__ = [
     "simulate",
     "simulate_purchase_times",
     "simulate_purchases",
+    "simulate_value_sums",
 ]
 
 
@@ -252,7 +253,7 @@ def loglik(
     # b + max(x, 1) - 1 >= b > 0 keeps the unused x = 0 branch finite (and its gradient).
     d = (
         xp.log(a)
-        - xp.log(b + xp.maximum(x, 1.0) - 1.0)
+        - xp.log(b + (xp.maximum(x, 1.0) - 1.0))
         + (r + x) * (log_alpha_T - xp.log(alpha + recency))
     )
     out = log_a + xp.where(x > 0, xp.logaddexp(0.0 * d, d), 0.0 * d)
@@ -265,7 +266,7 @@ def _log_dead_odds(r, alpha, a, b, x, t_x, T) -> np.ndarray:
     """``d`` = log P(dropped out at t_x | history) / P(alive at T | history); -inf for x = 0."""
     d = (
         np.log(a)
-        - np.log(b + np.maximum(x, 1.0) - 1.0)
+        - np.log(b + (np.maximum(x, 1.0) - 1.0))
         + (r + x) * (np.log(alpha + T) - np.log(alpha + t_x))
     )
     return np.where(x > 0, d, -np.inf)
@@ -489,8 +490,8 @@ def _loglik_sum_and_grad(r, alpha, a, b, data: LoglikSumData) -> tuple[float, np
     g_alpha = r * W / alpha - coef @ (1.0 / (alpha + data.T_values))
     # softplus terms of the histories with x > 0
     x_pos = data.pos_x_values
-    c = np.log(a) - np.log(b + x_pos - 1.0)
-    inv_b = 1.0 / (b + x_pos - 1.0)
+    c = np.log(a) - np.log(b + (x_pos - 1.0))
+    inv_b = 1.0 / (b + (x_pos - 1.0))
     sum_s = sum_s_b = sum_s_D = sum_s_rxQ = 0.0
     work = np.empty((5, data.chunk_size))
     cap = np.full(data.chunk_size, _SOFTPLUS_CAP)
@@ -649,8 +650,10 @@ def _series_kernel(survival, k, a, bb, s, out):  # pragma: no cover - compiled
         m = 1
         while True:
             cum += surv
-            surv *= (bbe + m - 1.0) / (apb + m - 1.0)
-            f = (ke + m - 1.0) / m
+            # m - 1 as an exact integer first: (k + m) - 1 would lose a tiny k (or bb) to rounding
+            m1 = float(m - 1)
+            surv *= (bbe + m1) / (apb + m1)
+            f = (ke + m1) / m
             w = surv if survival else cum
             for j in range(n_nodes):
                 pmf[j] *= f * z[j]
@@ -817,7 +820,7 @@ def _quadrature(kind: str, k, a, bb, s) -> np.ndarray:
             a_i, bb_i, k_i, s_i = (v[i][:, None] for v in (a, bb, k, s))
             half = (width[i] / 2.0)[:, None]
             d = lo_d[i][:, None] + half * (x + 1.0)
-            log_ratio = -np.log1p(q_mode[i][:, None] * np.expm1(-d))
+            log_ratio = _log_sigmoid_ratio(q_mode[i][:, None], log_p_mode[i][:, None], d)
             log_p = log_p_mode[i][:, None] + log_ratio
             log_dens = (a_i + bb_i) * log_ratio - bb_i * d + log_peak[i][:, None]
             log_f = -k_i * np.log1p(np.exp(log_p) * s_i)
@@ -827,6 +830,23 @@ def _quadrature(kind: str, k, a, bb, s) -> np.ndarray:
                 val = np.exp(log_dens - log_p) * -np.expm1(log_f)
             out[i] = (val @ w) * half[:, 0]
     return out + _end_pieces(kind, k, a, bb, s, p0, q1, log_norm)
+
+
+def _log_sigmoid_ratio(q_mode, log_p_mode, d):
+    """``log sigmoid(v* + d) - log sigmoid(v*)`` with ``q_mode = 1 - sigmoid(v*)``.
+
+    ``-log1p(q_mode expm1(-d))`` is exact while its argument stays away from -1; when the
+    mode sits deep in the left tail (``a`` tiny, ``q_mode`` rounds to 1) and ``d`` is large,
+    the argument rounds to -1 and log1p returns -inf.  There the equivalent
+    ``-log(p_mode + q_mode exp(-d))`` is taken in log space, which never rounds to 0.
+    """
+    arg = q_mode * np.expm1(-d)
+    far = arg < -0.5
+    with np.errstate(divide="ignore", invalid="ignore"):
+        near_form = -np.log1p(np.where(far, 0.0, arg))
+        log_q_mode = np.log(q_mode)
+        far_form = -np.logaddexp(log_p_mode, log_q_mode - d)
+    return np.where(far, far_form, near_form)
 
 
 def _scaled_moments(a, bb, x, terms: int, log_norm) -> np.ndarray:
@@ -1114,7 +1134,9 @@ def sample_latent(
     alive = rng.random(prob_alive.shape) < prob_alive
     lam = rng.standard_gamma(r + x) / np.where(alive, alpha + T, alpha + t_x)
     # b + max(x, 1) - 1 > 0: the dead branch only occurs for x >= 1
-    p = rng.beta(np.where(alive, a, a + 1.0), np.where(alive, b + x, b + np.maximum(x, 1.0) - 1.0))
+    p = rng.beta(
+        np.where(alive, a, a + 1.0), np.where(alive, b + x, b + (np.maximum(x, 1.0) - 1.0))
+    )
     return alive, lam, p
 
 
@@ -1220,14 +1242,112 @@ def simulate_active_futures(
     return res
 
 
+# Above this many expected purchase opportunities (and twice the number of discount periods)
+# one future is simulated period by period rather than purchase by purchase: the work of a
+# (draw, customer) is then bounded by the number of periods, whatever the purchase rate.
+_PER_PURCHASE_MAX = 1000.0
+_POISSON_NORMAL_MIN = 1e7  # Poisson means above this are drawn as normal (relative sd < 3e-4)
+
+
+@numba.njit(nogil=True, cache=True)
+def _poisson(mean):  # pragma: no cover - compiled
+    """A Poisson count as float; normal (rounded, >= 0) for means above 1e7, where numba's
+    generator would be slow or overflow and the normal is exact to within its sd / mean."""
+    if mean <= 0.0:
+        return 0.0
+    if mean < _POISSON_NORMAL_MIN:
+        return float(np.random.poisson(mean))  # noqa: NPY002 (numba's generator)
+    return max(0.0, np.round(mean + np.sqrt(mean) * np.random.standard_normal()))  # noqa: NPY002
+
+
+@numba.njit(nogil=True, cache=True)
+def _future_by_period(lam, drop, t, period, factors, flat, marks, v_shape):  # pragma: no cover
+    """(purchases, sum of values, discounted sum) of one active customer over ``(0, t]``, by period.
+
+    Exact in law (bar :func:`_poisson`'s normal for huge means): the number of purchases
+    until dropout, the killing one included, is ``G ~ Geometric(drop)`` on ``1, 2, ...``
+    (``inf`` for ``drop = 0``); purchase opportunities in period ``k`` are
+    ``Poisson(lam * length_k)``, independent across periods, and the customer buys the first
+    ``G`` of them; the values of ``n`` purchases sum to ``Gamma(n * v_shape, 1)``.  ``flat``
+    (every discount factor equal) treats the horizon as one period.
+    """
+    if drop >= 1.0:
+        rem = 1.0
+    elif drop > 0.0:
+        rem = np.floor(np.log(1.0 - np.random.random()) / np.log1p(-drop)) + 1.0  # noqa: NPY002
+    else:
+        rem = np.inf
+    n_k = 1 if flat else factors.size
+    step = t if flat else period
+    count = total = disc = 0.0
+    for k in range(n_k):
+        start = k * step
+        end = t if k == n_k - 1 else min((k + 1) * step, t)
+        if end <= start:
+            continue
+        n = min(_poisson(lam * (end - start)), rem)
+        if n <= 0.0:
+            continue
+        rem -= n
+        count += n
+        if marks:
+            g = np.random.gamma(n * v_shape, 1.0)  # noqa: NPY002 (numba's generator)
+            total += g
+            disc += g * factors[k]
+        if rem <= 0.0:
+            break
+    return count, total, disc
+
+
+@numba.njit(nogil=True, cache=True)
+def _future_by_purchase(lam, drop, t, period, factors, marks, v_shape):  # pragma: no cover
+    """As :func:`_future_by_period`, purchase by purchase (for few expected purchases)."""
+    n_k = factors.size
+    count = total = disc = 0.0
+    u = 0.0
+    while True:
+        u += np.random.exponential(1.0) / lam  # noqa: NPY002 (numba's generator)
+        if u > t:
+            break
+        count += 1.0
+        if marks:
+            g = np.random.gamma(v_shape, 1.0)  # noqa: NPY002 (numba's generator)
+            k = int(np.ceil(u / period - 1e-12))
+            k = min(max(k, 1), n_k)
+            total += g
+            disc += g * factors[k - 1]
+        if np.random.random() < drop:  # noqa: NPY002 (numba's generator)
+            break
+    return count, total, disc
+
+
+@numba.njit(nogil=True, cache=True)
+def _heavy(lam_t, drop, n_k_eff):  # pragma: no cover - compiled
+    """Whether a future with ``lam_t`` expected opportunities is simulated by period."""
+    est = lam_t if drop <= 0.0 else min(lam_t, 1.0 / drop)
+    return est > max(_PER_PURCHASE_MAX, 2.0 * n_k_eff)
+
+
 @numba.njit(nogil=True, cache=True)
 def _futures_kernel(seed, r, alpha, a, b, x, T, t, period, factors, marks, m_shape, m_rate,
                     bounds, out):  # pragma: no cover - compiled  # fmt: skip
+    """Per (draw, pair) futures; memory O(pairs), work O(min(purchases, periods)) per entry.
+
+    A group of pairs sharing ``x`` shares one unit-rate arrival stream (pairs sorted by ``T``
+    have decreasing operational horizons, so each arrival counts for a prefix of the group);
+    every arrival updates the prefix's running sums, so nothing is stored per purchase.  A
+    group whose longest horizon holds more than ``_PER_PURCHASE_MAX`` (and more than twice
+    the number of discount periods) expected opportunities is simulated pair by pair and
+    period by period instead (:func:`_future_by_period`): exact in law, independent pairs.
+    """
     np.random.seed(seed)  # noqa: NPY002 (numba's generator)
     n_k = factors.size
-    cap = 64
-    u = np.empty(cap)
-    g = np.empty(cap)
+    flat = True
+    for k in range(1, n_k):
+        if factors[k] != factors[0]:
+            flat = False
+            break
+    n_k_eff = 1.0 if flat else float(n_k)
     for s in range(r.size):
         for grp in range(bounds.size - 1):
             p0, p1 = bounds[grp], bounds[grp + 1]
@@ -1238,44 +1358,138 @@ def _futures_kernel(seed, r, alpha, a, b, x, T, t, period, factors, marks, m_sha
             one = np.random.gamma(m_shape[s], 1.0) if marks else 0.0  # noqa: NPY002 (numba's generator)
             # arrivals up to the longest operational horizon (smallest T) or the dropout
             reach = lam_unit / (alpha[s] + T[p0]) * t
-            n = 0
-            u_now = 0.0
-            while True:
-                u_now += np.random.exponential(1.0)  # noqa: NPY002 (numba's generator)
-                if u_now > reach:
-                    break
-                if n == cap:
-                    cap *= 2
-                    u2 = np.empty(cap)
-                    g2 = np.empty(cap)
-                    u2[:n] = u[:n]
-                    g2[:n] = g[:n]
-                    u, g = u2, g2
-                u[n] = u_now
-                g[n] = np.random.gamma(m_shape[s], 1.0) if marks else 0.0  # noqa: NPY002 (numba's generator)
-                n += 1
-                if np.random.random() < drop:  # noqa: NPY002 (numba's generator)
-                    break
             for p in range(p0, p1):
-                lam = lam_unit / (alpha[s] + T[p])
-                limit = lam * t
-                count = 0
-                total = 0.0
-                disc = 0.0
-                for j in range(n):
-                    if u[j] > limit:
-                        break
-                    count += 1
-                    if marks:
-                        k = int(np.ceil(u[j] / lam / period - 1e-12))
-                        k = min(max(k, 1), n_k)
-                        total += g[j]
-                        disc += g[j] * factors[k - 1]
-                out[0, s, p] = count
+                out[0, s, p] = 0.0
                 if marks:
-                    out[1, s, p] = total / rate_g
-                    out[2, s, p] = disc / rate_g
+                    out[1, s, p] = 0.0
+                    out[2, s, p] = 0.0
+            if _heavy(reach, drop, n_k_eff):
+                for p in range(p0, p1):
+                    lam = lam_unit / (alpha[s] + T[p])
+                    c, tot, dsc = _future_by_period(
+                        lam, drop, t, period, factors, flat, marks, m_shape[s]
+                    )
+                    out[0, s, p] = c
+                    if marks:
+                        out[1, s, p] = tot
+                        out[2, s, p] = dsc
+            else:
+                u_now = 0.0
+                while True:
+                    u_now += np.random.exponential(1.0)  # noqa: NPY002 (numba's generator)
+                    if u_now > reach:
+                        break
+                    g = np.random.gamma(m_shape[s], 1.0) if marks else 0.0  # noqa: NPY002 (numba's generator)
+                    for p in range(p0, p1):
+                        lam = lam_unit / (alpha[s] + T[p])
+                        if u_now > lam * t:
+                            break  # horizons shrink along the group: so do the later ones
+                        out[0, s, p] += 1.0
+                        if marks:
+                            k = int(np.ceil(u_now / lam / period - 1e-12))
+                            k = min(max(k, 1), n_k)
+                            out[1, s, p] += g
+                            out[2, s, p] += g * factors[k - 1]
+                    if np.random.random() < drop:  # noqa: NPY002 (numba's generator)
+                        break
+            if marks:
+                for p in range(p0, p1):
+                    out[1, s, p] /= rate_g
+                    out[2, s, p] /= rate_g
                     out[3, s, p] = one / rate_g
+
+
+@numba.njit(nogil=True, cache=True)
+def _sums_kernel(
+    seed, alive, lam, drop, t, period, factors, marks, v_shape, out
+):  # pragma: no cover
+    np.random.seed(seed)  # noqa: NPY002 (numba's generator)
+    n_k = factors.size
+    flat = True
+    for k in range(1, n_k):
+        if factors[k] != factors[0]:
+            flat = False
+            break
+    n_k_eff = 1.0 if flat else float(n_k)
+    for i in range(lam.size):
+        if not alive[i] or lam[i] <= 0.0:
+            out[0, i] = out[1, i] = out[2, i] = 0.0
+            continue
+        if _heavy(lam[i] * t, drop[i], n_k_eff):
+            c, tot, dsc = _future_by_period(
+                lam[i], drop[i], t, period, factors, flat, marks, v_shape[i]
+            )
+        else:
+            c, tot, dsc = _future_by_purchase(
+                lam[i], drop[i], t, period, factors, marks, v_shape[i]
+            )
+        out[0, i] = c
+        out[1, i] = tot
+        out[2, i] = dsc
+
+
+def simulate_value_sums(
+    seed: int, alive, lam, p, t: float, period: float = 1.0, factors=None, value_shape=None,
+    value_rate=None,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Purchases and (discounted) value sums in ``(0, t]``, in memory bounded by the inputs.
+
+    The process of :func:`simulate_purchases` (purchases at rate ``lam`` while active, dropout
+    with probability ``p`` after each); with ``value_shape`` each purchase has a value
+    ``Gamma(shape = value_shape, rate = value_rate)`` (Gamma-Gamma).  Unlike
+    :func:`simulate_purchase_times` nothing is stored per purchase: each customer's sums
+    accumulate in a compiled loop, purchase by purchase when it expects at most 1,000 purchase
+    opportunities (or twice the number of discount periods), otherwise period by period
+    (``Poisson`` opportunities per period, a ``Geometric(p)`` number of purchases until
+    dropout, ``Gamma(n value_shape)`` for the values of ``n`` purchases).  Both are exact in
+    law; memory is a few arrays of the inputs' size and the work per customer is at most
+    ``~max(1000, 2 K)`` steps for ``K`` discount periods, whatever the purchase rate and horizon.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the compiled generator.
+    alive, lam, p : array_like
+        Latent state at the start of the window (as from :func:`sample_latent`): bool, rate per
+        time unit (>= 0) and dropout probability per purchase (in [0, 1]), broadcast together.
+    t : float
+        Window length (> 0, data's time unit).
+    period : float
+        Discount period: a purchase at ``s`` falls in period ``ceil(s / period)``.
+    factors : array_like, optional
+        Discount factor of each period (default all 1).
+    value_shape, value_rate : array_like, optional
+        Gamma-Gamma ``p`` and the customer's spend rate ``nu`` (1 / currency), broadcast
+        with ``lam``.
+
+    Returns
+    -------
+    dict of ndarray, broadcast shape
+        ``purchases`` (float counts); with values also ``value`` (currency) and
+        ``discounted`` (sum of values times their period's factor).
+    """
+    alive, lam, p, _ = _check_latent(alive, lam, p, t)
+    t = float(t)
+    if not (np.isfinite(period) and period > 0):
+        raise ValueError(f"period must be positive and finite, got {period!r}.")
+    factors = np.ones(1) if factors is None else np.ascontiguousarray(factors, dtype=float)
+    marks = value_shape is not None
+    shape = lam.shape
+    v_shape = np.ascontiguousarray(
+        np.broadcast_to(value_shape if marks else 1.0, shape), dtype=float
+    ).ravel()
+    out = np.zeros((3, lam.size))
+    _sums_kernel(
+        int(seed) % (2**32), np.ascontiguousarray(alive).ravel(),
+        np.ascontiguousarray(lam).ravel(), np.ascontiguousarray(p).ravel(), t, float(period),
+        factors, marks, v_shape, out,
+    )  # fmt: skip
+    res = {"purchases": out[0].reshape(shape)}
+    if marks:
+        rate = np.broadcast_to(np.asarray(value_rate, dtype=float), shape)
+        res["value"] = out[1].reshape(shape) / rate
+        res["discounted"] = out[2].reshape(shape) / rate
+    return res
 
 
 def _check_latent(alive, lam, p, t):

@@ -70,6 +70,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import special
 
+from clvbayes.errors import ModelError
 from clvbayes.math._checks import MAX_SHOWN as _MAX_SHOWN
 from clvbayes.math._checks import as_counts as _as_counts
 from clvbayes.math._checks import as_float as _as_float
@@ -206,7 +207,16 @@ def loglik(
 
 
 def loglik_frequency_terms(p, q, frequency, xp: SimpleNamespace = NUMPY):
-    """``-log B(p x, q)``: the costly term of :func:`loglik` that depends only on ``x`` (>= 1)."""
+    """``-log B(p x, q)``: the costly term of :func:`loglik` that depends only on ``x`` (>= 1).
+
+    With NumPy ``log B`` is taken from Stirling's series when one argument is large
+    (:func:`clvbayes.math.bgnbd._betaln`): ``gammaln(p x) - gammaln(p x + q)`` would lose
+    ~1e-5 absolute to cancellation at ``p x ~ 1e10``.
+    """
+    if xp is NUMPY:
+        from clvbayes.math.bgnbd import _betaln
+
+        return -_betaln(np.asarray(p * frequency, dtype=float), np.asarray(q, dtype=float))
     return -betaln(xp, p * frequency, q)
 
 
@@ -367,6 +377,39 @@ def _loglik_sum_and_grad(p, q, gamma, data: LoglikSumData) -> tuple[float, np.nd
     return float(total), grad
 
 
+HEAVY_TAIL_FIX = (
+    "q <= 1 means the fitted population of spend rates is so heavy-tailed (a few customers "
+    "with very large transaction values) that the mean transaction value of the population "
+    "does not exist, so a customer with few or no repeat purchases has an infinite expected "
+    "spend. Fixes: (1) give q a prior that keeps it above 1; it must be strong, since the "
+    "data alone put q below 1, and it then sets the spend predicted for those customers: "
+    'clvbayes run --priors FILE.json with {"gamma_gamma": {"q": {"dist": "Gamma", '
+    '"alpha": 400, "beta": 100}}} (q about 4 +/- 0.2; in Python GammaGammaModel(priors='
+    '{"q": Prior("Gamma", alpha=400, beta=100)})); (2) cap extreme transaction values before '
+    "summarising; or (3) predict purchases without the spend model."
+)
+"""The explanation and the fix attached to every "q <= 1" error and warning."""
+
+
+def heavy_tail_message(bad: np.ndarray, param_shape: tuple[int, ...], p, q, x) -> str:
+    """The :class:`~clvbayes.errors.ModelError` text for ``p x + q <= 1`` (no finite mean).
+
+    ``bad`` marks the (draw, customer) elements where ``p x + q <= 1`` (broadcast shape);
+    the message counts the draws and customers, shows the first customers' positions and
+    frequencies and one offending draw, explains and gives the fix (:data:`HEAVY_TAIL_FIX`).
+    """
+    n_bad, n_draws, first = _count_bad_draws(bad, param_shape)
+    p_b, q_b, x_b = (np.broadcast_to(v, bad.shape).ravel() for v in (p, q, x))
+    cust = bad.reshape(-1, bad.shape[-1]).any(axis=0) if bad.ndim else np.asarray([True])
+    return (
+        "expected_spend needs p * x + q > 1 for every customer: the Gamma-Gamma conditional "
+        "mean p (gamma + x zbar) / (p x + q - 1) is infinite otherwise; "
+        f"{n_bad} of {n_draws} parameter draws violate it, for {int(cust.sum())} customer(s) "
+        f"(positions {_positions(cust)}; e.g. p = {p_b[first]:.6g}, q = {q_b[first]:.6g} at "
+        f"frequency x = {x_b[first]:.6g}; x = 0 needs q > 1). {HEAVY_TAIL_FIX}"
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # expectations
 # --------------------------------------------------------------------------------------------
@@ -388,18 +431,19 @@ def population_mean_spend(p: ArrayLike, q: ArrayLike, gamma: ArrayLike) -> np.nd
 
     Raises
     ------
-    ValueError
-        If any parameter is non-positive, or ``q <= 1`` for any draw (message gives how many).
+    ModelError
+        If any parameter is non-positive, or ``q <= 1`` for any draw (message gives how many
+        and the fix).
     """
     p, q, gamma = _check_parameters(p=p, q=q, gamma=gamma)
     p, q, gamma = np.broadcast_arrays(p, q, gamma)
     bad = q <= 1
     if bad.any():
         n_bad, n_draws, first = _count_bad_draws(bad, q.shape)
-        raise ValueError(
+        raise ModelError(
             "population_mean_spend needs q > 1: the mean transaction value p * gamma / (q - 1) "
             f"is infinite otherwise (E[1/nu] diverges); {n_bad} of {n_draws} parameter draws "
-            f"have q <= 1 (e.g. q = {q.ravel()[first]:.6g}). Use a prior that keeps q above 1."
+            f"have q <= 1 (e.g. q = {q.ravel()[first]:.6g}). {HEAVY_TAIL_FIX}"
         )
     return _scalar_if_0d(p * gamma / (q - 1.0))
 
@@ -433,25 +477,20 @@ def expected_spend(
 
     Raises
     ------
+    ModelError
+        If ``p x + q <= 1`` for some customer and draw: the expectation is infinite there.
+        The message (:func:`heavy_tail_message`) names the customers and draws, explains
+        and gives the fix.  (A subclass of ValueError.)
     ValueError
-        If ``p x + q <= 1`` for some customer and draw (the expectation is infinite; the
-        message gives how many draws), or on invalid parameters or data.
+        On invalid parameters or data.
     """
     p, q, gamma = _check_parameters(p=p, q=q, gamma=gamma)
     x, m = _check_data(frequency, monetary_value)
     param_shape = np.broadcast_shapes(p.shape, q.shape, gamma.shape)
-    denom = p * x + q - 1.0
+    denom = p * x + (q - 1.0)  # q - 1 first: exact for q near 1, where it matters
     bad = np.broadcast_to(denom <= 0, np.broadcast_shapes(denom.shape, m.shape))
     if bad.any():
-        n_bad, n_draws, first = _count_bad_draws(bad, param_shape)
-        p_b, q_b, x_b = (np.broadcast_to(a, bad.shape).ravel() for a in (p, q, x))
-        raise ValueError(
-            "expected_spend needs p * x + q > 1 for every customer: the conditional mean "
-            "p (gamma + x zbar) / (p x + q - 1) is infinite otherwise (E[1/nu | x, zbar] "
-            f"diverges); {n_bad} of {n_draws} parameter draws violate it (e.g. p = "
-            f"{p_b[first]:.6g}, q = {q_b[first]:.6g} at frequency x = {x_b[first]:.6g}; "
-            "x = 0 needs q > 1). Use priors that keep q above 1."
-        )
+        raise ModelError(heavy_tail_message(bad, param_shape, p, q, x))
     xm = x * np.where(x > 0, m, 0.0)
     return _scalar_if_0d(p * (gamma + xm) / denom)
 
