@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clvbayes.data import calibration_holdout_split, summarize_transactions
+from clvbayes.data import DataWarning, calibration_holdout_split, summarize_transactions
 from clvbayes.datasets import (
     load_cdnow_master_transactions,
     load_cdnow_summary,
@@ -38,7 +38,9 @@ def published() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def split(tx) -> pd.DataFrame:
-    return calibration_holdout_split(tx, CAL_END, OBS_END, monetary_value_col="amount")
+    return calibration_holdout_split(
+        tx, CAL_END, OBS_END, monetary_value_col="amount", duplicate_rows="keep"
+    )
 
 
 def _raw_sample() -> pd.DataFrame:
@@ -127,7 +129,9 @@ def test_split_reproduces_published_calibration_summary(split, published):
 
 def test_summarize_of_calibration_rows_reproduces_published_summary(tx, published):
     calibration = tx[tx["date"] <= CAL_END]
-    ours = summarize_transactions(calibration, monetary_value_col="amount", observation_end=CAL_END)
+    ours = summarize_transactions(
+        calibration, monetary_value_col="amount", observation_end=CAL_END, duplicate_rows="keep"
+    )
     _assert_matches_published(ours, published)
     # T of a first purchase on 1997-01-01 is (1997-09-30 - 1997-01-01) / 7 = 272 / 7 weeks
     assert ours.loc["00004", "T"] == 272 / 7
@@ -155,7 +159,25 @@ def test_holdout_counts_match_an_independent_count(tx, split):
 
 def test_master_file_summary():
     master = load_cdnow_master_transactions()
-    rfm = calibration_holdout_split(master, CAL_END, OBS_END, monetary_value_col="amount")
+    rfm = calibration_holdout_split(
+        master, CAL_END, OBS_END, monetary_value_col="amount", duplicate_rows="keep"
+    )
+    assert rfm.attrs["n_duplicate_rows"] == 255
     assert len(rfm) == 23_570  # the whole cohort bought in the first quarter of 1997
     assert rfm.index.is_monotonic_increasing
     assert rfm["first_purchase"].max() <= pd.Timestamp("1997-03-31")
+
+
+def test_the_sample_has_21_genuine_exact_duplicate_rows(tx, published):
+    """Same customer, day, quantity and price: real purchases the published zbar counts."""
+    assert int(tx.duplicated().sum()) == 21
+    with pytest.warns(DataWarning, match=r"21 rows \(0\.3% of 6,919\) are exact copies"):
+        warned = calibration_holdout_split(tx, CAL_END, OBS_END, monetary_value_col="amount")
+    assert warned.attrs["n_duplicate_rows"] == 21
+    _assert_matches_published(warned, published)  # kept by default: the numbers stand
+    with pytest.warns(DataWarning, match="Dropped 21 rows"):
+        dropped = calibration_holdout_split(
+            tx, CAL_END, OBS_END, monetary_value_col="amount", duplicate_rows="drop"
+        )
+    changed = ~np.isclose(dropped["monetary_value"], published["monetary_value"], atol=0.006)
+    assert changed.any()  # dropping them would move the published spend

@@ -73,7 +73,11 @@ def load_cdnow_transactions() -> pd.DataFrame:
     DataFrame
         Columns ``customer_id`` (str, the zero-padded master id, e.g. ``"00004"``),
         ``date`` (datetime64, day resolution), ``quantity`` (int64, number of CDs) and
-        ``amount`` (float64, US dollars).  Several rows may share a customer and a day.
+        ``amount`` (float64, US dollars).  Several rows may share a customer and a day;
+        21 rows are exact copies of another row (same customer, day, quantity and amount:
+        two CDs at the same price on one day, as the published summaries count them), so
+        :func:`~clvbayes.data.summarize_transactions` warns about them by default; pass
+        ``duplicate_rows="keep"`` to say they are real (the published numbers need them).
 
     Examples
     --------
@@ -93,7 +97,8 @@ def load_cdnow_master_transactions() -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        The same columns as :func:`load_cdnow_transactions`.
+        The same columns as :func:`load_cdnow_transactions`; 255 rows are exact copies of
+        another row (real same-price purchases on one day, see there).
     """
     with _resource("CDNOW_master.txt.gz").open("rb") as fh:
         raw = pd.read_csv(
