@@ -275,7 +275,61 @@ def _read_piece(piece: _Piece, required: dict[str, str | None], read_kwargs: dic
     raise failure
 
 
-def _input_frame(source, required: dict[str, str | None], rows_per_partition: int, read_kwargs):
+def _identical_files(files: list[str]) -> list[list[str]]:
+    """Groups of input files with identical content (one export copied twice?).
+
+    Only files of equal size are read (and hashed), so the usual input costs one size
+    look-up per file.
+    """
+    import hashlib
+
+    import fsspec
+
+    by_size: dict[int, list[str]] = {}
+    for path in files:
+        fs, _, (local,) = fsspec.core.get_fs_token_paths(path)
+        by_size.setdefault(int(fs.size(local)), []).append(path)
+    groups = []
+    for size, paths in by_size.items():
+        if len(paths) < 2 or size == 0:
+            continue
+        by_hash: dict[str, list[str]] = {}
+        for path in paths:
+            digest = hashlib.sha256()
+            with fsspec.open(path, "rb") as fh:
+                while block := fh.read(1 << 22):
+                    digest.update(block)
+            by_hash.setdefault(digest.hexdigest(), []).append(path)
+        groups += [g for g in by_hash.values() if len(g) > 1]
+    return groups
+
+
+def _warn_identical_files(files: list[str], duplicate_rows: str) -> None:
+    """Warn (``duplicate_rows="warn"``) about input files with identical content."""
+    if duplicate_rows != "warn" or len(files) < 2:
+        return
+    groups = _identical_files(files)
+    if groups:
+        shown = "; ".join(" = ".join(repr(p) for p in g) for g in groups[:3])
+        more = f" and {len(groups) - 3:,} more groups" if len(groups) > 3 else ""
+        warnings.warn(
+            f"{sum(len(g) for g in groups):,} input files have identical content ({shown}"
+            f"{more}): a copy of one export? Their rows are all counted, which multiplies "
+            "those customers' purchases and spend. Leave the copies out, pass "
+            "duplicate_rows='drop' to drop rows equal in every column (across files too), "
+            "or duplicate_rows='keep' if the files are meant to repeat.",
+            DataWarning,
+            stacklevel=3,
+        )
+
+
+def _input_frame(
+    source,
+    required: dict[str, str | None],
+    rows_per_partition: int,
+    read_kwargs: dict,
+    duplicate_rows: str = "warn",
+):
     """The input as a dask DataFrame, a label per partition and the id dtype in pandas.
 
     The id dtype is the one :func:`~clvbayes.data.read_transactions` gives in memory
@@ -298,7 +352,9 @@ def _input_frame(source, required: dict[str, str | None], rows_per_partition: in
         )
     pieces: list[_Piece] = []
     meta = None
-    for path in _list_files(source):
+    files = _list_files(source)
+    _warn_identical_files(files, duplicate_rows)
+    for path in files:
         if path.lower().endswith(_PARQUET):
             found, schema = _parquet_pieces(path, rows_per_partition, required)
             pieces += found
@@ -740,7 +796,8 @@ datetime_format, merge_same_day, negative_amounts, duplicate_rows, outlying_date
         once to all partitions together (a partition-local rule would see a quiet file as
         an outlier).  ``duplicate_rows="drop"`` drops every copy, across files too (all
         rows of a customer meet in one partition); ``"warn"`` warns about copies within a
-        partition only (copies in two files are not counted).  ``outlying_dates="drop"``
+        partition and about input files with identical content, but copied rows in two
+        different files are not counted.  ``outlying_dates="drop"``
         with ``merge_same_day=False`` needs ``observation_end``.
     npartitions : int, optional
         Partitions of the summary (default: as many as the input).
@@ -790,7 +847,9 @@ datetime_format, merge_same_day, negative_amounts, duplicate_rows, outlying_date
         "datetime_col": datetime_col,
         "monetary_value_col": monetary_value_col,
     }
-    ddf, labels, id_dtype = _input_frame(source, required, rows_per_partition, read_kwargs)
+    ddf, labels, id_dtype = _input_frame(
+        source, required, rows_per_partition, read_kwargs, duplicate_rows
+    )
     kwargs = {
         "customer_id_col": customer_id_col,
         "datetime_col": datetime_col,

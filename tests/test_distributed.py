@@ -525,6 +525,13 @@ def test_duplicate_rows_drop_removes_copies_across_files(sync, tx, tmp_path):
     want = _quiet(summarize_transactions, pd.concat([tx, tx]), **kwargs)
     got = _quiet(summarize_transactions_dask, tmp_path, **kwargs).compute()
     _assert_same_summary(got, want)
+    # by default the copy is named (it doubled those customers' spend without a word)
+    with pytest.warns(DataWarning) as caught:
+        summarize_transactions_dask(tmp_path, monetary_value_col="amount")
+    (msg,) = [str(w.message) for w in caught if "identical content" in str(w.message)]
+    a, copy = str(tmp_path / "a.parquet"), str(tmp_path / "a_copy.parquet")
+    assert msg.startswith(f"2 input files have identical content ({a!r} = {copy!r}): a copy")
+    assert "duplicate_rows='drop'" in msg
 
 
 # scoring: one row per customer, and an output folder clvbayes did not write
