@@ -1108,6 +1108,7 @@ _CHOICE_ARGUMENT = re.compile(
     r"\b(negative_amounts|duplicate_rows|outlying_dates|encoding)='([\w.-]+)'"
 )
 _SEP_ARGUMENT = re.compile(r"\bsep=('[^']*'|\.\.\.)")
+_BARE_NAME = re.compile(r"(?<![\w'\"-])(calibration_end|observation_end)(?![\w'\"])")
 
 
 def _cli_words(message: str) -> str:
@@ -1116,7 +1117,7 @@ def _cli_words(message: str) -> str:
     message = _SEP_ARGUMENT.sub(lambda m: f"--sep {m[1]}", message)
     for python, flag in _FLAG_WORDS:
         message = message.replace(python, flag)
-    return message
+    return _BARE_NAME.sub(lambda m: "--" + m[1].replace("_", "-"), message)
 
 
 def _error(text: str) -> None:
