@@ -367,6 +367,20 @@ def test_nat_in_a_datetime_column_and_boolean_dates_are_refused():
         summarize_transactions(pd.DataFrame({"customer_id": ["a"], "date": [True]}))
 
 
+def test_periods_and_ends_beyond_the_resolution_are_refused():
+    tx = pd.DataFrame(
+        {"customer_id": ["a", "b"], "date": pd.period_range("2024-01", periods=2, freq="M")}
+    )
+    with pytest.raises(DataError, match=r"holds periods \(period\[M\]\), not dates.*to_timestamp"):
+        summarize_transactions(tx)
+    ns = pd.DataFrame(
+        {"customer_id": ["a", "b"],
+         "date": pd.to_datetime(["2024-01-01", "2024-01-05"]).astype("datetime64[ns]")}
+    )  # fmt: skip
+    with pytest.raises(DataError, match=r"observation_end='2500-01-01' is outside the range"):
+        summarize_transactions(ns, observation_end="2500-01-01")
+
+
 def test_iso_dates_are_never_read_year_day_month():
     tx = small().assign(date=["2024-01-02", "2024-01-03", "2024-02-01", "2024-03-01", "2024-04-01"])
     out = quiet_summary(tx)

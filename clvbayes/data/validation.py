@@ -481,6 +481,12 @@ def _parse_dates(
             f"Column {column!r} holds booleans ({dates.dtype}), not dates; pass the column "
             "that holds the purchase dates as datetime_col=..."
         )
+    if isinstance(dates.dtype, pd.PeriodDtype):
+        raise DataError(
+            f"Column {column!r} holds periods ({dates.dtype}), not dates: a period has no "
+            f"purchase day. Convert it, e.g. df[{column!r}] = df[{column!r}].dt.to_timestamp(), "
+            "if the start of each period is meant."
+        )
     if dates.dtype.kind in "iuf":
         if datetime_format is None or dates.dtype.kind == "f":
             raise DataError(
