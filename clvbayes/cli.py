@@ -59,7 +59,8 @@ exit  meaning
 * Warnings about suspicious but legal input (:class:`clvbayes.errors.DataWarning`) or a fit
   to be read with care (:class:`clvbayes.errors.FitWarning`, and the other clvbayes
   warnings) are printed on stderr and recorded in ``model_summary`` under ``"warnings"``;
-  ``--strict`` turns DataWarning and FitWarning into errors (exit 2).
+  ``--strict`` turns DataWarning, FitWarning and the NUTS ConvergenceWarning (divergences,
+  r_hat, ESS) into errors (exit 2).
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class UserError(Exception):
 
 
 class StrictWarningError(UserError):
-    """A DataWarning/FitWarning raised under ``--strict``."""
+    """A DataWarning, FitWarning or ConvergenceWarning raised under ``--strict``."""
 
 
 class _Terminated(BaseException):
@@ -282,9 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--format", choices=("csv", "parquet", "both"), default="both",
                    help="table file format(s)")  # fmt: skip
     o.add_argument("--strict", action="store_true",
-                   help="treat data and fit warnings (DataWarning, FitWarning) as errors")  # fmt: skip
+                   help="treat data and fit warnings (DataWarning, FitWarning, "
+                   "ConvergenceWarning) as errors")  # fmt: skip
     o.add_argument("--quiet", "-q", action="store_true",
-                   help="no progress output (errors, DataWarning/FitWarning warnings and "
+                   help="no progress output (errors, data/fit warnings and "
                    "the one-line result still print)")  # fmt: skip
     o.add_argument("--debug", action="store_true",
                    help="on an unexpected error, show the traceback instead of the bug "
@@ -666,6 +668,15 @@ def _check_output(out_dir: Path, input_path: str | None = None) -> None:
 # progress and warnings
 
 
+def _is_contract_warning(category: type[Warning]) -> bool:
+    """DataWarning, FitWarning and clvbayes' NUTS ConvergenceWarning: what --strict escalates."""
+    if issubclass(category, STRICT_CATEGORIES):
+        return True
+    return category.__name__ == "ConvergenceWarning" and str(category.__module__).startswith(
+        "clvbayes"
+    )
+
+
 def _is_clvbayes_warning(w: warnings.WarningMessage) -> bool:
     """DataWarning/FitWarning wherever raised, other UserWarnings raised by clvbayes code."""
     if issubclass(w.category, STRICT_CATEGORIES):
@@ -678,7 +689,7 @@ def _is_clvbayes_warning(w: warnings.WarningMessage) -> bool:
 class _Progress:
     """Step names with timings on stderr; collects clvbayes warnings for the report.
 
-    With ``strict``, a DataWarning or FitWarning ends the step with
+    With ``strict``, a DataWarning, FitWarning or ConvergenceWarning ends the step with
     :class:`StrictWarningError` (exit 2) once the step is done.
     """
 
@@ -716,7 +727,7 @@ class _Progress:
                     continue
                 seen.add(text)
                 self.warnings.append(text)
-                contract = issubclass(w.category, STRICT_CATEGORIES)
+                contract = _is_contract_warning(w.category)
                 if self.strict and contract:
                     escalate.append(text)
                 elif contract or not self.quiet:  # data/fit warnings print even when --quiet

@@ -818,3 +818,21 @@ def test_laplace_run_gives_a_credible_interval(tmp_path, capsys):
     assert total["clv_total_ci_upper"] > total["clv_total_ci_lower"]
     assert "90 % credible interval (Laplace approximation)" in stdout
     assert _summary(out)["settings"]["method"] == "laplace"
+
+
+def test_strict_escalates_convergence_warnings_but_not_exclusions():
+    from clvbayes.models.base import ExcludedCustomersWarning
+
+    try:
+        from clvbayes.inference import ConvergenceWarning
+    except ImportError:
+        from clvbayes.models import ConvergenceWarning
+    assert cli._is_contract_warning(ConvergenceWarning)
+    assert not cli._is_contract_warning(ExcludedCustomersWarning)
+    progress = cli._Progress(quiet=True, strict=True)
+    with progress.step("fitting"):  # only recorded
+        warnings.warn("12 customers excluded", ExcludedCustomersWarning)
+    assert progress.warnings == ["ExcludedCustomersWarning: 12 customers excluded"]
+    with pytest.raises(cli.StrictWarningError, match="ConvergenceWarning: 3 divergences"):
+        with progress.step("fitting"):
+            warnings.warn("3 divergences", ConvergenceWarning)
