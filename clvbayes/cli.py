@@ -600,6 +600,8 @@ def _check_input(args: argparse.Namespace) -> None:
         if path.stat().st_size == 0:
             raise UserError(f"cannot read {path} as a table: the file is empty (0 bytes).")
         opts = _csv_options(args)
+        if "sep" not in opts and path.name.lower().endswith(".tsv"):
+            opts["sep"] = "\t"  # as the data layer reads .tsv files
         try:
             header = pd.read_csv(path, nrows=0, dtype=str, **opts)
         except UnicodeDecodeError as err:

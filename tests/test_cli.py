@@ -541,6 +541,15 @@ def test_tab_separator_spelled_out(tmp_path, capsys):
     assert rc == 0, err
 
 
+def test_tsv_file_is_tab_separated_without_sep(tmp_path, capsys):
+    path, _ = _small_csv(tmp_path, name="tx.tsv", sep="\t")
+    out = tmp_path / "r"
+    args = ["run", str(path), "--method", "map", "--prediction-draws", "50", "--format", "csv",
+            "-q", "-o", str(out)]  # fmt: skip
+    rc, _, err = _exit(args, capsys)
+    assert rc == 0, err
+
+
 def test_latin1_file_needs_encoding(tmp_path, capsys):
     _, tx = _small_csv(tmp_path)
     tx["customer_id"] = tx["customer_id"].str.replace("0", "é", n=1)
