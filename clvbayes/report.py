@@ -1344,7 +1344,11 @@ class _Stage:
         os.umask(umask)
         self.path.chmod(0o777 & ~umask)  # mkdtemp makes it private; a report folder is not
         self.names: list[str] = []
-        self._journal()
+        try:
+            self._journal()
+        except BaseException:
+            shutil.rmtree(self.path, ignore_errors=True)  # created a moment ago, empty
+            raise
 
     def _journal(self) -> None:
         data = {"clvbayes_staging": 1, "pid": os.getpid(), "output": str(self.out),
@@ -1537,7 +1541,10 @@ def _publish(tmp: Path, out: Path) -> None:
             os.rename(old, out)
             raise
         _fsync_dir(out.parent)
-    kept = _remove_proven(old)
+    try:  # the new report is in place: a failure from here on is only a leftover
+        kept = _remove_proven(old)
+    except OSError as err:
+        kept = [f"? ({_os_text(err)})"]
     if kept:
         warnings.warn(
             f"the previous report, moved to {old}, gained entries while this report was written "
@@ -1702,7 +1709,10 @@ def write_report(
             + (4 << 20)  # plots, dictionary, summaries
         )
         _check_space(out, need)
-        stage = _Stage(out)
+        try:
+            stage = _Stage(out)
+        except OSError as err:
+            raise _write_failed(out, f"a staging folder in {out.parent}", err) from err
         try:
             _fill(stage, customers_table, segments, models, provenance, formats, settings,
                   holdout, extra)  # fmt: skip
