@@ -1036,18 +1036,15 @@ def _written_ids(path: str, number: int) -> pd.DataFrame:
     )
 
 
-def _kinds(part: pd.DataFrame) -> pd.DataFrame:
-    return part[["storage", "partition"]].drop_duplicates()
-
-
 def _duplicates(part: pd.DataFrame, limit: int = 5) -> dict[str, Any]:
-    """Ids in more than one row of a key-grouped partition: their count and a few, with
-    the partitions that hold them."""
+    """Ids in more than one row of a key-grouped partition (their count, and a few with
+    the partitions that hold them), and the (storage, partition) pairs seen."""
+    stored = part[["storage", "partition"]].drop_duplicates()
     dup = part[part["key"].duplicated(keep=False)]
     if dup.empty:
-        return {"n": 0, "examples": []}
+        return {"n": 0, "examples": [], "stored": stored}
     where = dup.groupby("key", sort=True)["partition"].agg(lambda p: sorted(set(p)))
-    return {"n": len(where), "examples": list(where.head(limit).items())}
+    return {"n": len(where), "examples": list(where.head(limit).items()), "stored": stored}
 
 
 def _check_one_row_per_customer(tmp: Path, n_partitions: int) -> None:
@@ -1067,11 +1064,9 @@ def _check_one_row_per_customer(tmp: Path, n_partitions: int) -> None:
         _written_ids, [p for _, p in parts], [n for n, _ in parts], meta=meta,
         enforce_metadata=False, label="clvbayes-ids",
     )  # fmt: skip
-    kinds = ids.map_partitions(_kinds, meta=meta[["storage", "partition"]])
-    grouped = ids[["key", "partition"]].shuffle(on="key", npartitions=len(parts))
-    found, stored = dask.compute(
-        [dask.delayed(_duplicates)(p) for p in grouped.to_delayed()], kinds
-    )
+    grouped = ids.shuffle(on="key", npartitions=len(parts))
+    (found,) = dask.compute([dask.delayed(_duplicates)(p) for p in grouped.to_delayed()])
+    stored = pd.concat([f["stored"] for f in found]).drop_duplicates()
     stored = stored[stored["storage"] != "empty"]
     if stored["storage"].nunique() > 1:
         listing = "; ".join(

@@ -623,10 +623,42 @@ def test_output_folder_not_written_by_clvbayes_is_never_replaced(sync, small, mo
         score_customers_dask(rfm, bg, gg, out, overwrite=True, **FAST)
     assert (out / "tx.csv").exists() and len(pd.read_parquet(out / "part.2.parquet")) > 0
 
+    # a table written before the file list existed (part.N.parquet, N < n_partitions)
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "part.0.parquet").write_bytes((out / "part.0.parquet").read_bytes())
+    old = {"seed": 0, "seeds": "partition i is scored with ...", "n_partitions": 1}
+    (legacy / "_clvbayes.json").write_text(json.dumps(old))
+    (legacy / "part.1.parquet").write_bytes(b"")  # not one of its partitions
+    with pytest.raises(FileExistsError, match=r"\('part.1.parquet'\)"):
+        score_customers_dask(rfm, bg, gg, legacy, overwrite=True, **FAST)
+    (legacy / "part.1.parquet").unlink()
+    score_customers_dask(rfm, bg, gg, legacy, overwrite=True, **FAST)
+    assert json.loads((legacy / "_clvbayes.json").read_text())["n_partitions"] == 2
+    legacy_files = sorted(p.name for p in legacy.iterdir())
+    assert legacy_files == ["_clvbayes.json", "part.0.parquet", "part.1.parquet"]
+
     # a file, or an empty path, is never taken for a folder
     (tmp_path / "file.parquet").write_text("x")
     with pytest.raises(FileExistsError, match="is a file or a link"):
         score_customers_dask(rfm, bg, gg, tmp_path / "file.parquet", overwrite=True, **FAST)
     with pytest.raises(ValueError, match="out_path is empty"):
         score_customers_dask(rfm, bg, gg, "", overwrite=True, **FAST)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.parquet", "project", "scores"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["file.parquet", "legacy", "project", "scores"]  # no leftovers
+
+
+def test_written_parts_with_ids_of_two_types_are_refused(sync, small, tmp_path):
+    """The last check before publishing, for tables whose index dtype Dask cannot tell."""
+    from clvbayes.distributed import _check_one_row_per_customer
+
+    ints = small.iloc[150:].copy()
+    ints.index = ints.index.astype(int)
+    small.iloc[:150].to_parquet(tmp_path / "part.0.parquet")
+    ints.to_parquet(tmp_path / "part.1.parquet")
+    with pytest.raises(DataError) as err:
+        _check_one_row_per_customer(tmp_path, 2)
+    assert str(err.value).startswith(
+        "The customer ids (the index) of the customer table are stored differently in its "
+        "partitions: as integers in partition(s) 1; as text in partition(s) 0."
+    )
