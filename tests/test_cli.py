@@ -845,3 +845,20 @@ def test_strict_escalates_convergence_warnings_but_not_exclusions():
     with pytest.raises(cli.StrictWarningError, match="ConvergenceWarning: 3 divergences"):
         with progress.step("fitting"):
             warnings.warn("3 divergences", ConvergenceWarning)
+
+
+def test_rerun_never_deletes_user_files_in_the_report_folder(tmp_path, capsys):
+    """Issue 12, defect 1: a re-run replaced a report folder with the user's files in it."""
+    path, _ = _small_csv(tmp_path)
+    out = tmp_path / "rep"
+    base = ["--method", "map", "--prediction-draws", "50", "--format", "csv", "-q", "-o", str(out)]
+    rc, _, err = _exit(["run", str(path), *base], capsys)
+    assert rc == 0, err
+    rc, _, err = _exit(["run", str(path), *base], capsys)  # a report alone is replaced
+    assert rc == 0, err
+    copied = out / "tx.csv"
+    copied.write_bytes(path.read_bytes())  # cp tx.csv rep/tx.csv
+    rc, _, err = _exit(["run", str(copied), *base], capsys)
+    assert rc == 2 and "holds the input file" in err and copied.read_bytes() == path.read_bytes()
+    rc, _, err = _exit(["run", str(path), *base], capsys)  # the copy is the user's now
+    assert rc == 2 and "tx.csv (not written by clvbayes)" in err and copied.exists()
