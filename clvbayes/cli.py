@@ -406,9 +406,9 @@ def _validate_options(args: argparse.Namespace) -> None:
                 f"--discount-rate-per-period {example:.3g}, or pass the annual rate with "
                 "--discount-rate 0.10. Rates above 100 % a year are refused."
             )
+    cal_text, obs_text = _ends(args)  # with the bundled sample's defaults
     ends = {}
-    for flag, value in (("--calibration-end", args.calibration_end),
-                        ("--observation-end", args.observation_end)):  # fmt: skip
+    for flag, value in (("--calibration-end", cal_text), ("--observation-end", obs_text)):
         if value is None:
             continue
         try:
@@ -421,11 +421,22 @@ def _validate_options(args: argparse.Namespace) -> None:
     if len(ends) == 2:
         cal, obs = ends["--calibration-end"], ends["--observation-end"]
         if (cal.tz is None) == (obs.tz is None) and not cal < obs:
+            default = {"--calibration-end": args.calibration_end is None,
+                       "--observation-end": args.observation_end is None}  # fmt: skip
+            named = {f: f"{f} {v}" + (" (the bundled sample's default)" if default[f] else "")
+                     for f, v in (("--calibration-end", cal_text),
+                                  ("--observation-end", obs_text))}  # fmt: skip
             raise UserError(
-                f"--calibration-end {args.calibration_end} is not before --observation-end "
-                f"{args.observation_end}; the holdout period runs from the first to the second. "
-                "Pass an earlier --calibration-end or a later --observation-end."
+                f"{named['--calibration-end']} is not before {named['--observation-end']}; the "
+                "holdout period runs from the first to the second. Pass an earlier "
+                "--calibration-end or a later --observation-end."
             )
+    fmt = args.date_format
+    if fmt is not None and "%" not in fmt:
+        raise UserError(
+            f"--date-format {fmt!r} has no %-directive, so no date could match it; pass a "
+            "strftime format such as --date-format '%Y-%m-%d' or '%d/%m/%Y'."
+        )
     sep = getattr(args, "sep", None)
     if sep is not None:
         if sep in ("\\t", "tab", "TAB"):

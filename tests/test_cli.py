@@ -456,6 +456,7 @@ OPTION_REFUSALS = {
         ["--calibration-end", "2024-06-01", "--observation-end", "2024-03-01"],
         "--calibration-end 2024-06-01 is not before --observation-end 2024-03-01",
     ),
+    "date format without a directive": (["--date-format", "Y-m-d"], "has no %-directive"),
     "end not a date": (["--calibration-end", "soon"], "--calibration-end 'soon' is not a date"),
     "group column like a report column": (["--group-by", "clv_mean"], "name of a report column"),
     "same column twice": (
@@ -482,6 +483,14 @@ def test_options_refused_before_the_data_is_read(case, tmp_path, capsys, no_slow
     assert message in " ".join(err.split()), err
     assert "Traceback" not in err and stdout == ""
     assert not out.exists()
+
+
+def test_observation_end_before_the_bundled_calibration_end(capsys, no_slow_steps, tmp_path):
+    rc, _, err = _exit(["run", "--observation-end", "1997-06-30", "-o", str(tmp_path / "r")],
+                       capsys)  # fmt: skip
+    assert rc == 2
+    assert ("--calibration-end 1997-09-30 (the bundled sample's default) is not before "
+            "--observation-end 1997-06-30") in err  # fmt: skip
 
 
 def test_sep_and_encoding_without_a_file_are_refused(capsys, no_slow_steps, tmp_path):
