@@ -289,11 +289,11 @@ def check_id_values(
     """
     if not len(index) or not (_is_text_dtype(index.dtype)):
         return
-    values = pd.Series(np.asarray(index, dtype=object))
-    text = values.map(lambda v: v if isinstance(v, str) else None)
-    if text.isna().all():
+    values = pd.Series(index.array)  # string dtypes keep their vectorised (Arrow) methods
+    text = values
+    stripped = text.str.strip()  # NaN for values that are not text
+    if stripped.isna().all():
         return
-    stripped = text.str.strip()
     blank = (stripped == "").to_numpy(dtype=bool)
     if blank.any():
         mask = np.isin(codes, np.flatnonzero(blank))
@@ -304,7 +304,7 @@ def check_id_values(
             f"customer: drop them (df = df[df[{column!r}].str.strip() != '']) or fill them. "
             f"{_first_positions(mask, tx.rows)}"
         )
-    padded = (stripped != text).to_numpy(dtype=bool)
+    padded = (stripped.notna() & (stripped != text)).to_numpy(dtype=bool)
     if padded.any():
         clash = stripped.duplicated(keep=False).to_numpy(dtype=bool) & (
             stripped.isin(stripped[padded]).to_numpy(dtype=bool)
