@@ -15,12 +15,16 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "BetaGeoModel": "clvbayes.models",
     "GammaGammaModel": "clvbayes.models",
+    "ModifiedBetaGeoModel": "clvbayes.models",
     "Prior": "clvbayes.models",
     "score_customers": "clvbayes.predict",
     "summarize_draws": "clvbayes.predict",
     "summarize_transactions": "clvbayes.data",
     "calibration_holdout_split": "clvbayes.data",
-    "DataError": "clvbayes.data",
+    "DataError": "clvbayes.errors",
+    "ModelError": "clvbayes.errors",
+    "DataWarning": "clvbayes.errors",
+    "FitWarning": "clvbayes.errors",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -2,6 +2,7 @@
 
 from clvbayes.models.base import (
     ELPD,
+    METHODS,
     CLVModel,
     ConvergenceWarning,
     ExcludedCustomersWarning,
@@ -11,16 +12,19 @@ from clvbayes.models.base import (
 )
 from clvbayes.models.bgnbd import BetaGeoModel
 from clvbayes.models.gamma_gamma import GammaGammaModel
+from clvbayes.models.mbgnbd import ModifiedBetaGeoModel
 from clvbayes.models.priors import AVAILABLE_DISTRIBUTIONS, Prior
 
 __all__ = [
     "AVAILABLE_DISTRIBUTIONS",
     "ELPD",
+    "METHODS",
     "BetaGeoModel",
     "CLVModel",
     "ConvergenceWarning",
     "ExcludedCustomersWarning",
     "GammaGammaModel",
+    "ModifiedBetaGeoModel",
     "NotFittedError",
     "Prior",
     "check_convergence",

@@ -7,7 +7,8 @@ to compute the per-history log-likelihood with the array namespace of
 lives in :mod:`clvbayes.inference`; this module holds what is written once per model:
 
 * ``fit(method="nuts" | "laplace" | "map" | "mle")`` -- all produce the same posterior
-  structure (``posterior_``, an :class:`xarray.Dataset` with ``chain`` and ``draw``
+  structure (``draws()``: arrays of shape (chain, draw); ``posterior_``: the same as an
+  :class:`xarray.Dataset` with ``chain`` and ``draw``
   dimensions; MAP/MLE have one chain and one draw, Laplace one chain of ``draws``), so
   downstream code never branches on the method;
 * the log-likelihood is evaluated on *compressed* data: one term per distinct
@@ -265,7 +266,7 @@ class CLVModel:
                 ExcludedCustomersWarning,
                 stacklevel=2,
             )
-        from clvbayes import compat, inference
+        from clvbayes import inference
 
         self.data_ = data
         self.time_unit_ = rfm.attrs.get("time_unit")
@@ -288,7 +289,9 @@ class CLVModel:
             method=method, seed=seed, n_customers=data.n_customers, n_histories=data.n_unique,
             n_customers_fitted=n_fitted, n_customers_excluded=n_excluded,
         )  # fmt: skip
-        self.posterior_ = compat.posterior_from_arrays(draws_dict)
+        # plain arrays: the fast path never imports xarray; posterior_ is built on access
+        self._draws = {k: np.asarray(v, dtype=float) for k, v in draws_dict.items()}
+        self._posterior = None
         self.sample_stats_ = stats
         info["warnings"] = self._check_information(n_fitted)
         self.fit_info_ = info
@@ -304,7 +307,7 @@ class CLVModel:
                 "identified by so few, so predictions lean on the priors. Fit on more customers."
             )
         for k in self.param_names:
-            median = float(np.median(self.posterior_[k].values))
+            median = float(np.median(self._draws[k]))
             if median > 0 and abs(np.log10(median)) > BOUNDARY_LOG10:
                 messages.append(
                     f"{name}: parameter {k} = {median:.3g} is at the boundary of its support, so "
@@ -403,11 +406,33 @@ class CLVModel:
 
     # ------------------------------------------------------------------ fitted state
     def _check_fitted(self) -> None:
-        if getattr(self, "posterior_", None) is None:
+        if getattr(self, "_draws", None) is None:
             raise NotFittedError(
                 f"This {type(self).__name__} is not fitted yet: call .fit(rfm) first "
                 f"(or {type(self).__name__}.load(path))."
             )
+
+    @property
+    def posterior_(self):
+        """Posterior draws as an :class:`xarray.Dataset`, dims (chain, draw), one variable each.
+
+        Assigning a Dataset with those dims replaces the draws.
+        """
+        from clvbayes import compat
+
+        self._check_fitted()
+        if self._posterior is None:
+            self._posterior = compat.posterior_from_arrays(self._draws)
+        return self._posterior
+
+    @posterior_.setter
+    def posterior_(self, ds) -> None:
+        missing = [k for k in self.param_names if k not in ds]
+        if missing:
+            raise ValueError(f"posterior lacks parameter(s) {missing} of {type(self).__name__}.")
+        self._draws = {k: np.asarray(ds[k].transpose("chain", "draw").values, dtype=float)
+                       for k in self.param_names}  # fmt: skip
+        self._posterior = None
 
     @property
     def idata_(self):
@@ -430,19 +455,19 @@ class CLVModel:
         from clvbayes import compat
 
         groups = compat.groups_of(container)
-        self.posterior_ = groups["posterior"][list(self.param_names)]
+        self.posterior_ = groups["posterior"]
         self.sample_stats_ = groups.get("sample_stats")
 
     @property
     def n_draws_(self) -> int:
         """Number of posterior draws (chains x draws; 1 for a MAP/MLE fit)."""
         self._check_fitted()
-        return int(self.posterior_.sizes["chain"] * self.posterior_.sizes["draw"])
+        return int(next(iter(self._draws.values())).size)
 
     def draws(self) -> dict[str, np.ndarray]:
         """Posterior draws of each parameter, arrays of shape (chain, draw)."""
         self._check_fitted()
-        return {k: self.posterior_[k].values for k in self.param_names}
+        return dict(self._draws)
 
     def _resolve_data(self, rfm: pd.DataFrame | None) -> CompressedRFM:
         self._check_fitted()
@@ -581,7 +606,7 @@ class CLVModel:
         from clvbayes import compat
 
         self._check_fitted()
-        groups = {"posterior": self.posterior_}
+        groups = {"posterior": self.posterior_.copy()}
         if getattr(self, "sample_stats_", None) is not None:
             groups["sample_stats"] = self.sample_stats_
         if include_data and getattr(self, "data_", None) is not None:
@@ -708,7 +733,7 @@ def _rebuild(cls, registry, groups: dict, attrs: dict, where: str) -> CLVModel:
         v = posterior[k].values
         if posterior[k].dims != ("chain", "draw") or not np.all(np.isfinite(v)) or (v <= 0).any():
             raise ValueError(f"its draws of {k} are not positive finite (chain, draw) values")
-    model.posterior_ = posterior[list(model_cls.param_names)]
+    model.posterior_ = posterior
     model.sample_stats_ = groups.get("sample_stats")
     model.time_unit_ = attrs.get("time_unit") or None
     model.fit_info_ = json.loads(attrs.get("fit_info", "{}"))
