@@ -354,6 +354,18 @@ def test_format_option(tables, tmp_path):
 
 
 # ---------------------------------------------------------------- never delete what is not ours
+@pytest.fixture
+def quick_plots(monkeypatch):
+    """Stand-in plots (tiny files) for tests about files, not pictures: ~2 s saved per write."""
+
+    def plots(folder, *args, **kwargs):
+        for name in report.PLOTS:
+            (folder / name).write_bytes(b"\x89PNG stand-in")
+        return list(report.PLOTS)
+
+    monkeypatch.setattr(report, "_write_plots", plots)
+
+
 class FakeModel:
     """Just enough of a fitted model for write_report: summary, fit_info_, save."""
 
@@ -393,6 +405,7 @@ def test_manifest_lists_every_file_with_size_and_hash(tables, tmp_path):
     assert not (out / report.STAGING_JOURNAL).exists()
 
 
+@pytest.mark.usefixtures("quick_plots")
 def test_a_report_folder_with_a_user_file_is_not_replaced(tables, tmp_path):
     # issue 12 #1: `clvbayes run -o rep && cp cdnow.csv rep/tx.csv && clvbayes run rep/tx.csv -o rep`
     out = _write(tmp_path / "rep", tables)
@@ -411,6 +424,7 @@ def test_a_report_folder_with_a_user_file_is_not_replaced(tables, tmp_path):
     assert "tx.csv" in report.replace_refusal(out)
 
 
+@pytest.mark.usefixtures("quick_plots")
 def test_a_changed_report_file_is_not_replaced(tables, tmp_path):
     out = _write(tmp_path / "rep", tables)
     with (out / "customers.csv").open("a") as fh:
@@ -422,6 +436,7 @@ def test_a_changed_report_file_is_not_replaced(tables, tmp_path):
         validate_report(out)
 
 
+@pytest.mark.usefixtures("quick_plots")
 def test_a_copied_model_summary_does_not_make_a_folder_replaceable(tables, tmp_path):
     out = _write(tmp_path / "rep", tables)
     project = tmp_path / "project"
@@ -437,6 +452,7 @@ def test_a_copied_model_summary_does_not_make_a_folder_replaceable(tables, tmp_p
         _write(out, tables)
 
 
+@pytest.mark.usefixtures("quick_plots")
 def test_links_inside_a_report_are_not_followed_or_deleted(tables, tmp_path):
     out = _write(tmp_path / "rep", tables)
     precious = tmp_path / "precious.txt"
@@ -448,6 +464,7 @@ def test_links_inside_a_report_are_not_followed_or_deleted(tables, tmp_path):
 
 
 # ---------------------------------------------------------------- publishing
+@pytest.mark.usefixtures("quick_plots")
 def test_no_leftovers_and_atomic_swap(tables, tmp_path, monkeypatch):
     out = _write(tmp_path / "rep", tables)
     swaps = []
@@ -459,6 +476,7 @@ def test_no_leftovers_and_atomic_swap(tables, tmp_path, monkeypatch):
     assert json.loads((out / "model_summary.json").read_text())["note"] == "second"
 
 
+@pytest.mark.usefixtures("quick_plots")
 def test_fallback_publish_crash_between_renames_is_recovered(tables, tmp_path, monkeypatch):
     out = _write(tmp_path / "rep", tables)
     old_bytes = _files(out)
@@ -514,6 +532,7 @@ report.write_report(sys.argv[1], customers, segments, {}, {}, fmt="csv")
 """
 
 
+@pytest.mark.usefixtures("quick_plots")
 def test_staging_left_by_kill_9_is_cleaned_by_the_next_run(tables, tmp_path):
     out = tmp_path / "rep"
     res = _run_py(_KILLED_WRITER, out)
@@ -543,6 +562,7 @@ with report.output_lock(sys.argv[1]):
 """
 
 
+@pytest.mark.usefixtures("quick_plots")
 def test_a_second_concurrent_writer_is_refused(tables, tmp_path):
     import subprocess
     import sys
@@ -577,6 +597,7 @@ def test_lock_is_reentrant_and_removed(tmp_path):
 
 
 # ---------------------------------------------------------------- disk full, write errors
+@pytest.mark.usefixtures("quick_plots")
 def test_too_little_free_space_is_refused_before_writing(tables, tmp_path, monkeypatch):
     import shutil
 
@@ -601,6 +622,7 @@ def test_too_little_free_space_is_refused_before_writing(tables, tmp_path, monke
                      "'No space left on device')"),
     ],
 )  # fmt: skip
+@pytest.mark.usefixtures("quick_plots")
 def test_disk_full_while_saving_a_model_keeps_the_old_report(tables, tmp_path, fail):
     out = tmp_path / "rep"
     write_report(out, *tables, {"bgnbd": FakeModel()}, {}, fmt="csv")
@@ -612,6 +634,7 @@ def test_disk_full_while_saving_a_model_keeps_the_old_report(tables, tmp_path, f
     assert _files(out) == before and [p.name for p in tmp_path.iterdir()] == ["rep"]
 
 
+@pytest.mark.usefixtures("quick_plots")
 def test_disk_full_while_writing_a_table(tables, tmp_path, monkeypatch):
     out = _write(tmp_path / "rep", tables)
     before = _files(out)
@@ -626,6 +649,7 @@ def test_disk_full_while_writing_a_table(tables, tmp_path, monkeypatch):
     assert _files(out) == before and [p.name for p in tmp_path.iterdir()] == ["rep"]
 
 
+@pytest.mark.usefixtures("quick_plots")
 def test_model_to_bytes_is_written_with_python_io(tables, tmp_path):
     class BytesModel(FakeModel):
         def save(self, path, include_data=True):  # pragma: no cover - must not be used
@@ -639,6 +663,7 @@ def test_model_to_bytes_is_written_with_python_io(tables, tmp_path):
 
 
 # ---------------------------------------------------------------- siblings: where a report may go
+@pytest.mark.usefixtures("quick_plots")
 def test_output_that_is_a_file_or_a_link_is_refused(tables, tmp_path):
     data = tmp_path / "cdnow.csv"
     data.write_text("customer_id,date,amount\n")
@@ -654,6 +679,7 @@ def test_output_that_is_a_file_or_a_link_is_refused(tables, tmp_path):
     assert link.is_symlink() and _files(target) == before
 
 
+@pytest.mark.usefixtures("quick_plots")
 def test_output_holding_the_input_is_refused(tables, tmp_path):
     folder = tmp_path / "data"
     folder.mkdir()
@@ -677,6 +703,7 @@ def test_output_names_that_name_no_new_folder(tables, tmp_path, monkeypatch, bad
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
+@pytest.mark.usefixtures("quick_plots")
 def test_long_output_names_work(tables, tmp_path):
     name = "r" * 250  # near NAME_MAX: sibling staging/lock names must stay short
     out = _write(tmp_path / name, tables)
@@ -750,6 +777,7 @@ def _map_tables(tables):
     return customers, segments
 
 
+@pytest.mark.usefixtures("quick_plots")
 def test_map_report_explains_empty_interval_columns(tables, tmp_path):
     customers, segments = _map_tables(tables)
     out = write_report(tmp_path / "rep", customers, segments, {"bgnbd": FakeModel("map")}, {},
@@ -772,6 +800,7 @@ def test_map_report_explains_empty_interval_columns(tables, tmp_path):
     assert "no credible interval is shown" in md and "clv_total_ci_lower" not in md
 
 
+@pytest.mark.usefixtures("quick_plots")
 def test_map_filled_intervals_are_labelled_and_nuts_intervals_are_required(tables, tmp_path):
     out = write_report(tmp_path / "a", *tables, {"bgnbd": FakeModel("map")}, {}, fmt="csv")
     d = pd.read_csv(out / "data_dictionary.csv", dtype=str, keep_default_na=False)
@@ -789,6 +818,7 @@ def test_map_filled_intervals_are_labelled_and_nuts_intervals_are_required(table
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
 
+@pytest.mark.usefixtures("quick_plots")
 def test_lock_without_flock_uses_an_exclusive_file(tables, tmp_path, monkeypatch):
     monkeypatch.setattr(report, "_HAVE_FLOCK", False)  # as on Windows
     out = tmp_path / "rep"
