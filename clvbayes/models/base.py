@@ -438,17 +438,37 @@ class CLVModel:
     def idata_(self):
         """The posterior as the installed ArviZ's container (InferenceData or DataTree).
 
-        Built on access from ``posterior_`` (and ``sample_stats_`` after NUTS); pass it to
-        ArviZ (``arviz.summary``, ``arviz.plot_trace``, ...).  Assigning an InferenceData,
-        a DataTree or a posterior Dataset replaces the model's draws.
+        Built on access (see :meth:`to_arviz`); pass it to ArviZ (``arviz.summary``,
+        ``arviz.plot_trace``, ...).  Assigning an InferenceData, a DataTree or a posterior
+        Dataset replaces the model's draws.
+        """
+        return self.to_arviz()
+
+    def to_arviz(self, log_likelihood: bool = False):
+        """The fit as the installed ArviZ's container: InferenceData (0.x) or DataTree (1.x).
+
+        Parameters
+        ----------
+        log_likelihood : bool
+            Add a ``log_likelihood`` group (per customer, chain x draw x customer), for
+            ``arviz.loo`` / ``arviz.compare``; it materialises customers x draws, so for large
+            data prefer :meth:`loo`, computed per distinct history.
+
+        Examples
+        --------
+        >>> import arviz as az  # doctest: +SKIP
+        >>> az.compare({"bgnbd": bg.to_arviz(True), "mbgnbd": mbg.to_arviz(True)})  # doctest: +SKIP
         """
         from clvbayes import compat
 
         self._check_fitted()
-        return compat.to_arviz(
-            {"posterior": self.posterior_, "sample_stats": getattr(self, "sample_stats_", None)},
-            self._attrs(),
-        )
+        groups = {
+            "posterior": self.posterior_,
+            "sample_stats": getattr(self, "sample_stats_", None),
+        }
+        if log_likelihood:
+            groups["log_likelihood"] = self.log_likelihood().to_dataset(name="customer")
+        return compat.to_arviz(groups, self._attrs())
 
     @idata_.setter
     def idata_(self, container) -> None:

@@ -32,7 +32,9 @@ def _n_draws(model: Any) -> int:
     return int(post.sizes["chain"] * post.sizes["draw"])
 
 
-def plot_trace(model: Any, *, axes=None, bins: int = 40):
+def plot_trace(
+    model: Any, *, axes=None, bins: int = 40, figsize: tuple[float, float] | None = None
+):
     """Trace plot of the model's parameters: per-chain densities and draws (NUTS fits).
 
     Drawn with matplotlib alone (the same figure whichever ArviZ is installed; for ArviZ's
@@ -47,6 +49,8 @@ def plot_trace(model: Any, *, axes=None, bins: int = 40):
         Shape ``(n_parameters, 2)``; default a new figure.
     bins : int
         Histogram bins of the density panels.
+    figsize : (float, float), optional
+        Size of a new figure in inches (default 9 x 1.9 per parameter).
 
     Returns
     -------
@@ -68,7 +72,8 @@ def plot_trace(model: Any, *, axes=None, bins: int = 40):
     if axes is None:
         import matplotlib.pyplot as plt
 
-        axes = plt.subplots(len(names), 2, figsize=(9, 1.9 * len(names)), squeeze=False)[1]
+        size = figsize or (9, 1.9 * len(names))
+        axes = plt.subplots(len(names), 2, figsize=size, squeeze=False)[1]
     axes = np.asarray(axes, dtype=object).reshape(len(names), 2)
     stats_ds = getattr(model, "sample_stats_", None)
     diverging = None
