@@ -970,12 +970,12 @@ def _draws_only(model):
         return None
     import copy
 
-    import arviz as az
-
     model.draws()  # raises NotFittedError with the usual message
     slim = copy.copy(model)
     slim.data_ = None
-    slim.idata_ = az.InferenceData(posterior=model.idata_.posterior[list(model.param_names)])
+    slim.sample_stats_ = None
+    # the Dataset setter (both ArviZ stacks): the copy gets its own draws, the model keeps its
+    slim.posterior_ = model.posterior_[list(model.param_names)]
     return slim
 
 

@@ -140,8 +140,7 @@ def test_missing_column_message_is_the_in_memory_one_with_the_file(client, tx, t
 @pytest.fixture(scope="module")
 def models(expected):
     """Fast models with a small fake posterior (40 draws around the MAP fit)."""
-    import arviz as az
-
+    from clvbayes.compat import posterior_from_arrays
     from clvbayes.models import BetaGeoModel, GammaGammaModel
 
     rng = np.random.default_rng(3)
@@ -151,12 +150,10 @@ def models(expected):
             warnings.simplefilter("ignore")
             model = cls().fit(expected, method="map")
         post = {
-            k: float(v) * np.exp(0.05 * rng.standard_normal((2, 20)))
-            for k, v in zip(
-                model.param_names, model.idata_.posterior.to_array().values.ravel(), strict=True
-            )
+            k: float(v.ravel()[0]) * np.exp(0.05 * rng.standard_normal((2, 20)))
+            for k, v in model.draws().items()
         }
-        model.idata_ = az.from_dict(posterior=post)
+        model.posterior_ = posterior_from_arrays(post)  # works with ArviZ 0.x and 1.x
         out.append(model)
     return out
 
