@@ -567,6 +567,19 @@ def test_a_customer_acquired_on_the_last_day_has_T_zero_and_is_valid(cdnow_tx):
     assert bgnbd.loglik(0.24, 4.4, 0.79, 2.4, 0, 0.0, 0.0) == pytest.approx(0.0, abs=1e-15)
 
 
+def test_an_rfm_table_with_missing_ids_is_refused():
+    rfm = pd.DataFrame(
+        {"frequency": [1, 0], "recency": [2.0, 0.0], "T": [5.0, 3.0]},
+        index=pd.Index(pd.array([1, None], dtype="Int64"), name="customer_id"),
+    )
+    with pytest.raises(
+        DataError,
+        match=r"1 row\(s\) with a missing customer id in its index \(dtype Int64; Row "
+        r"\(counting from 0\): 1\).*df\.index\.notna",
+    ):
+        validate_rfm(rfm)
+
+
 def test_T_zero_at_the_calibration_end():
     tx = small()
     tx.loc[len(tx)] = ["d", "2024-01-10", 4.0]

@@ -8,7 +8,11 @@ Imports neither PyMC nor PyTensor.
 - :func:`calibration_holdout_split` adds holdout-period counts for out-of-sample checks;
 - :func:`validate_rfm` checks an RFM table that did not come from us;
 - :func:`compress` collapses customers with identical rows for fast likelihoods;
-- :class:`DataError` is the one exception raised for bad input.
+- :class:`DataError` is the one exception raised for bad input; suspicious but legal
+  input (exact duplicate rows, dates after today, an end far after the data, ids that
+  read like missing-value markers) raises a :class:`DataWarning`.  Nothing is dropped or
+  reinterpreted without an explicit option (``negative_amounts``, ``duplicate_rows``,
+  ``outlying_dates``, ``datetime_format``).
 """
 
 from clvbayes.data.compress import CompressedRFM, compress

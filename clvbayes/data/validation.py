@@ -1139,6 +1139,13 @@ def validate_rfm(df: pd.DataFrame, *, require_monetary: bool = False) -> pd.Data
     if "monetary_value" in df.columns and "monetary_value" not in columns:
         columns.append("monetary_value")
     ids = df.index
+    missing_ids = np.asarray(ids.isna(), dtype=bool)
+    if missing_ids.any():
+        raise DataError(
+            f"The RFM table has {int(missing_ids.sum()):,} row(s) with a missing customer id "
+            f"in its index (dtype {ids.dtype}; {_first_positions(missing_ids)[:-1]}); every "
+            "row must belong to one customer. Drop them, e.g. df = df[df.index.notna()]."
+        )
     if ids.has_duplicates:
         dup = ids.duplicated(keep=False)
         raise DataError(
