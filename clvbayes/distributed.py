@@ -47,7 +47,9 @@ and so is a missing id of any dtype; the warnings of the partitions reach the ca
 The scores are written to a temporary folder that is renamed into place only when every
 partition succeeded and no customer id is in two rows; an existing ``out_path`` is
 replaced only if it is a table that ``score_customers_dask`` wrote (its files are listed
-in ``_clvbayes.json``), and nothing else is ever deleted.
+in ``_clvbayes.json``), and nothing else is ever deleted.  A previous table left in
+``.{name}.old-*`` by a crash during a replacement is put back on the next call;
+incomplete ``.{name}.partial-*`` folders of interrupted runs are named in a warning.
 """
 
 from __future__ import annotations
@@ -1131,6 +1133,53 @@ def _ours(folder: Path) -> tuple[list[str], list[str]]:
     return mine, [e for e in entries if e not in mine]
 
 
+def _siblings(out: Path, kind: str) -> list[Path]:
+    """The ``.{name}.{kind}-*`` folders next to ``out`` (kind: "partial" or "old")."""
+    import glob
+
+    if not out.parent.is_dir():
+        return []
+    return sorted(p for p in out.parent.glob(f".{glob.escape(out.name)}.{kind}-*") if p.is_dir())
+
+
+def _recover(out: Path) -> None:
+    """Tidy what an interrupted :func:`score_customers_dask` left next to ``out``.
+
+    A crash between the two renames of a replacement leaves the previous table only in
+    ``.{name}.old-*``: it is put back when ``out`` is missing (one such folder, verified
+    to be a table this function wrote), or removed when ``out`` holds the new table.
+    Leftover ``.partial-*`` folders are named in a warning, never deleted (another run
+    may still be writing one).  Anything else is left alone.
+    """
+    olds = [(p, _ours(p)) for p in _siblings(out, "old")]
+    olds = [(p, mine) for p, (mine, foreign) in olds if mine and not foreign]
+    if olds and not out.exists() and not out.is_symlink():
+        if len(olds) == 1:
+            os.rename(olds[0][0], out)
+            warnings.warn(
+                f"Put back the previous table of scores at {str(out)!r} from "
+                f"{str(olds[0][0])!r}, where an interrupted run had left it.",
+                DataWarning,
+                stacklevel=3,
+            )
+        olds = []
+    for folder, mine in olds:
+        for name in mine:
+            with contextlib.suppress(FileNotFoundError):
+                (folder / name).unlink()
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    partials = _siblings(out, "partial")
+    if partials:
+        warnings.warn(
+            f"{len(partials):,} folder(s) next to {str(out)!r} were left by interrupted runs "
+            f"of score_customers_dask ({_examples([str(p) for p in partials], 3)}); they "
+            "hold incomplete tables: delete them once no run is writing to this out_path.",
+            DataWarning,
+            stacklevel=3,
+        )
+
+
 def _check_out_path(out: Path, overwrite: bool) -> list[str]:
     """Refuse an ``out_path`` that holds anything score_customers_dask did not write.
 
@@ -1304,6 +1353,7 @@ def score_customers_dask(
     if not os.fspath(out_path):
         raise ValueError("out_path is empty; pass the folder to write the scores to.")
     out = Path(os.path.abspath(os.fspath(out_path)))
+    _recover(out)
     _check_out_path(out, overwrite)
     models = (_draws_only(purchase_model), _draws_only(spend_model))
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -659,3 +660,32 @@ def test_written_parts_with_ids_of_two_types_are_refused(sync, small, tmp_path):
         "The customer ids (the index) of the customer table are stored differently in its "
         "partitions: as integers in partition(s) 1; as text in partition(s) 0."
     )
+
+
+def test_interrupted_replacement_is_recovered(sync, small, models, tmp_path):
+    """A crash between the two renames left the previous table only in .{name}.old-*."""
+    bg, gg = models
+    rfm = dd.from_pandas(small, npartitions=2)
+    out = tmp_path / "scores"
+    score_customers_dask(rfm, bg, gg, out, **FAST)
+    before = pd.read_parquet(out)
+    os.rename(out, tmp_path / ".scores.old-0000abcd")  # the state after the first rename
+    partial = tmp_path / ".scores.partial-0000abcd"  # kill -9 while writing
+    partial.mkdir()
+    (partial / "part.0.parquet").write_bytes(b"")
+    with pytest.warns(DataWarning) as caught:
+        with pytest.raises(FileExistsError, match="pass overwrite=True"):
+            score_customers_dask(rfm, bg, gg, out, **FAST)
+    messages = [str(w.message) for w in caught]
+    assert f"Put back the previous table of scores at {str(out)!r}" in messages[0]
+    assert "were left by interrupted runs" in messages[1] and str(partial) in messages[1]
+    pd.testing.assert_frame_equal(pd.read_parquet(out), before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".scores.partial-0000abcd", "scores"]
+
+    # with the new table in place, a verified leftover of the old one is removed
+    (tmp_path / ".scores.old-0000beef").mkdir()
+    for name in ("_clvbayes.json", "part.0.parquet"):
+        (tmp_path / ".scores.old-0000beef" / name).write_bytes((out / name).read_bytes())
+    with pytest.warns(DataWarning, match="interrupted runs"):
+        score_customers_dask(rfm, bg, gg, out, overwrite=True, **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".scores.partial-0000abcd", "scores"]
