@@ -141,6 +141,15 @@ def test_ids_that_differ_only_in_white_space_are_warned_about():
     assert len(out) == 4  # kept apart: nothing is merged behind the user's back
 
 
+def test_float_ids_beyond_exact_integers_are_warned_about():
+    tx = pd.DataFrame({"customer_id": [2.0**53 + 2, 3.0], "date": ["2024-01-01", "2024-01-02"]})
+    with pytest.warns(DataWarning, match=r"floating-point numbers above 2\*\*53"):
+        summarize_transactions(tx)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        summarize_transactions(tx.assign(customer_id=[1.0, 2.5]))
+
+
 def test_padded_ids_that_clash_with_nothing_are_fine():
     tx = small()
     tx["customer_id"] = tx["customer_id"] + " "

@@ -287,6 +287,18 @@ def check_id_values(
     about ids that differ only in leading/trailing white space (one customer split in
     two?) and about ids that read like a missing-value marker ("NA", "null", ...).
     """
+    if len(index) and index.dtype.kind == "f":
+        big = np.abs(index.to_numpy(dtype=np.float64)) > 2.0**53
+        if big.any():
+            warnings.warn(
+                f"Customer ids in column {column!r} are floating-point numbers above 2**53 "
+                f"(e.g. {index[big][0]!r}), where distinct integers share one float: some "
+                "customers may have been merged before clvbayes saw them. Read the ids as "
+                "text or integers (read_transactions reads CSV ids as text).",
+                DataWarning,
+                stacklevel=4,
+            )
+        return
     if not len(index) or not (_is_text_dtype(index.dtype)):
         return
     values = pd.Series(index.array)  # string dtypes keep their vectorised (Arrow) methods
