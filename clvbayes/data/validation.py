@@ -763,7 +763,7 @@ def _handle_outlying_dates(tx: CheckedTransactions, option: str) -> None:
             tx.ids,
             "A typo in one year (2099 for 2019, 1500 for 2015) would become everyone's "
             "observation end or a first purchase. Fix these dates; or pass "
-            "outlying_dates='drop' to drop these rows (counted in attrs), or "
+            "outlying_dates='drop' to drop these rows (the count is recorded), or "
             "outlying_dates='keep' if they are real.",
             tx.rows,
         )
