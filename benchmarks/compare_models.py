@@ -382,16 +382,15 @@ def bayesian_specs() -> list[ModelSpec]:
 
 def _run_truth(ds: Dataset, st: Settings) -> Prediction:
     """BG/NBD + Gamma-Gamma predictions at the true parameters (same predictive code)."""
-    import arviz as az
-
+    from clvbayes.compat import posterior_from_arrays
     from clvbayes.models import BetaGeoModel, GammaGammaModel
 
     with _quiet():
         models = []
         for cls in (BetaGeoModel, GammaGammaModel):
             m = cls().fit(ds.rfm, method="map")  # sets the data; posterior replaced below
-            m.idata_ = az.from_dict(
-                posterior={k: np.array([[ds.truth[k]]]) for k in cls.param_names}
+            m.posterior_ = posterior_from_arrays(
+                {k: np.array([[ds.truth[k]]]) for k in cls.param_names}
             )
             m.fit_info_ = {}
             models.append(m)

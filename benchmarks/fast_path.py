@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         from importlib.metadata import version
 
         meta.update({d: version(d) for d in ("pymc", "arviz", "numpy", "scipy")})
-    except Exception:  # noqa: BLE001 - metadata only
+    except Exception:
         pass
     print(text)
     print(json.dumps(meta))

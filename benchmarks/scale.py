@@ -199,7 +199,7 @@ def _w_fit(a) -> dict:
         summary = model.summary()
         out[f"{name}_min_ess_bulk"] = float(summary["ess_bulk"].min())
         out[f"{name}_max_rhat"] = float(summary["r_hat"].max())
-        stats = getattr(model.idata_, "sample_stats", None)
+        stats = getattr(model, "sample_stats_", None)
         if stats is not None and "n_steps" in stats:
             out[f"{name}_leapfrog_steps"] = int(stats["n_steps"].sum())
         model.save(a.dir / f"{name}.nc", include_data=False)

@@ -118,10 +118,9 @@ def _quantiles(values, lo: float, hi: float):
 
 
 def _min_ess(posterior, names) -> float:
-    import arviz as az
+    from clvbayes import compat
 
-    ess = az.ess(posterior[list(names)], method="bulk")
-    return float(min(float(ess[n].values.min()) for n in names))
+    return min(compat.ess(posterior, names, "bulk").values())
 
 
 def _repeat(fn, n: int) -> float:
@@ -172,8 +171,8 @@ def child_clvbayes(spec: dict, meter: Meter) -> dict:
         gg = GammaGammaModel().fit(df, method="nuts", **kw)
     out.update(
         backend=backend,
-        ess_bgnbd=_min_ess(bg.idata_.posterior, BG_PARAMS),
-        ess_gg=_min_ess(gg.idata_.posterior, GG_PARAMS),
+        ess_bgnbd=_min_ess(bg.posterior_, BG_PARAMS),
+        ess_gg=_min_ess(gg.posterior_, GG_PARAMS),
         divergences=bg.fit_info_["divergences"] + gg.fit_info_["divergences"],
         max_r_hat=max(bg.fit_info_["max_r_hat"], gg.fit_info_["max_r_hat"]),
     )

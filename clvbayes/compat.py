@@ -165,17 +165,19 @@ def psis_log_weights(log_ratios: np.ndarray, reff: float) -> tuple[np.ndarray, n
 ENGINE = "h5netcdf"
 
 
-def write_groups(
-    path: str | os.PathLike, groups: Mapping[str, Any], attrs: Mapping[str, Any]
-) -> None:
-    """Write ``{group: Dataset}`` and root ``attrs`` to one netCDF file (ArviZ's layout)."""
+def write_groups(target, groups: Mapping[str, Any], attrs: Mapping[str, Any]) -> None:
+    """Write ``{group: Dataset}`` and root ``attrs`` as one netCDF file (ArviZ's layout).
+
+    ``target`` is a path or a binary file object (e.g. :class:`io.BytesIO`).
+    """
     import xarray as xr
 
-    path = os.fspath(path)
-    xr.Dataset(attrs=dict(attrs)).to_netcdf(path, mode="w", engine=ENGINE)
+    if isinstance(target, str | os.PathLike):
+        target = os.fspath(target)
+    xr.Dataset(attrs=dict(attrs)).to_netcdf(target, mode="w", engine=ENGINE)
     for name, ds in groups.items():
         if ds is not None:
-            ds.to_netcdf(path, mode="a", group=name, engine=ENGINE)
+            ds.to_netcdf(target, mode="a", group=name, engine=ENGINE)
 
 
 def read_groups(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -114,10 +114,29 @@ def test_save_is_atomic_when_the_disk_is_full(bgnbd_mle, saved, monkeypatch):
 
     before = saved.read_bytes()
 
-    def full(*a, **k):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    import builtins
 
-    monkeypatch.setattr(compat, "write_groups", full)
+    real_open = builtins.open
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[:10])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def fake_open(file, mode="r", *a, **k):
+        f = real_open(file, mode, *a, **k)
+        return FullDisk(f) if "w" in mode and ".tmp-" in str(file) else f
+
+    monkeypatch.setattr(builtins, "open", fake_open)
     with pytest.raises(OSError, match="No space left"):
         bgnbd_mle.save(saved)
     assert saved.read_bytes() == before

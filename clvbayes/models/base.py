@@ -607,23 +607,9 @@ class CLVModel:
             "fit_info": json.dumps(info, default=_json_default),
         }
 
-    def save(self, path: str | os.PathLike, include_data: bool = True) -> None:
-        """Save the fitted model to one netCDF file (ArviZ's layout, readable by either stack).
-
-        Holds the posterior (and NUTS sample statistics), priors, fit settings and, with
-        ``include_data``, the compressed training data with customer ids; a SHA-256 hash
-        over all of it is stored and checked by :meth:`load`.  The file is written to a
-        temporary name beside ``path`` and renamed into place, so an existing file is
-        replaced only by a complete one (a full disk leaves it as it was).
-
-        Raises
-        ------
-        OSError
-            When the file cannot be written (the message names the path).
-        """
+    def _file_groups(self, include_data: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The netCDF groups and root attributes of a saved model, with the content hash."""
         import xarray as xr
-
-        from clvbayes import compat
 
         self._check_fitted()
         groups = {"posterior": self.posterior_.copy()}
@@ -644,10 +630,41 @@ class CLVModel:
             groups["constant_data"] = ds
         attrs = self._attrs()
         attrs["clvbayes_sha256"] = _content_hash(groups, attrs)
+        return groups, attrs
+
+    def to_bytes(self, include_data: bool = True) -> bytes:
+        """The saved-model file (see :meth:`save`) as bytes, built in memory."""
+        import io
+
+        from clvbayes import compat
+
+        buffer = io.BytesIO()
+        compat.write_groups(buffer, *self._file_groups(include_data))
+        return buffer.getvalue()
+
+    def save(self, path: str | os.PathLike, include_data: bool = True) -> None:
+        """Save the fitted model to one netCDF file (ArviZ's layout, readable by either stack).
+
+        Holds the posterior (and NUTS sample statistics), priors, fit settings and, with
+        ``include_data``, the compressed training data with customer ids; a SHA-256 hash
+        over all of it is stored and checked by :meth:`load`.  The file is built in memory
+        (:meth:`to_bytes`), written to a temporary name beside ``path`` with plain Python
+        I/O and renamed into place, so an existing file is replaced only by a complete one:
+        a full disk raises :class:`OSError` and leaves it as it was.
+
+        Raises
+        ------
+        OSError
+            When the file cannot be written (the message names the path).
+        """
+        content = self.to_bytes(include_data)
         path = os.fspath(path)
         tmp = f"{path}.tmp-{os.getpid()}"
         try:
-            compat.write_groups(tmp, groups, attrs)
+            with open(tmp, "wb") as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
