@@ -881,8 +881,8 @@ datetime_format, merge_same_day, negative_amounts, duplicate_rows, outlying_date
     casts = _common_dtypes(results, kwargs, ddf._meta)
     if casts:  # equal ids must hash alike in the shuffle, whatever their file's dtype
         ddf = ddf.map_partitions(_cast, casts, meta=_cast(ddf._meta, casts))
-        if customer_id_col in casts:
-            id_dtype = pd.Series([], dtype=casts[customer_id_col]).dtype
+        if casts.get(customer_id_col) in ("int64", "uint64", "float64", "bool"):
+            id_dtype = np.dtype(casts[customer_id_col])  # text keeps the in-memory dtype
     _reemit(results)
     # outlying dates: the in-memory rule, once on the day histogram of all partitions
     bounds = _outlying_days(results, outlying_dates, datetime_col)

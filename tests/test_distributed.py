@@ -689,3 +689,14 @@ def test_interrupted_replacement_is_recovered(sync, small, models, tmp_path):
     with pytest.warns(DataWarning, match="interrupted runs"):
         score_customers_dask(rfm, bg, gg, out, overwrite=True, **FAST)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".scores.partial-0000abcd", "scores"]
+
+
+def test_csv_and_parquet_files_together_equal_in_memory(sync, tx, expected, tmp_path):
+    """Text ids read as two dtypes (CSV: pandas' str, Parquet through Dask: its string) are
+    cast alike before the shuffle, and the summary keeps the in-memory index dtype."""
+    text_dates = tx.assign(date=tx["date"].dt.strftime("%Y-%m-%d"))
+    a, b = _split_rows(text_dates, 2)
+    a.to_parquet(tmp_path / "a.parquet", index=False)
+    b.to_csv(tmp_path / "b.csv", index=False)
+    got = _quiet(summarize_transactions_dask, tmp_path, monetary_value_col="amount").compute()
+    _assert_same_summary(got, expected)
