@@ -38,12 +38,14 @@ from clvbayes.report import read_report_table, validate_report
 # The first kind of each list is the usable one.  A case changes at most one aspect for the
 # worse (often none, so that the success path with its report checks runs too) and then
 # draws the others from the usable kinds; options mix valid and invalid values.
-ID_KINDS = ("padded", "int", "unicode", "na_text", "empty", "missing", "mixed")
-DATE_KINDS = ("iso", "daymonth", "garbage", "future", "past", "missing", "int")
+ID_KINDS = ("padded", "int", "unicode", "na_text", "empty", "missing", "mixed", "nullable_int",
+            "whitespace")  # fmt: skip
+DATE_KINDS = ("iso", "daymonth", "garbage", "future", "past", "missing", "int", "tz_mixed",
+              "datetime")  # fmt: skip
 AMOUNT_KINDS = ("normal", "negative", "zero", "nan", "inf", "huge", "text", "missing")
 FILE_KINDS = ("csv", "parquet", "empty", "header_only", "wrong_column", "extra_column")
 OUTPUT_STATES = ("absent", "empty", "user_folder", "file")
-USABLE = {"ids": ("padded", "int", "unicode", "na_text"), "dates": ("iso",),
+USABLE = {"ids": ("padded", "int", "unicode", "na_text"), "dates": ("iso", "datetime"),
           "amounts": ("normal", "zero"), "file": ("csv", "parquet", "extra_column"),
           "output": ("absent", "empty")}  # fmt: skip
 HOSTILE = {"ids": ID_KINDS, "dates": DATE_KINDS, "amounts": AMOUNT_KINDS, "file": FILE_KINDS,
@@ -94,13 +96,18 @@ def _id(kind: str, i: int) -> object:
         "missing": None if i == 0 else f"{i:05d}",
         "na_text": ["NA", "null", "None", "nan"][i % 4] + (str(i // 4) if i >= 4 else ""),
         "mixed": i if i % 2 else f"{i:05d}",
+        "nullable_int": pd.NA if i == 0 else i,  # stored as Int64 (Parquet) or a blank (CSV)
+        "whitespace": f" {i:05d} " if i % 2 else f"{i:05d}",
     }[kind]
 
 
 def _date(kind: str, day: pd.Timestamp, row: int) -> object:
-    if row == 0 and kind in ("garbage", "future", "past", "missing", "int"):
+    if row == 0 and kind in ("garbage", "future", "past", "missing", "int", "tz_mixed"):
         return {"garbage": "2024-13-45", "future": "2099-01-01", "past": "1500-01-01",
-                "missing": None, "int": 20240105}[kind]  # fmt: skip
+                "missing": None, "int": 20240105,
+                "tz_mixed": day.strftime("%Y-%m-%dT10:00:00+02:00")}[kind]  # fmt: skip
+    if kind == "datetime":
+        return day + pd.Timedelta(hours=row % 24)  # a datetime column (Parquet) / ISO text
     return day.strftime("%d/%m/%Y") if kind == "daymonth" else day.strftime("%Y-%m-%d")
 
 
@@ -146,6 +153,10 @@ def _transactions(case) -> pd.DataFrame:
             })  # fmt: skip
             row += 1
     tx = pd.DataFrame(rows)
+    if case["ids"] == "nullable_int":
+        tx["customer_id"] = tx["customer_id"].astype("Int64")
+    if case["dates"] == "datetime":
+        tx["date"] = pd.to_datetime(tx["date"])
     if case["duplicate_rows"]:
         tx = pd.concat([tx, tx.iloc[: case["duplicate_rows"]]], ignore_index=True)
     return tx
