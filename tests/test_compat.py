@@ -135,3 +135,24 @@ def test_save_load_round_trip_is_exact_on_this_stack(tmp_path):
     for k in bg.param_names:
         np.testing.assert_array_equal(bg2.draws()[k], bg.draws()[k])
     assert predictions(bg2, gg2) == predictions(bg, gg)
+
+
+def test_interval_conventions_do_not_follow_arviz_defaults(cdnow):
+    """clvbayes' intervals are 90 % equal-tailed whatever ArviZ's rcParams say."""
+    import arviz as az
+
+    from clvbayes.predict import summarize_draws
+
+    m = BetaGeoModel().fit(cdnow, method="laplace", seed=4, draws=400)
+    before = m.summary()
+    table_before = summarize_draws(m.p_alive())
+    key = "stats.ci_prob" if "stats.ci_prob" in az.rcParams else "stats.hdi_prob"
+    with az.rc_context({key: 0.5}):
+        after = m.summary()
+        table_after = summarize_draws(m.p_alive())
+    pd_testing = __import__("pandas").testing
+    pd_testing.assert_frame_equal(before, after)
+    pd_testing.assert_frame_equal(table_before, table_after)
+    v = m.draws()["r"].ravel()
+    assert before.loc["r", "lower_0.9"] == pytest.approx(np.quantile(v, 0.05), rel=1e-12)
+    assert before.loc["r", "upper_0.9"] == pytest.approx(np.quantile(v, 0.95), rel=1e-12)
