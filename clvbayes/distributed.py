@@ -80,7 +80,7 @@ from clvbayes.errors import DataWarning
 if TYPE_CHECKING:  # pragma: no cover
     import dask.dataframe as dd
 
-__all__ = ["partition_seed", "score_customers_dask", "summarize_transactions_dask"]
+__all__ = ["OutputBusy", "partition_seed", "score_customers_dask", "summarize_transactions_dask"]
 
 _PARQUET = (".parquet", ".pq", ".parq")
 _CSV = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz", ".txt", ".tsv")
@@ -1133,6 +1133,49 @@ def _ours(folder: Path) -> tuple[list[str], list[str]]:
     return mine, [e for e in entries if e not in mine]
 
 
+class OutputBusy(OSError):
+    """Another process is writing the same ``out_path`` of :func:`score_customers_dask`."""
+
+
+@contextlib.contextmanager
+def _out_lock(out: Path):
+    """Hold ``.{name}.lock`` next to ``out`` (an exclusive ``flock``, taken without waiting,
+    released by the kernel if the process dies), so that two runs cannot publish into one
+    folder at once.  No lock where ``fcntl`` is missing (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path = out.with_name(f".{out.name}.lock")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(20):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise OutputBusy(
+                f"Another run of score_customers_dask is writing {str(out)!r} (it holds "
+                f"{str(path)!r}); wait for it to finish, or pass another out_path."
+            ) from None
+        try:  # the file may have been removed by its previous holder: then take the new one
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    else:  # pragma: no cover - twenty holders in a row
+        raise OutputBusy(f"Cannot take the lock {str(path)!r} for {str(out)!r}; try again.")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still holding it
+        os.close(fd)
+
+
 def _siblings(out: Path, kind: str) -> list[Path]:
     """The ``.{name}.{kind}-*`` folders next to ``out`` (kind: "partial" or "old")."""
     import glob
@@ -1331,6 +1374,9 @@ def score_customers_dask(
     FileExistsError
         ``out_path`` is a file, holds files that ``score_customers_dask`` did not write, or
         holds a previous table and ``overwrite`` is false.
+    OutputBusy
+        Another process is writing the same ``out_path`` (a lock file ``.{name}.lock``
+        next to it is held from the first check to the publication).
     """
     dask, _ = _require_dask()
     from clvbayes.predict import score_customers
@@ -1353,43 +1399,44 @@ def score_customers_dask(
     if not os.fspath(out_path):
         raise ValueError("out_path is empty; pass the folder to write the scores to.")
     out = Path(os.path.abspath(os.fspath(out_path)))
-    _recover(out)
-    _check_out_path(out, overwrite)
-    models = (_draws_only(purchase_model), _draws_only(spend_model))
+    with _out_lock(out):
+        _recover(out)
+        _check_out_path(out, overwrite)
+        models = (_draws_only(purchase_model), _draws_only(spend_model))
 
-    # the output's columns and dtypes: score one made-up customer on the client
-    probe = pd.DataFrame(
-        {"frequency": [1], "recency": [1.0], "T": [2.0], "monetary_value": [1.0]},
-        index=pd.Index([0], name=rfm.index.name),
-    )
-    probe_scores = score_customers(probe, *models, seed=0, **score_kwargs)
-    meta = probe_scores.customers.iloc[:0]
-    meta.index = pd.Index([], dtype=rfm.index.dtype, name=rfm.index.name)
+        # the output's columns and dtypes: score one made-up customer on the client
+        probe = pd.DataFrame(
+            {"frequency": [1], "recency": [1.0], "T": [2.0], "monetary_value": [1.0]},
+            index=pd.Index([0], name=rfm.index.name),
+        )
+        probe_scores = score_customers(probe, *models, seed=0, **score_kwargs)
+        meta = probe_scores.customers.iloc[:0]
+        meta.index = pd.Index([], dtype=rfm.index.dtype, name=rfm.index.name)
 
-    shipped = dask.delayed(models, pure=True)  # one task: each worker fetches it once
-    scored = rfm.map_partitions(
-        _score_partition, shipped, seed, score_kwargs, meta, meta=meta, enforce_metadata=False
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        _compute(scored.to_parquet(str(tmp), write_index=True, compute=False), progress)
-        _check_one_row_per_customer(tmp, rfm.npartitions)
-        settings = {
-            k: v
-            for k, v in probe_scores.settings.items()
-            if k not in ("n_customers", "n_histories", "seed")
-        }
-        settings |= {
-            "seed": seed,
-            "seeds": "partition i is scored with clvbayes.distributed.partition_seed(seed, i)",
-            "n_partitions": rfm.npartitions,
-            "written_by": _WRITER,
-            "files": sorted(os.listdir(tmp)),
-        }
-        (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=1, default=str))
-        _publish(tmp, out, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        shipped = dask.delayed(models, pure=True)  # one task: each worker fetches it once
+        scored = rfm.map_partitions(
+            _score_partition, shipped, seed, score_kwargs, meta, meta=meta, enforce_metadata=False
+        )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
+        try:
+            _compute(scored.to_parquet(str(tmp), write_index=True, compute=False), progress)
+            _check_one_row_per_customer(tmp, rfm.npartitions)
+            settings = {
+                k: v
+                for k, v in probe_scores.settings.items()
+                if k not in ("n_customers", "n_histories", "seed")
+            }
+            settings |= {
+                "seed": seed,
+                "seeds": "partition i is scored with clvbayes.distributed.partition_seed(seed, i)",
+                "n_partitions": rfm.npartitions,
+                "written_by": _WRITER,
+                "files": sorted(os.listdir(tmp)),
+            }
+            (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=1, default=str))
+            _publish(tmp, out, overwrite)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return str(out_path)

@@ -700,3 +700,17 @@ def test_csv_and_parquet_files_together_equal_in_memory(sync, tx, expected, tmp_
     b.to_csv(tmp_path / "b.csv", index=False)
     got = _quiet(summarize_transactions_dask, tmp_path, monetary_value_col="amount").compute()
     _assert_same_summary(got, expected)
+
+
+def test_two_runs_into_one_folder_are_refused(sync, small, models, tmp_path):
+    """Two concurrent runs both reported success and one table silently won."""
+    from clvbayes.distributed import OutputBusy, _out_lock
+
+    bg, gg = models
+    out = tmp_path / "scores"
+    with _out_lock(out):  # another run holds the folder
+        with pytest.raises(OutputBusy, match="Another run of score_customers_dask is writing"):
+            score_customers_dask(dd.from_pandas(small, 2), bg, gg, out, **FAST)
+    assert list(tmp_path.iterdir()) == []  # the lock file goes with its holder
+    score_customers_dask(dd.from_pandas(small, 2), bg, gg, out, **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores"]
