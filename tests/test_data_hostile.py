@@ -104,6 +104,16 @@ def test_nullable_ids_without_missing_values_summarise_like_plain_ones():
         assert out.index.tolist() == [1, 2]
 
 
+@pytest.mark.parametrize("values", [[1, 1.0, 2], [1, True, 2], [0.0, False, 2]])
+def test_ids_mixing_kinds_of_numbers_are_refused(values):
+    tx = pd.DataFrame(
+        {"customer_id": pd.Series(values, dtype=object),
+         "date": ["2024-01-01", "2024-01-05", "2024-01-09"]}
+    )  # fmt: skip
+    with pytest.raises(DataError, match=r"mix kinds of numbers: .*1, 1\.0 and True count as one"):
+        summarize_transactions(tx)
+
+
 def test_categorical_ids_summarise_like_text_ids():
     tx = small()
     text = quiet_summary(tx)

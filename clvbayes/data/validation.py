@@ -263,11 +263,31 @@ def _is_text_dtype(dtype: Any) -> bool:
     return isinstance(dtype, np.dtype) and dtype.kind == "O"
 
 
+_NUMBER_TYPE_NAMES = {
+    "bool", "bool_", "int", "float", "int8", "int16", "int32", "int64", "uint8", "uint16",
+    "uint32", "uint64", "float16", "float32", "float64", "Decimal",
+}  # fmt: skip
+
+
 def _check_ids(ids: pd.Series, column: str) -> None:
     """Refuse missing ids: NaN/None, and ``<NA>`` of nullable dtypes (Int64, boolean, ...)."""
     if isinstance(ids.dtype, np.dtype) and ids.dtype.kind in "iub":
         return  # plain numpy integers and booleans cannot be missing
     mask = ids.isna().to_numpy(dtype=bool)
+    if not mask.any() and ids.dtype == object:
+        kind = pd.api.types.infer_dtype(ids, skipna=True)
+        if kind in ("mixed-integer", "mixed-integer-float", "mixed"):
+            # True == 1 == 1.0 hash alike: such ids would be one customer without a word
+            types = ids.map(lambda v: type(v).__name__).value_counts()
+            numeric = [t for t in types.index if t in _NUMBER_TYPE_NAMES]
+            if len(numeric) > 1:
+                listing = ", ".join(f"{t} ({_rows(int(types[t]))})" for t in numeric)
+                raise DataError(
+                    f"Customer ids in column {column!r} mix kinds of numbers: {listing}; "
+                    "1, 1.0 and True count as one value, so different ids could become one "
+                    f"customer. Give every id one type, e.g. df[{column!r}] = "
+                    f"df[{column!r}].astype(str) after fixing them."
+                )
     if mask.any():
         positions = np.flatnonzero(mask)[:_MAX_IDS_SHOWN]
         raise DataError(
