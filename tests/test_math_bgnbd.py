@@ -664,3 +664,274 @@ def test_active_futures_match_exact_expectations_and_reference_simulation():
         assert stats.chi2_contingency(table).pvalue > 1e-3, j
     with pytest.raises(ValueError, match="sorted by frequency"):
         bgnbd.simulate_active_futures(1, [r], [alpha], [a], [b], [3.0, 1.0], [5.0, 5.0], 10.0)
+
+
+# --------------------------------------------------------------------------------------------
+# extreme parameters: finite everywhere, and equal to high-precision values (issue 12 #6)
+# --------------------------------------------------------------------------------------------
+def _mp_beta_expectation(kind, k, a, bb, s, dps=30):
+    """``E_p[(1 + p s)^-k]`` or ``E_p[(1 - (1 + p s)^-k) / p]``, ``p ~ Beta(a, bb)``, by mpmath.
+
+    Independent of the implementation: tanh-sinh quadrature at ``dps`` digits, each side of
+    the Beta mean ``m`` handled separately -- for a shape below 1 by the substitution
+    ``u = (p / m)^a`` (``v = ((1 - p) / (1 - m))^bb`` on the right), which removes the
+    endpoint singularity even at ``a = 1e-15`` (mass at ``p < 1e-1000``), otherwise in ``p``
+    with breakpoints at the mean +/- 0.5 ... 64 sd (narrow peaks at ``a, bb ~ 1e6``).
+    """
+    mp = pytest.importorskip("mpmath")
+    with mp.workdps(dps):
+        k, a, bb, s = (mp.mpf(float(v)) for v in (k, a, bb, s))
+
+        def f(p):
+            log_f = -k * mp.log1p(p * s)
+            return mp.exp(log_f) if kind == "survival" else -mp.expm1(log_f) / p
+
+        m = a / (a + bb)
+        log_b = mp.log(mp.beta(a, bb))
+        sd = mp.sqrt(a * bb / ((a + bb) ** 2 * (a + bb + 1)))
+        steps = [sd * j for j in (0.5, 1, 2, 4, 8, 16, 32, 64)]
+        cuts = [0, 0.5, 0.9, 0.99, 0.999, 1]
+
+        def dens(p):
+            return f(p) * mp.exp((a - 1) * mp.log(p) + (bb - 1) * mp.log1p(-p) - log_b)
+
+        if a < 1:
+            left = mp.quad(
+                lambda u: f(m * u ** (1 / a)) * mp.exp((bb - 1) * mp.log1p(-m * u ** (1 / a))), cuts
+            )
+            left *= mp.exp(a * mp.log(m) - mp.log(a) - log_b)
+        else:
+            left = mp.quad(dens, sorted({mp.mpf(0), m} | {m - d for d in steps if m - d > 0}))
+        if bb < 1:
+
+            def right_int(v):
+                q = (1 - m) * v ** (1 / bb)
+                return f(1 - q) * mp.exp((a - 1) * mp.log1p(-q))
+
+            right = mp.quad(right_int, cuts) * mp.exp(bb * mp.log1p(-m) - mp.log(bb) - log_b)
+        else:
+            right = mp.quad(dens, sorted({mp.mpf(1), m} | {m + d for d in steps if m + d < 1}))
+        return float(left + right)
+
+
+def _mp_predictions(r, alpha, a, b, x, t_x, T, t):
+    """(P(alive), E[purchases in (T, T+t]], P(alive at T+t)) at 30 digits."""
+    import mpmath as mp
+
+    with mp.workdps(30):
+        r_, al, a_, b_, x_, tx, T_ = (mp.mpf(float(v)) for v in (r, alpha, a, b, x, t_x, T))
+        odds = a_ / (b_ + x_ - 1) * ((al + T_) / (al + tx)) ** (r_ + x_) if x > 0 else 0
+        alive = float(1 / (1 + odds))
+        s = float(mp.mpf(float(t)) / (al + T_))
+    if t == 0:
+        return alive, 0.0, alive
+    k, bb = float(mp.mpf(float(r)) + x), float(mp.mpf(float(b)) + x)
+    return (
+        alive,
+        alive * _mp_beta_expectation("purchases", k, a, bb, s),
+        alive * _mp_beta_expectation("survival", k, a, bb, s),
+    )
+
+
+def _extreme_points(seed: int, n: int):
+    """Random points spanning r, alpha, a, b in [1e-15, 1e6] (log-uniform), x up to 10,000,
+    horizons up to 10,000, recency 0, T / 2 or T."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        r, alpha, a, b = 10 ** rng.uniform(-15, 6, 4)
+        x = float(rng.choice([0, 1, 2, 10, 300, 10_000]))
+        T = float(rng.choice([1e-3, 1.0, 40.0, 1e4]))
+        t_x = 0.0 if x == 0 else T * float(rng.choice([0.0, 0.5, 1.0]))
+        t = float(rng.choice([0.0, 1e-6, 0.5, 52.0, 1e4]))
+        yield r, alpha, a, b, x, t_x, T, t
+
+
+def _check_against_mpmath(points):
+    for point in points:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no overflow / invalid-value warnings either
+            got = (
+                bgnbd.p_alive(*point[:-1]),
+                bgnbd.expected_purchases(*point),
+                bgnbd.p_alive_at(*point),
+            )
+        want = _mp_predictions(*point)
+        for name, g, w in zip(
+            ("p_alive", "expected_purchases", "p_alive_at"), got, want, strict=True
+        ):
+            assert np.isfinite(g), (name, point, g)
+            # relative 1e-8; probabilities also to 1e-12 absolute (values below ~1e-40 are
+            # only accurate in that sense: module docstring)
+            atol = 0.0 if name == "expected_purchases" else 1e-12
+            assert abs(g - w) <= 1e-8 * abs(w) + atol, (name, point, g, w)
+
+
+ISSUE_POINT = (6.3, 1.41, 1e-15, 2.4, 21, 4.71, 4.71, 52)
+
+
+def test_predictions_as_a_goes_to_zero_are_finite_and_exact():
+    """Issue 12 #6: expected_purchases(6.3, 1.41, 1e-15, 2.4, 21, 4.71, 4.71, 52) was NaN.
+
+    A 60-digit evaluation of FHL's eq. (10) (mpmath hyp2f1) gives 231.960784313725094616...;
+    the limit a -> 0 is (r + x) t / (alpha + T) = 231.9607843137255 (p concentrates at 0: no
+    dropout).
+    """
+    want = 231.960784313725094616902780397613888901941803051660329636279
+    for a in (1e-300, 1e-100, 1e-15, 1e-12):
+        point = (*ISSUE_POINT[:2], a, *ISSUE_POINT[3:])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            e = bgnbd.expected_purchases(*point)
+            pa = bgnbd.p_alive_at(*point)
+        assert e == pytest.approx(want, rel=1e-11 + 10 * a), a
+        assert 1.0 - 1e-10 <= pa <= 1.0 + 1e-12, a
+    _check_against_mpmath([ISSUE_POINT])
+
+
+def test_tiny_b_and_tiny_r_keep_full_precision():
+    """Siblings: b + x - 1 and k + m - 1 once rounded away a tiny b (or k) at x = 1 (5% error in
+    P(alive) at b = 2e-15) and lost 2e-5 of E[purchases] at r + x = 1e-12."""
+    _check_against_mpmath(
+        [
+            (0.0238, 4.6e-10, 7.25e-15, 2.22e-15, 1.0, 5000.0, 1e4, 1e4),
+            (2.98e-15, 7.36e-08, 8.66e-06, 3.52e-11, 1.0, 0.5, 1.0, 1e-06),
+            (7.9e-10, 2.21, 8.55e-4, 7922.5, 0.0, 0.0, 1e4, 0.5),
+            (1e-12, 1.0, 0.5, 3.0, 0.0, 0.0, 10.0, 1.0),
+        ]
+    )
+
+
+def test_predictions_match_mpmath_over_extreme_grid_fast():
+    _check_against_mpmath(_extreme_points(0, 6))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_predictions_match_mpmath_over_extreme_grid(seed):
+    """150 points per seed (600 in all; ~1 min per seed): no NaN/inf, 1e-8 relative."""
+    _check_against_mpmath(_extreme_points(seed, 150))
+
+
+def test_boundary_histories_and_horizons():
+    """Siblings: t_x = T, x = 0 with huge alpha, huge T, horizon below one period, t = 0."""
+    r, alpha, a, b = MLE
+    cases = [
+        (r, alpha, a, b, 5.0, 30.0, 30.0, 52.0),  # t_x = T
+        (r, 1e6, a, b, 0.0, 0.0, 40.0, 52.0),  # x = 0, huge alpha
+        (r, 1e-15, a, b, 0.0, 0.0, 40.0, 52.0),  # x = 0, tiny alpha
+        (r, alpha, a, b, 3.0, 1e5, 1e6, 52.0),  # huge T
+        (r, alpha, a, b, 3.0, 20.0, 30.0, 1e-13),  # horizon far below one period
+        (r, alpha, a, b, 3.0, 20.0, 30.0, 0.0),  # t = 0
+    ]
+    _check_against_mpmath(cases)
+
+
+@pytest.mark.slow
+def test_all_parameters_huge():
+    _check_against_mpmath([(1e6, 1e6, 1e6, 1e6, 10_000.0, 5.0, 10.0, 1e4)])
+
+
+def test_domain_errors_name_the_parameter():
+    from clvbayes.errors import ModelError
+
+    for bad in (0.0, -1.0, np.nan, np.inf):
+        with pytest.raises(
+            ModelError, match=r"BG/NBD parameter a must be positive and finite.*a = "
+        ):
+            bgnbd.expected_purchases(0.2, 4.0, bad, 2.0, 1, 1, 2, 10)
+    with pytest.raises(ModelError, match=r"parameter alpha .*1 of 3 values.*positions \[1\]"):
+        bgnbd.p_alive_at(0.2, np.array([4.0, np.inf, 3.0]), 0.8, 2.0, 1, 1, 2, 10)
+    with pytest.raises(ValueError, match=r"t \(a time horizon"):
+        bgnbd.expected_purchases(0.2, 4.0, 0.8, 2.0, 1, 1, 2, np.inf)
+
+
+# --------------------------------------------------------------------------------------------
+# bounded-memory simulation (issue 12 #5)
+# --------------------------------------------------------------------------------------------
+def _exact_sums(lam, p, t, ends, factors):
+    """E[purchases], E[discounted purchases] of an active customer with known (lam, p)."""
+    F = -np.expm1(-lam * p * np.asarray(ends)) / p if p > 0 else lam * np.asarray(ends)
+    return F[-1], float(np.diff(F, prepend=0.0) @ factors)
+
+
+@pytest.mark.parametrize(
+    "lam, p, horizon",
+    [(2.0, 0.01, 100.0), (3.0, 0.0, 52.0), (1e5, 1e-7, 100.0), (1e9, 0.0, 1e4)],
+    ids=["by-purchase", "no-dropout", "by-period", "huge-rate"],
+)
+def test_simulate_value_sums_matches_closed_forms(lam, p, horizon):
+    """Both paths (purchase by purchase, period by period) are exact in law: means of counts,
+    values and discounted values match the closed forms within 4.5 standard errors."""
+    n = 4000 if lam < 1e4 else 400
+    period = horizon / 10
+    ends, factors = schedule(horizon, 0.02, period)
+    shape, rate = 3.0, np.full(n, 0.5)
+    sums = bgnbd.simulate_value_sums(
+        3, np.ones(n, bool), np.full(n, lam), np.full(n, p), horizon, period, factors, shape, rate
+    )
+    e_n, e_disc = _exact_sums(lam, p, horizon, ends, factors)
+    for key, want in (
+        ("purchases", e_n),
+        ("value", e_n * shape / 0.5),
+        ("discounted", e_disc * shape / 0.5),
+    ):
+        v = sums[key]
+        se = max(v.std() / np.sqrt(n), 1e-9 * want)
+        assert abs(v.mean() - want) < 4.5 * se, (key, v.mean(), want)
+    dead = bgnbd.simulate_value_sums(3, np.zeros(3, bool), np.full(3, lam), 0.1, horizon)
+    assert np.all(dead["purchases"] == 0)
+
+
+def test_simulate_value_sums_memory_does_not_grow_with_purchases():
+    """1e13 expected purchases per customer: a few KiB, not one float per purchase."""
+    import tracemalloc
+
+    args = (
+        np.ones(50, bool),
+        np.full(50, 1e9),
+        np.zeros(50),
+        1e4,
+        1.0,
+        0.999 ** np.arange(1, 10_001),
+        2.0,
+        np.ones(50),
+    )
+    bgnbd.simulate_value_sums(1, *args)  # compile outside the measurement
+    tracemalloc.start()
+    out = bgnbd.simulate_value_sums(1, *args)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20, peak
+    assert np.all(np.abs(out["purchases"] / 1e13 - 1) < 1e-5)
+
+
+def test_heavy_active_futures_match_expectations_at_long_horizons():
+    """Extreme-but-valid draws (dropout ~ 0, ~100 purchases per week) at horizon 10,000: the
+    futures kernel switches to period-by-period simulation (before: one stored time per
+    arrival, > 24 GB); means still match the closed forms."""
+    import tracemalloc
+
+    r, alpha, a, b = 400.0, 4.0, 1e-6, 3.0
+    n_draws = 300
+    x = np.array([2.0, 2.0, 50.0])
+    T = np.array([10.0, 30.0, 20.0])
+    horizon, period = 1e4, 100.0
+    ends, factors = schedule(horizon, 0.01, period)
+    params = [np.full(n_draws, v) for v in (r, alpha, a, b)]
+    kw = dict(mark_shape=np.full(n_draws, 2.0), mark_rate_shape=np.full((n_draws, 3), 5.0))
+    bgnbd.simulate_active_futures(1, *[v[:2] for v in params], x, T, 1.0, period, factors[:1])
+    tracemalloc.start()
+    fut = bgnbd.simulate_active_futures(9, *params, x, T, horizon, period, factors, **kw)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20, peak
+    n = fut["purchases"]
+    exact = bgnbd.expected_purchases_alive(r, alpha, a, b, x, T, horizon)
+    assert np.all(np.abs(n.mean(axis=0) - exact) < 4.5 * n.std(axis=0) / np.sqrt(n_draws))
+    exact_disc = discounted_increments(
+        lambda t: bgnbd.expected_purchases_alive(r, alpha, a, b, x[:, None], T[:, None], t),
+        scale=alpha + T.min(), ends=ends, factors=factors,
+    )  # fmt: skip
+    unit = 2.0 / (5.0 - 1.0)  # E[g / G] per purchase: shape E[1 / G], G ~ Gamma(5)
+    d = fut["discounted"] / unit
+    assert np.all(np.abs(d.mean(axis=0) - exact_disc) < 5 * d.std(axis=0) / np.sqrt(n_draws))
