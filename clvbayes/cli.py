@@ -333,6 +333,14 @@ def _laplace_available() -> bool:
 
 def _validate_options(args: argparse.Namespace) -> None:
     """Refuse option values that cannot be meant, before anything slow runs."""
+    _check_value_options(args)
+    _check_time_options(args)
+    _check_input_options(args)
+    _check_fit_options(args)
+
+
+def _check_value_options(args: argparse.Namespace) -> None:
+    """--margin, --discount-rate, --discount-rate-per-period and --horizon."""
     unit = args.time_unit
     per_day = DAYS_PER_UNIT[unit]
     one = unit[:-1]  # "week" / "day"
@@ -357,23 +365,6 @@ def _validate_options(args: argparse.Namespace) -> None:
             "If a factor above 1 is what you mean (e.g. a currency conversion), add "
             "--allow-margin-above-1."
         )
-    columns = {"--customer-id-col": args.customer_id_col, "--date-col": args.date_col,
-               "--amount-col": args.amount_col}  # fmt: skip
-    if len(set(columns.values())) < len(columns):
-        named = ", ".join(f"{flag} {col!r}" for flag, col in columns.items())
-        raise UserError(
-            f"{named}: the customer id, date and amount must be three different columns."
-        )
-    if args.method in ("nuts", "laplace"):
-        n = args.draws * (args.chains if args.method == "nuts" else 1)
-        if n > MAX_POSTERIOR_DRAWS:
-            what = f"--draws {args.draws:,} x --chains {args.chains}" if args.method == "nuts" \
-                else f"--draws {args.draws:,}"  # fmt: skip
-            raise UserError(
-                f"{what} asks for {n:,} posterior draws, more than any interval needs and than "
-                f"clvbayes keeps in memory (at most {MAX_POSTERIOR_DRAWS:,}); the defaults "
-                "(4 chains x 1,000 draws) give intervals accurate to about a percentile."
-            )
     rate = args.discount_rate
     if rate is not None:
         if rate < 0:
@@ -406,6 +397,10 @@ def _validate_options(args: argparse.Namespace) -> None:
                 f"--discount-rate-per-period {example:.3g}, or pass the annual rate with "
                 "--discount-rate 0.10. Rates above 100 % a year are refused."
             )
+
+
+def _check_time_options(args: argparse.Namespace) -> None:
+    """--calibration-end, --observation-end (dates, in order) and --date-format."""
     cal_text, obs_text = _ends(args)  # with the bundled sample's defaults
     ends = {}
     for flag, value in (("--calibration-end", cal_text), ("--observation-end", obs_text)):
@@ -437,6 +432,17 @@ def _validate_options(args: argparse.Namespace) -> None:
             f"--date-format {fmt!r} has no %-directive, so no date could match it; pass a "
             "strftime format such as --date-format '%Y-%m-%d' or '%d/%m/%Y'."
         )
+
+
+def _check_input_options(args: argparse.Namespace) -> None:
+    """Column names, --sep, --encoding, the data layer's choices and --group-by."""
+    columns = {"--customer-id-col": args.customer_id_col, "--date-col": args.date_col,
+               "--amount-col": args.amount_col}  # fmt: skip
+    if len(set(columns.values())) < len(columns):
+        named = ", ".join(f"{flag} {col!r}" for flag, col in columns.items())
+        raise UserError(
+            f"{named}: the customer id, date and amount must be three different columns."
+        )
     sep = getattr(args, "sep", None)
     if sep is not None:
         if sep in ("\\t", "tab", "TAB"):
@@ -466,11 +472,6 @@ def _validate_options(args: argparse.Namespace) -> None:
                 f"--{key.replace('_', '-')} {value} is not supported by the installed clvbayes "
                 f"data layer (summarize_transactions has no {key} keyword); update clvbayes."
             )
-    if args.method == "laplace" and not _laplace_available():
-        raise UserError(
-            "--method laplace is not implemented by the installed clvbayes models; use "
-            "--method nuts (full posterior) or --method map (point estimate), or update clvbayes."
-        )
     from clvbayes.report import RESERVED_NAMES
 
     clash = [c for c in dict.fromkeys(args.group_by)
@@ -479,6 +480,26 @@ def _validate_options(args: argparse.Namespace) -> None:
         raise UserError(
             f"--group-by column(s) {clash} have the name of a report column; rename them in "
             "the input first."
+        )
+
+
+def _check_fit_options(args: argparse.Namespace) -> None:
+    """--method laplace is available; draws x chains stay within what memory holds."""
+    if args.method in ("nuts", "laplace"):
+        n = args.draws * (args.chains if args.method == "nuts" else 1)
+        if n > MAX_POSTERIOR_DRAWS:
+            what = f"--draws {args.draws:,}"
+            if args.method == "nuts":
+                what += f" x --chains {args.chains}"
+            raise UserError(
+                f"{what} asks for {n:,} posterior draws, more than any interval needs and than "
+                f"clvbayes keeps in memory (at most {MAX_POSTERIOR_DRAWS:,}); the defaults "
+                "(4 chains x 1,000 draws) give intervals accurate to about a percentile."
+            )
+    if args.method == "laplace" and not _laplace_available():
+        raise UserError(
+            "--method laplace is not implemented by the installed clvbayes models; use "
+            "--method nuts (full posterior) or --method map (point estimate), or update clvbayes."
         )
 
 
