@@ -70,7 +70,12 @@ import pandas as pd
 
 from clvbayes.data import DataError, read_transactions, summarize_transactions
 from clvbayes.data.validation import (
+    DUPLICATE_ROW_OPTIONS,
+    NEGATIVE_AMOUNT_OPTIONS,
+    OUTLYING_DATE_OPTIONS,
     check_end_gap,
+    check_option,
+    check_time_unit,
     outlying_day_bounds,
     require_columns,
     validate_transactions,
@@ -749,6 +754,43 @@ def _latest(labels: list[str]) -> str:
         ) from err
 
 
+def _check_options(
+    time_unit: str,
+    negative_amounts: str,
+    duplicate_rows: str,
+    outlying_dates: str,
+    npartitions: Any,
+    rows_per_partition: Any,
+    shuffle_method: Any,
+) -> None:
+    """Refuse unknown options on the client, before any file is read (an option error is
+    no partition's fault)."""
+    check_time_unit(time_unit)
+    check_option("negative_amounts", negative_amounts, NEGATIVE_AMOUNT_OPTIONS)
+    check_option("duplicate_rows", duplicate_rows, DUPLICATE_ROW_OPTIONS)
+    check_option("outlying_dates", outlying_dates, OUTLYING_DATE_OPTIONS)
+    for name, value, optional in (
+        ("npartitions", npartitions, True),
+        ("rows_per_partition", rows_per_partition, False),
+    ):
+        if optional and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
+    if shuffle_method not in (None, "tasks", "p2p", "disk"):
+        raise ValueError(
+            f"Unknown shuffle_method={shuffle_method!r}; use 'tasks', 'p2p', 'disk' or None "
+            "(Dask's choice)."
+        )
+
+
+def _check_seed(seed: Any) -> None:
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0
+    ):
+        raise ValueError(f"seed must be a whole number >= 0 or None (fresh entropy), got {seed!r}.")
+
+
 def summarize_transactions_dask(
     source: str | os.PathLike[str] | list[str | os.PathLike[str]] | dd.DataFrame,
     *,
@@ -844,6 +886,10 @@ datetime_format, merge_same_day, negative_amounts, duplicate_rows, outlying_date
         a mistyped year that would move the observation end).
     """
     dask, _ = _require_dask()
+    _check_options(
+        time_unit, negative_amounts, duplicate_rows, outlying_dates, npartitions,
+        rows_per_partition, shuffle_method,
+    )  # fmt: skip
     required = {
         "customer_id_col": customer_id_col,
         "datetime_col": datetime_col,
@@ -1394,6 +1440,7 @@ def score_customers_dask(
     require_columns(
         pd.DataFrame(columns=list(rfm.columns)), {c: c for c in columns}, what="RFM table"
     )
+    _check_seed(seed)
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2**63)
     if not os.fspath(out_path):

@@ -714,3 +714,30 @@ def test_two_runs_into_one_folder_are_refused(sync, small, models, tmp_path):
     assert list(tmp_path.iterdir()) == []  # the lock file goes with its holder
     score_customers_dask(dd.from_pandas(small, 2), bg, gg, out, **FAST)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"negative_amounts": "ignore"}, DataError, "^Unknown negative_amounts='ignore'; use one"),
+        ({"duplicate_rows": "remove"}, DataError, "^Unknown duplicate_rows='remove'; use one"),
+        ({"outlying_dates": "warn"}, DataError, "^Unknown outlying_dates='warn'; use one"),
+        ({"time_unit": "months"}, DataError, "months"),
+        ({"rows_per_partition": 0}, ValueError, "^rows_per_partition must be a whole number"),
+        ({"npartitions": 2.5}, ValueError, "^npartitions must be a whole number"),
+        ({"shuffle_method": "fast"}, ValueError, "^Unknown shuffle_method='fast'"),
+    ],
+)
+def test_bad_options_are_refused_before_reading(tmp_path, kwargs, error, message):
+    """Option errors used to surface from the first partition, as "In file ...: ..."."""
+    (tmp_path / "a.parquet").write_bytes(b"")  # never read: the options fail first
+    with pytest.raises(error, match=message):
+        summarize_transactions_dask(tmp_path, **kwargs)
+
+
+@pytest.mark.parametrize("seed", [-3, 1.5, True])
+def test_bad_seed_is_refused_before_scoring(small, models, tmp_path, seed):
+    bg, gg = models
+    with pytest.raises(ValueError, match=r"^seed must be a whole number >= 0 or None"):
+        score_customers_dask(dd.from_pandas(small, 2), bg, gg, tmp_path / "s", seed=seed, **FAST)
+    assert list(tmp_path.iterdir()) == []
