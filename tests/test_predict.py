@@ -369,3 +369,114 @@ def test_large_segment_totals_agree_with_customer_by_customer_simulation(monkeyp
                 width = exact[g][f"{q}_total_pi_upper"] - exact[g][f"{q}_total_pi_lower"]
                 gap = (normal[g][col] - exact[g][col]).abs()
                 assert (gap <= 0.06 * width).all(), (g, col, gap / width)
+
+
+# ---------------------------------------------------------------- issue 12 / 13 regressions
+def _fixed(cls, **values):
+    """A fitted-looking model whose posterior is the given draws (arrays (chain, draw))."""
+    model = cls()
+    arrays = np.broadcast_arrays(*(np.atleast_2d(np.asarray(v, float)) for v in values.values()))
+    draws = {k: np.array(v) for k, v in zip(values, arrays, strict=True)}
+    model.draws = lambda: draws
+    model.time_unit_ = "weeks"
+    return model
+
+
+def _bg(**kw):
+    from clvbayes.models import BetaGeoModel
+
+    return _fixed(BetaGeoModel, **{**dict(r=0.24, alpha=4.4, a=0.79, b=2.4), **kw})
+
+
+def _gg(**kw):
+    from clvbayes.models import GammaGammaModel
+
+    return _fixed(GammaGammaModel, **{**dict(p=6.25, q=3.74, gamma=15.4), **kw})
+
+
+def test_single_draw_posterior_reports_no_credible_intervals(cdnow):
+    """Issue 13: a MAP posterior (one chain, one draw) is a point: ci and sd columns of the
+    expectations are NaN, settings say there is no parameter uncertainty; predictive
+    intervals (the customer's own randomness) stay."""
+    rfm = cdnow.assign(segment=np.where(cdnow["frequency"] > 2, "loyal", "other"))
+    res = score_customers(rfm, _bg(), _gg(), horizon=26, n_outcome_samples=200, by="segment")
+    assert res.settings["parameter_uncertainty"] is False
+    cust = res.customers
+    for q in ("p_alive", "purchases", "spend", "revenue", "clv"):
+        assert cust[f"{q}_mean"].notna().all(), q
+        for col in (f"{q}_sd", f"{q}_ci_lower", f"{q}_ci_upper"):
+            assert cust[col].isna().all(), col
+    for q in ("purchases", "spend", "revenue", "clv"):
+        assert np.isfinite(cust[[f"{q}_pi_lower", f"{q}_pi_upper"]].to_numpy()).all(), q
+    for table in res.segments.values():
+        ci = table.filter(like="_ci_")
+        assert ci.shape[1] > 0 and ci.isna().all().all()
+        assert np.isfinite(table.filter(like="_pi_").to_numpy()).all()
+        assert np.isfinite(table.filter(like="_mean").to_numpy()).all()
+    # several draws: real intervals, and the setting says so
+    jitter = np.exp(0.05 * np.random.default_rng(1).standard_normal(8))
+    multi = score_customers(
+        rfm.iloc[:200], _bg(r=0.24 * jitter), _gg(), horizon=26, n_outcome_samples=200
+    )
+    assert multi.settings["parameter_uncertainty"] is True
+    assert np.isfinite(multi.customers["clv_ci_lower"]).all()
+    assert (multi.customers["clv_sd"] > 0).all()
+
+
+def test_summarize_draws_of_one_draw_is_not_an_interval():
+    table = summarize_draws(np.array([[1.0, 2.0, 3.0]]))
+    np.testing.assert_array_equal(table["mean"], [1.0, 2.0, 3.0])
+    assert table[["sd", "lower", "upper"]].isna().all().all()
+    two = summarize_draws(np.array([[1.0, 2.0], [3.0, 4.0]]))
+    assert np.isfinite(two.to_numpy()).all()
+
+
+def test_heavy_tailed_spend_is_refused_with_the_fix_before_any_work(cdnow):
+    """Issue 12 #3: q <= 1 leaves customers without repeat purchases with no finite expected
+    spend: a ModelError naming them and the --priors fix, not a traceback deep in scoring."""
+    from clvbayes.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"infinite for 1,411 of 2,357 customers \(first ids \['0"):
+        score_customers(cdnow, _bg(), _gg(p=0.7, q=0.59, gamma=6.0), horizon=52)
+    with pytest.raises(ModelError, match=r'--priors FILE.json with \{"gamma_gamma": \{"q"'):
+        score_customers(cdnow, _bg(), _gg(p=0.7, q=0.59, gamma=6.0), horizon=52, outcomes=False)
+    # only customers with p x + q > 1 in every draw: their expectations exist, and are scored
+    buyers = cdnow[cdnow["frequency"] >= 1]
+    res = score_customers(buyers, _bg(), _gg(p=0.7, q=[[0.59, 0.8]], gamma=6.0), horizon=52,
+                          n_outcome_samples=200)  # fmt: skip
+    assert np.isfinite(res.customers["clv_mean"]).all()
+
+
+def test_draws_outside_the_domain_are_a_model_error(cdnow):
+    from clvbayes.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"BG/NBD parameter a must be positive and finite"):
+        score_customers(cdnow, _bg(a=[[0.79, np.inf]]), horizon=52, outcomes=False)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(horizon=1e-13), dict(horizon=52, discount_rate=1e300), dict(horizon=0.5, period=1.0),
+     dict(horizon=52, discount_rate=0.0)],
+    ids=["horizon-1e-13", "huge-rate", "below-one-period", "rate-0"],
+)  # fmt: skip
+def test_extreme_horizons_and_discounting_give_finite_tables(cdnow, kw):
+    """Siblings: a horizon far below one period (was an empty schedule), a discount rate that
+    makes every factor underflow, no discounting."""
+    res = score_customers(cdnow.iloc[:300], _bg(), _gg(), n_outcome_samples=100, **kw)
+    cols = res.customers.filter(regex="_(mean|pi_lower|pi_upper)$")
+    assert np.isfinite(cols.to_numpy()).all()
+    if kw.get("discount_rate") == 1e300:
+        assert (res.customers["clv_mean"] < 1e-290).all()
+
+
+def test_schedule_refuses_non_finite_rates_and_overflowing_factors():
+    for bad in (np.inf, np.nan, -1.0):
+        with pytest.raises(
+            ValueError, match="discount rate per period must be a finite number > -1"
+        ):
+            schedule(52, bad)
+    with pytest.raises(ValueError, match=r"gives infinite discount factors.*Use a rate >= 0"):
+        schedule(5000, -0.9)
+    ends, _ = schedule(1e-13, 0.01)
+    np.testing.assert_array_equal(ends, [1e-13])

@@ -57,19 +57,33 @@ def schedule(horizon: float, discount_rate: float = 0.0, period: float = 1.0):
     horizon : float
         Length of the future window, in the data's time unit (> 0).
     discount_rate : float
-        Discount rate per period (>= 0 typical; must be > -1).
+        Discount rate per period (>= 0 typical; must be finite and > -1, and a negative one
+        must not make a factor overflow).  Huge rates give factors that underflow to 0.
     period : float
-        Length of one discount period in the data's time unit (> 0).
+        Length of one discount period in the data's time unit (> 0).  A horizon shorter
+        than one period is one partial period ending at the horizon.
     """
     if not (np.isfinite(horizon) and horizon > 0):
         raise ValueError(f"horizon must be a positive number of time units, got {horizon!r}.")
     if not (np.isfinite(period) and period > 0):
         raise ValueError(f"discount period must be positive, got {period!r}.")
-    if not discount_rate > -1:
-        raise ValueError(f"discount rate per period must be > -1, got {discount_rate!r}.")
-    n = int(np.ceil(horizon / period - 1e-12))
+    if not (np.isfinite(discount_rate) and discount_rate > -1):
+        raise ValueError(
+            f"discount rate per period must be a finite number > -1, got {discount_rate!r}."
+        )
+    # at least one period: a horizon shorter than one period (or within rounding of a whole
+    # number of periods) is a single, partial period ending at the horizon
+    n = max(1, int(np.ceil(horizon / period - 1e-12)))
     ends = np.minimum(np.arange(1, n + 1) * period, horizon)
-    factors = (1.0 + discount_rate) ** -np.arange(1, n + 1, dtype=float)
+    ends[-1] = horizon
+    # (1 + d)^-k in log space: underflows quietly to 0 for huge rates
+    factors = np.exp(-np.log1p(discount_rate) * np.arange(1, n + 1, dtype=float))
+    if not np.all(np.isfinite(factors)):
+        raise ValueError(
+            f"discount rate per period {discount_rate!r} over {n} periods gives infinite "
+            f"discount factors ((1 + d)^-k overflows at k = {int(np.argmin(np.isfinite(factors))) + 1}): "
+            "a negative rate makes later purchases worth more than earlier ones. Use a rate >= 0."
+        )
     return ends, factors
 
 

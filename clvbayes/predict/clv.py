@@ -76,7 +76,11 @@ class CustomerScores:
         totals and per-customer means of each quantity with credible (``ci``) and
         predictive (``pi``) intervals computed from per-draw sums.
     settings : dict
-        Horizon, discount, margin, interval probability, draws used, seed, time unit.
+        Horizon, discount, margin, interval probability, draws used, seed, time unit, and
+        ``parameter_uncertainty``: False when the posterior is a single draw (MAP/MLE fits),
+        in which case every credible-interval (``*_ci_lower/upper``) and ``*_sd`` column of
+        the expectations is NaN (a point is not an interval); the predictive intervals
+        (``*_pi_*``, the customer's own randomness) are still given.
     """
 
     customers: pd.DataFrame
@@ -219,6 +223,8 @@ def score_customers(
     columns = ("frequency", "recency", "T") + (("monetary_value",) if has_spend else ())
     data = _by_frequency_and_age(compress(checked, columns=columns))
     pparams, sparams = joint_draws(purchase_model, spend_model, n_draws)
+    if has_spend:
+        _check_spend_exists(sparams, checked)
     n_s = next(iter(pparams.values())).shape[0]
     reps = int(np.ceil(max(n_outcome_samples, 1) / n_s))
     n_sim = n_s * reps
@@ -320,8 +326,41 @@ def score_customers(
         "annual_discount_rate": annual_discount_rate, "period": float(period), "margin": float(margin),
         "prob": float(prob), "n_draws": int(n_s), "n_outcome_samples": int(n_sim), "seed": seed, "by": by,
         "n_customers": int(data.n_customers), "n_histories": int(data.n_unique),
+        "parameter_uncertainty": bool(n_s > 1),
     }  # fmt: skip
     return CustomerScores(customers=customers, segments=segments, settings=settings)
+
+
+def _check_spend_exists(sparams, rfm: pd.DataFrame) -> None:
+    """ModelError, before any work, if some customer's expected spend is infinite in some draw.
+
+    Gamma-Gamma's conditional mean exists only where ``p x + q > 1`` (heavy-tailed spend
+    with ``q <= 1`` leaves customers with few or no repeat purchases without one): refuse
+    with the customers' ids, the explanation and the fix rather than return inf or NaN.
+    """
+    if not {"p", "q"} <= set(sparams):
+        return
+    from clvbayes.errors import ModelError
+    from clvbayes.math.gamma_gamma import HEAVY_TAIL_FIX
+
+    p, q = np.ravel(sparams["p"]), np.ravel(sparams["q"])
+    if np.all(q > 1.0):
+        return
+    x = rfm["frequency"].to_numpy(dtype=float)
+    # customer i fails in some draw iff x_i <= max_s (1 - q_s) / p_s over draws with q_s <= 1
+    limit = np.max(np.where(q <= 1.0, (1.0 - q) / p, -np.inf))
+    bad = x <= limit
+    if not bad.any():
+        return
+    n_draws = int(np.sum(q <= 1.0))
+    ids = rfm.index[bad][:5].tolist()
+    raise ModelError(
+        f"Expected spend and CLV are infinite for {int(bad.sum()):,} of {x.size:,} customers "
+        f"(first ids {ids}, frequency {x[bad][:5].tolist()}): {n_draws} of {q.size} draws of "
+        f"the spend model have q <= 1 (q = {float(np.median(q)):.3g} median), and the "
+        "Gamma-Gamma conditional mean p (gamma + x zbar) / (p x + q - 1) exists only where "
+        f"p x + q > 1. {HEAVY_TAIL_FIX}"
+    )
 
 
 def _score_chunk(ctx, bounds, seed_seq) -> dict:
@@ -464,26 +503,57 @@ def _simulate_outcomes(rng, purchase_model, spend_model, pparams, sparams, hc, h
     """One simulated outcome per (draw, customer) for customers ``hc``: arrays (S, c).
 
     Each customer's latent state is drawn from its exact posterior given the draw's
-    parameters, then the future is simulated: purchase times, each purchase's value, and
-    the discounted sum (a purchase in period k is discounted by ``factors[k - 1]``).
+    parameters, then the future is simulated: purchases, each purchase's value, and the
+    discounted sum (a purchase in period k is discounted by ``factors[k - 1]``).
     Customers are independent (used for the outcome totals of small segments).
+
+    Memory: a purchase model with ``_simulate_sums_arrays`` (BG/NBD family; see
+    :func:`clvbayes.math.bgnbd.simulate_value_sums`) accumulates each customer's sums in a
+    compiled loop, so memory is a few arrays of shape (S, c) -- bounded by the chunk size --
+    whatever the purchase rate and horizon.  Other models fall back to their
+    ``_simulate_arrays`` (one stored time per simulated purchase).
     """
-    alive, n_buy, times = purchase_model._simulate_arrays(rng, pparams, hc, horizon)
-    outcome = {"alive": alive.astype(float), "purchases": n_buy.astype(float)}
+    nu = value_shape = None
+    if spend_model is not None:
+        nu = spend_model._sample_rate_arrays(rng, sparams, hc)
+        value_shape = np.broadcast_to(np.asarray(sparams["p"], dtype=float), nu.shape)
+    sums = getattr(purchase_model, "_simulate_sums_arrays", None)
+    if sums is not None:
+        alive, res = sums(
+            rng, pparams, hc, horizon, period=period, factors=factors, value_shape=value_shape,
+            value_rate=nu,
+        )  # fmt: skip
+    else:
+        alive, res = _sums_from_purchase_times(
+            rng, purchase_model, spend_model, pparams, sparams, nu, hc, horizon, period, factors
+        )
+    outcome = {"alive": np.asarray(alive, dtype=float), "purchases": res["purchases"]}
     if spend_model is None:
         return outcome
-    nu = spend_model._sample_rate_arrays(rng, sparams, hc)
-    values = spend_model._simulate_values_arrays(rng, sparams, nu, n_buy)
-    owner = np.repeat(np.arange(n_buy.size), n_buy.ravel())
-    k = np.clip(np.ceil(times / period - 1e-12).astype(np.int64), 1, factors.size)
-    outcome["revenue"] = np.bincount(owner, values, minlength=n_buy.size).reshape(n_buy.shape)
-    discounted = np.bincount(owner, values * factors[k - 1], minlength=n_buy.size)
-    outcome["clv"] = margin * discounted.reshape(n_buy.shape)
+    outcome["revenue"] = res["value"]
+    outcome["clv"] = margin * res["discounted"]
     one_each = np.ones(nu.shape, dtype=np.int64)
     outcome["spend"] = spend_model._simulate_values_arrays(rng, sparams, nu, one_each).reshape(
         nu.shape
     )
     return outcome
+
+
+def _sums_from_purchase_times(rng, purchase_model, spend_model, pparams, sparams, nu, hc,
+                              horizon, period, factors):  # fmt: skip
+    """Fallback of :func:`_simulate_outcomes` for purchase models without
+    ``_simulate_sums_arrays``: from stored purchase times (memory grows with purchases)."""
+    alive, n_buy, times = purchase_model._simulate_arrays(rng, pparams, hc, horizon)
+    res = {"purchases": n_buy.astype(float)}
+    if spend_model is None:
+        return alive, res
+    values = spend_model._simulate_values_arrays(rng, sparams, nu, n_buy)
+    owner = np.repeat(np.arange(n_buy.size), n_buy.ravel())
+    k = np.clip(np.ceil(times / period - 1e-12).astype(np.int64), 1, factors.size)
+    res["value"] = np.bincount(owner, values, minlength=n_buy.size).reshape(n_buy.shape)
+    discounted = np.bincount(owner, values * factors[k - 1], minlength=n_buy.size)
+    res["discounted"] = discounted.reshape(n_buy.shape)
+    return alive, res
 
 
 def _segment_outcome_totals(ctx, rng, tot_e, resid_var, codes, n_groups, max_elements):

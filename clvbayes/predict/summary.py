@@ -51,6 +51,9 @@ def draw_stats(
 
     Notes
     -----
+    A single draw (a MAP or MLE fit: one chain, one draw) is a point: ``sd``, ``lower`` and
+    ``upper`` are then NaN (empty), never a zero-width interval presented as one.
+
     Quantiles equal :func:`numpy.quantile` with ``method="linear"`` (``ci``) or
     ``"inverted_cdf"`` (``pi``).  For 2-D input with many columns a compiled kernel finds
     the few order statistics needed by selecting each tail's candidates below (above) a
@@ -63,10 +66,14 @@ def draw_stats(
     if values.ndim == 2 and n >= 64 and values.dtype == np.float64 and values.size >= 1 << 16:
         rows = np.ascontiguousarray(np.moveaxis(values, axis, -1))
         return _row_draw_stats(rows, lo, hi, method)
+    if n == 1:  # one draw (MAP): a point, not an interval; no spread to report
+        mean = np.mean(values, axis=axis)
+        empty = np.full(np.shape(mean), np.nan)
+        return {"mean": mean, "sd": empty, "lower": empty.copy(), "upper": empty.copy()}
     q = np.quantile(values, [lo, hi], axis=axis, method=method)
     return {
         "mean": np.mean(values, axis=axis),
-        "sd": np.std(values, axis=axis, ddof=1) if n > 1 else np.zeros(q.shape[1:]),
+        "sd": np.std(values, axis=axis, ddof=1),
         "lower": q[0],
         "upper": q[1],
     }
@@ -220,7 +227,8 @@ def summarize_draws(draws, prob: float = DEFAULT_PROB, kind: str = "ci") -> pd.D
     Returns
     -------
     pandas.DataFrame
-        One row per element of the non-sample dimension.
+        One row per element of the non-sample dimension.  With a single draw (MAP) the
+        ``sd``, ``lower`` and ``upper`` columns are NaN: a point carries no interval.
     """
     if hasattr(draws, "dims"):
         other = [d for d in draws.dims if d not in SAMPLE_DIMS]
