@@ -117,6 +117,7 @@ __all__ = [
     "prob_purchases",
     "sample_latent",
     "simulate",
+    "simulate_history_sums",
     "simulate_purchase_times",
     "simulate_purchases",
     "simulate_value_sums",
@@ -1490,6 +1491,31 @@ def simulate_value_sums(
         res["value"] = out[1].reshape(shape) / rate
         res["discounted"] = out[2].reshape(shape) / rate
     return res
+
+
+def simulate_history_sums(
+    rng: np.random.Generator | int | None, r, alpha, a, b, frequency, recency, T, t: float,
+    period: float = 1.0, factors=None, value_shape=None, value_rate=None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
+    """Posterior-predictive purchases and value sums in ``(T, T + t]``, in bounded memory.
+
+    :func:`sample_latent` (each customer's exact latent posterior given the history and the
+    parameters) followed by :func:`simulate_value_sums`; what a purchase model's
+    ``_simulate_sums_arrays`` hook returns to :func:`clvbayes.predict.score_customers`.
+
+    Returns
+    -------
+    alive : ndarray of bool
+        Whether each customer is active at ``T``.
+    sums : dict of ndarray
+        As :func:`simulate_value_sums`; all arrays have the broadcast shape of the inputs.
+    """
+    rng = np.random.default_rng(rng)
+    alive, lam, p = sample_latent(rng, r, alpha, a, b, frequency, recency, T)
+    seed = int(rng.integers(2**32))
+    return alive, simulate_value_sums(
+        seed, alive, lam, p, t, period, factors, value_shape, value_rate
+    )
 
 
 def _check_latent(alive, lam, p, t):
