@@ -123,3 +123,61 @@ def test_short_nuts_near_mle(gg_nuts_small):
     assert float(gg_nuts_small.population_mean_spend().mean()) == pytest.approx(
         mle_mean_spend, rel=0.1
     )
+
+
+# ---------------------------------------------------------------- heavy-tailed spend (issue 12 #3)
+def _lognormal_spend(cdnow, sigma=2.0, seed=12):
+    """The CDNOW customers with each customer's mean spend lognormal (median 15, sigma 2)."""
+    x = cdnow["frequency"].to_numpy()
+    mv = np.exp(np.log(15.0) + sigma * np.random.default_rng(seed).standard_normal(len(cdnow)))
+    return cdnow.assign(monetary_value=np.where(x > 0, mv, 0.0))
+
+
+def test_heavy_tailed_spend_gives_a_fit_warning_and_a_clear_error_not_a_traceback(cdnow):
+    """q <= 1 (no finite population mean spend): the fit warns (recorded in fit_info_), and
+    every expectation that would be infinite raises a ModelError with the fix."""
+    from clvbayes.errors import FitWarning, ModelError
+    from clvbayes.models import BetaGeoModel
+    from clvbayes.predict import score_customers
+
+    rfm = _lognormal_spend(cdnow)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExcludedCustomersWarning)
+        with pytest.warns(FitWarning, match=r"fitted value of q \(median 0\.54\d\) is <= 1"):
+            gg = GammaGammaModel().fit(rfm, method="map")
+        bg = BetaGeoModel().fit(rfm, method="map")
+    assert float(gg.draws()["q"].ravel()[0]) < 1.0
+    assert any("--priors FILE.json" in m for m in gg.fit_info_["warnings"])
+    with pytest.raises(ModelError, match=r"expected_spend needs p \* x \+ q > 1.*Fixes: \(1\)"):
+        gg.expected_spend()
+    with pytest.raises(ModelError, match=r"population_mean_spend needs q > 1"):
+        gg.population_mean_spend()
+    with pytest.raises(ModelError, match=r"infinite for 1,411 of 2,357 customers"):
+        score_customers(rfm, bg, gg, horizon=52, outcomes=False)
+    # the advertised fix works: a strong prior keeps q above 1 and every number is finite
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExcludedCustomersWarning)
+        fixed = GammaGammaModel(priors={"q": Prior("Gamma", alpha=400, beta=100)}).fit(
+            rfm, method="map"
+        )
+    assert float(fixed.draws()["q"].ravel()[0]) > 1.0
+    assert not any("q (median" in m for m in fixed.fit_info_["warnings"])
+    res = score_customers(rfm, bg, fixed, horizon=52, n_outcome_samples=100)
+    assert np.isfinite(res.customers.filter(regex="_(mean|pi_lower|pi_upper)$").to_numpy()).all()
+
+
+def test_fit_warning_counts_the_draws_with_q_below_one():
+    import xarray as xr
+
+    from clvbayes.errors import FitWarning
+    from clvbayes.math import gamma_gamma
+
+    m = GammaGammaModel()
+    dims = ("chain", "draw")
+    m.posterior_ = xr.Dataset(
+        {"p": (dims, np.full((1, 4), 6.0)), "gamma": (dims, np.full((1, 4), 15.0)),
+         "q": (dims, np.array([[0.8, 1.5, 2.0, 0.9]]))}
+    )  # fmt: skip
+    with pytest.warns(FitWarning, match=r"2 of 4 posterior draws of q \(median 1\.2\) is <= 1"):
+        msgs = m._check_information(n_fitted=5000)
+    assert msgs[-1].endswith(gamma_gamma.HEAVY_TAIL_FIX)
