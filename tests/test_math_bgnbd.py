@@ -935,3 +935,55 @@ def test_heavy_active_futures_match_expectations_at_long_horizons():
     unit = 2.0 / (5.0 - 1.0)  # E[g / G] per purchase: shape E[1 / G], G ~ Gamma(5)
     d = fut["discounted"] / unit
     assert np.all(np.abs(d.mean(axis=0) - exact_disc) < 5 * d.std(axis=0) / np.sqrt(n_draws))
+
+
+def _mp_loglik(r, alpha, a, b, x, t_x, T):
+    import mpmath as mp
+
+    with mp.workdps(40):
+        r, al, a, b, x, tx, T = (mp.mpf(float(v)) for v in (r, alpha, a, b, x, t_x, T))
+        common = mp.gamma(r + x) * al**r / (mp.gamma(r) * mp.beta(a, b))
+        alive = mp.beta(a, b + x) * common / (al + T) ** (r + x)
+        dead = mp.beta(a + 1, b + x - 1) * common / (al + tx) ** (r + x) if x > 0 else 0
+        return float(mp.log(alive + dead))
+
+
+def _mp_prob_purchases(r, alpha, a, b, t, n):
+    import mpmath as mp
+
+    with mp.workdps(40):
+        r, al, a, b, t = (mp.mpf(float(v)) for v in (r, alpha, a, b, t))
+        q = t / (al + t)
+        nb = mp.gamma(r + n) / (mp.gamma(r) * mp.factorial(n)) * (1 - q) ** r * q**n
+        out = mp.beta(a, b + n) / mp.beta(a, b) * nb
+        if n > 0:
+            tail = mp.betainc(n, r, 0, q, regularized=True)
+            out += mp.beta(a + 1, b + n - 1) / mp.beta(a, b) * tail
+        return float(out)
+
+
+def test_loglik_and_prob_purchases_match_mpmath_over_extreme_grid():
+    """FHL eqs. (6) and (8) at 40 digits over r, alpha, a, b in [1e-15, 1e6], x to 10,000.
+
+    Siblings of the a -> 0 defect found by this grid and fixed: ``I_q(n, r)`` rounded to 1 when
+    alpha << t (q = t / (alpha + t) rounds to 1; now the complement ``1 - I_(1-q)(r, n)`` with
+    ``1 - q = alpha / (alpha + t)``), which made P(X(t) = 1) exceed 1; and ``b + n - 1`` lost a
+    tiny b.
+    """
+    pytest.importorskip("mpmath")
+    rng = np.random.default_rng(5)
+    for _ in range(120):
+        r, alpha, a, b = 10 ** rng.uniform(-15, 6, 4)
+        x = float(rng.choice([0, 1, 2, 10, 300, 10_000]))
+        T = float(rng.choice([1e-3, 1.0, 40.0, 1e4]))
+        t_x = 0.0 if x == 0 else T * float(rng.choice([0.0, 0.5, 1.0]))
+        t = float(rng.choice([1e-6, 0.5, 52.0, 1e4]))
+        n = int(rng.choice([0, 1, 3, 50]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ll = bgnbd.loglik(r, alpha, a, b, x, t_x, T)
+            pp = bgnbd.prob_purchases(r, alpha, a, b, t, n)
+        want = _mp_loglik(r, alpha, a, b, x, t_x, T)
+        assert abs(ll - want) <= 1e-8 * max(1.0, abs(want)), (r, alpha, a, b, x, t_x, T)
+        want = _mp_prob_purchases(r, alpha, a, b, t, n)
+        assert abs(pp - want) <= 1e-8 * want + 1e-14, (r, alpha, a, b, t, n, pp, want)

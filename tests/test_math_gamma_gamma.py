@@ -424,3 +424,36 @@ def test_loglik_sum_at_zero_or_infinite_parameters_is_not_finite_and_silent():
         for params in [(np.inf, 0.0, 0.0), (0.0, 1.0, 1.0), (1.0, 1.0, np.inf)]:
             total, grad = gg.loglik_sum_and_grad(*params, data)
             assert not (np.isfinite(total) and np.all(np.isfinite(grad))), params
+
+
+def test_loglik_and_expected_spend_match_mpmath_over_extreme_grid():
+    """Fader & Hardie (2013) density and conditional mean at 40 digits, p, q, gamma in
+    [1e-15, 1e6], z-bar in [1e-3, 1e6], x to 10,000: finite, 1e-8 relative."""
+    mp = pytest.importorskip("mpmath")
+    rng = np.random.default_rng(5)
+    for _ in range(150):
+        p, q, g = 10 ** rng.uniform(-15, 6, 3)
+        m = 10 ** rng.uniform(-3, 6)
+        x = float(rng.choice([1, 2, 10, 300, 10_000]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ll = gg.loglik(p, q, g, x, m)
+            es = gg.expected_spend(p, q, g, x, m) if p * x + q > 1 else None
+        with mp.workdps(40):
+            P, Q, G, X, M = (mp.mpf(float(v)) for v in (p, q, g, x, m))
+            want = float(
+                -mp.log(mp.beta(P * X, Q)) + Q * mp.log(G) + P * X * mp.log(X)
+                + (P * X - 1) * mp.log(M) - (P * X + Q) * mp.log(G + X * M)
+            )  # fmt: skip
+            want_es = float(P * (G + X * M) / (P * X + Q - 1))
+        assert np.isfinite(ll) and abs(ll - want) <= 1e-8 * max(1.0, abs(want)), (p, q, g, x, m)
+        if es is not None:
+            assert np.isfinite(es) and abs(es - want_es) <= 1e-8 * want_es, (p, q, g, x, m)
+
+
+def test_expected_spend_keeps_q_just_above_one():
+    """p x + (q - 1), not (p x + q) - 1: at x = 0 and q = 1 + 1e-12 the mean is p gamma / 1e-12."""
+    got = gg.expected_spend(2.0, 1.0 + 1e-12, 3.0, 0, 0.0)
+    assert got == pytest.approx(6.0 / ((1.0 + 1e-12) - 1.0), rel=1e-15)
+    got = gg.expected_spend(1e-17, 1.0 + 2**-40, 3.0, 1, 5.0)
+    assert got == pytest.approx(1e-17 * 8.0 / (1e-17 + 2**-40), rel=1e-12)

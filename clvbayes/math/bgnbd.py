@@ -1072,8 +1072,14 @@ def prob_purchases(r, alpha, a, b, t, n) -> np.ndarray | float:
             + n_log_q
         )
         n1 = np.maximum(n, 1.0)
-        tail = special.betainc(n1, r, t / (alpha + t))  # P(NB(r, q) >= n)
-        log_dropped = _betaln(a + 1.0, b + n1 - 1.0) - log_b0 + np.log(tail)
+        # P(NB(r, q) >= n) = I_q(n, r) = 1 - I_(1-q)(r, n): the complement form where q is
+        # near 1, with 1 - q = alpha / (alpha + t) taken directly (q itself rounds to 1 when
+        # alpha << t, and I_q(n, r) to 1 while the true value is ~ r log(t / alpha) for tiny r)
+        q = t / (alpha + t)
+        tail = np.where(
+            q < 0.5, special.betainc(n1, r, q), special.betaincc(r, n1, alpha / (alpha + t))
+        )
+        log_dropped = _betaln(a + 1.0, b + (n1 - 1.0)) - log_b0 + np.log(tail)
         log_dropped = np.where(n > 0, log_dropped, -np.inf)
         out = np.exp(np.logaddexp(log_active, log_dropped))
     return _scalar_if_0d(out)
