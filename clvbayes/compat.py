@@ -213,8 +213,15 @@ def _h5netcdf():
 
 # --------------------------------------------------------------------------- sampling
 def sample_nuts(model, **kwargs) -> dict[str, Any]:
-    """Run :func:`pymc.sample` in ``model``; returns ``{group: Dataset}`` whichever PyMC runs."""
+    """Run :func:`pymc.sample` in ``model``; returns ``{group: Dataset}`` whichever PyMC runs.
+
+    Options for an external sampler (nutpie, numpyro) come as PyMC 5's
+    ``nuts_sampler_kwargs``; PyMC 6 takes them as ``nuts={...}``.
+    """
     import pymc as pm
+
+    if PYMC_MAJOR >= 6 and "nuts_sampler_kwargs" in kwargs:
+        kwargs["nuts"] = {**kwargs.pop("nuts_sampler_kwargs"), **kwargs.get("nuts", {})}
 
     with model:
         result = pm.sample(**kwargs)
