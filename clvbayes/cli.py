@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = run_p.add_argument_group("fitting")
     f.add_argument("--method", choices=METHODS, default="nuts",
                    help="nuts: full posterior by NUTS (credible intervals; slowest); "
-                   "laplace: Gaussian approximation at the posterior mode, 1,000 draws "
+                   "laplace: Gaussian approximation at the posterior mode, --draws draws "
                    "(real credible intervals in seconds); map: posterior mode only, a point "
                    "estimate (no credible intervals; the result gives the predictive "
                    "interval, which leaves out parameter uncertainty)")  # fmt: skip
@@ -1063,6 +1063,7 @@ def _job(
         "cac": args.cac,
         "currency": f"units of the {args.amount_col!r} column",
         "priors_file": getattr(args, "priors", None),
+        "priors_sha256": _sha256(args.priors) if getattr(args, "priors", None) else None,
         "duplicate_rows": getattr(args, "duplicate_rows", "warn"),
         "outlying_dates": getattr(args, "outlying_dates", "error"),
         "strict": bool(getattr(args, "strict", False)),
@@ -1123,6 +1124,15 @@ def _result_line(out_dir, n_customers, seconds, horizon, args, total) -> str:
         f"Total CLV over {horizon:g} {args.time_unit}: {total['clv_total_mean']:,.0f} "
         f"({interval})."
     )
+
+
+def _sha256(path: str) -> str | None:
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _os_message(err: OSError) -> str:

@@ -668,6 +668,7 @@ def test_priors_file_sets_the_priors(tmp_path, capsys):
     assert s["models"]["gamma_gamma"]["priors"]["q"] == {"dist": "Gamma", "alpha": 20, "beta": 5}
     assert s["models"]["bgnbd"]["priors"]["a"] == {"dist": "HalfNormal", "sigma": 2}
     assert s["settings"]["priors_file"] == str(priors)
+    assert s["settings"]["priors_sha256"] == hashlib.sha256(priors.read_bytes()).hexdigest()
 
 
 # ---------------------------------------------------------------- warnings and --strict
