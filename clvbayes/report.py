@@ -700,8 +700,7 @@ def _model_summary(name: str, model: Any, prob: float) -> dict[str, Any]:
     ).reset_index(names="parameter")
     info = dict(getattr(model, "fit_info_", {}))
     method = info.get("method")
-    post = getattr(getattr(model, "idata_", None), "posterior", None)
-    n_draws = None if post is None else int(post.sizes.get("chain", 1) * post.sizes.get("draw", 1))
+    n_draws = getattr(model, "n_draws_", None)
     point = _is_point_fit(method) or n_draws == 1
     if point:
         # one parameter value: its "interval" would have zero width; show none
@@ -1573,12 +1572,10 @@ def _table_bytes(df: pd.DataFrame, formats: Sequence[str]) -> int:
 
 def _model_bytes(model: Any) -> int:
     """Generous estimate of a saved model's size: posterior, data and ids, twice over."""
-    n = 0
-    idata = getattr(model, "idata_", None)
-    if idata is not None and hasattr(idata, "groups"):
-        for g in idata.groups():
-            with contextlib.suppress(Exception):
-                n += int(idata[g].nbytes)
+    n = sum(int(np.asarray(v).nbytes) for v in model.draws().values())
+    stats = getattr(model, "sample_stats_", None)
+    if stats is not None:
+        n += int(stats.nbytes)
     data = getattr(model, "data_", None)
     if data is not None:
         for attr in ("counts", "inverse"):
