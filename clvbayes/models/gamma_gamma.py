@@ -112,7 +112,7 @@ class GammaGammaModel(CLVModel):
     def _check_information(self, n_fitted: int) -> list[str]:
         """The base checks plus a FitWarning when draws have ``q <= 1`` (no finite mean spend)."""
         messages = super()._check_information(n_fitted)
-        q = np.asarray(self.posterior_["q"].values, dtype=float).ravel()
+        q = np.asarray(self.draws()["q"], dtype=float).ravel()
         n_bad = int(np.sum(q <= 1.0))
         if n_bad:
             share = "the fitted value" if q.size == 1 else f"{n_bad} of {q.size} posterior draws"
