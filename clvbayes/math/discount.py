@@ -77,7 +77,8 @@ def schedule(horizon: float, discount_rate: float = 0.0, period: float = 1.0):
     ends = np.minimum(np.arange(1, n + 1) * period, horizon)
     ends[-1] = horizon
     # (1 + d)^-k in log space: underflows quietly to 0 for huge rates
-    factors = np.exp(-np.log1p(discount_rate) * np.arange(1, n + 1, dtype=float))
+    with np.errstate(over="ignore"):
+        factors = np.exp(-np.log1p(discount_rate) * np.arange(1, n + 1, dtype=float))
     if not np.all(np.isfinite(factors)):
         raise ValueError(
             f"discount rate per period {discount_rate!r} over {n} periods gives infinite "
