@@ -87,6 +87,7 @@ customer arrays ``(n,)``.
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -123,7 +124,7 @@ __all__ = [
 _NODES = 16  # Gauss-Legendre nodes per panel
 _LEVELS = (3.0, 40.0)  # panel ends: where phi has dropped this far below its maximum
 _ITERS = 44  # bisection steps per panel end (relative precision 2^-44 of the bracket)
-_NEWTON = 3  # Newton steps per panel end (likelihood)
+_NEWTON = 4  # Newton steps per panel end (likelihood)
 _TINY = 1e-300
 
 
@@ -174,7 +175,7 @@ def _newton_end(xp, phi, dphi, floor, start, lo, hi, iters: int, right: bool):
     return xp.where(phi(end) >= floor, end, u)
 
 
-def _concave_quad(xp, phi, lo, hi, mode, dphi=None, nodes: int = _NODES, iters: int = _ITERS):
+def _concave_quad(xp, phi, lo, hi, mode, dphi=None, nodes: int | None = None, iters: int = _ITERS):
     """Panels for ``int_lo^hi exp(phi(u)) du`` with ``phi`` concave and maximal at ``mode``.
 
     Returns ``(phi_star, panels)``: ``phi(mode)`` and a list of ``(u, w)`` node arrays
@@ -184,7 +185,7 @@ def _concave_quad(xp, phi, lo, hi, mode, dphi=None, nodes: int = _NODES, iters: 
     when the derivative ``dphi`` is given (started at the tangent bound from the mode), else by
     bisection.  ``lo <= mode <= hi`` must be finite; panels of zero width contribute zero.
     """
-    x, wts = _gauss_legendre(nodes)
+    x, wts = _gauss_legendre(nodes or _NODES)
     phi_star = phi(mode)
     right, left = [mode], [mode]
     for level in _LEVELS:
@@ -220,7 +221,7 @@ def _concave_quad(xp, phi, lo, hi, mode, dphi=None, nodes: int = _NODES, iters: 
         edges = [lo + disconnected_grad(xp.where(pos, (e - lo) / safe, 0.0)) * width for e in edges]
         phi_star = disconnected_grad(phi_star)  # a shift that cancels in the integral
     panels = []
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
+    for a, b in itertools.pairwise(edges):
         half = 0.5 * (b - a)
         u = (0.5 * (a + b))[..., None] + half[..., None] * x
         panels.append((u, half[..., None] * wts))
@@ -684,7 +685,7 @@ def _log_discount_integral(s, z):
         if not short.any():
             break
         step = np.where(short, 2.0 * step, step)
-    phi_star, panels = _concave_quad(NUMPY, phi, mode, mode + step, mode)
+    phi_star, panels = _concave_quad(NUMPY, phi, np.zeros_like(mode), mode + step, mode)
     return phi_star + np.log(_quad_sum(NUMPY, phi_nodes, phi_star, panels))
 
 
