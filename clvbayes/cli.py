@@ -68,7 +68,6 @@ from __future__ import annotations
 import argparse
 import codecs
 import errno
-import inspect
 import json
 import math
 import os
@@ -215,9 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--negative-amounts", choices=("error", "drop", "keep"), default="error",
                    help="rows with negative amounts (returns): refuse, drop (counted in the "
                    "report), or add into the day's total")  # fmt: skip
-    g.add_argument("--duplicate-rows", choices=("warn", "drop", "keep"), default="warn",
-                   help="exact duplicate rows (e.g. a double export): warn and keep them, "
-                   "drop the copies (counted in the report), or keep them without a warning")  # fmt: skip
+    g.add_argument("--duplicate-rows", choices=("warn", "drop", "keep"), default=None,
+                   help="exact duplicate rows (e.g. a double export): warn and keep them "
+                   "(default), drop the copies (counted in the report), or keep them without a "
+                   "warning (default for the bundled CDNOW sample, whose 21 duplicate rows are "
+                   "genuine same-day purchases)")  # fmt: skip
     g.add_argument("--outlying-dates", choices=("error", "drop", "keep"), default="error",
                    help="rows dated far outside the bulk of the data (e.g. a mistyped year): "
                    "refuse, drop (counted in the report), or keep them as real")  # fmt: skip
@@ -309,26 +310,6 @@ def _annualised(rate_per_period: float, time_unit: str) -> float:
     with np.errstate(over="ignore"):
         periods = 365.25 / DAYS_PER_UNIT[time_unit]
         return float(np.expm1(np.log1p(rate_per_period) * periods))
-
-
-def _accepts_keyword(func: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _laplace_available() -> bool:
-    """Whether the installed models' ``fit`` implements ``method="laplace"``."""
-    from clvbayes.models import CLVModel, base
-
-    methods = getattr(base, "METHODS", None)
-    if methods is not None:
-        return "laplace" in methods
-    try:
-        return "laplace" in inspect.getsource(CLVModel.fit)
-    except (OSError, TypeError):
-        return True  # cannot tell: let the fit decide
 
 
 def _validate_options(args: argparse.Namespace) -> None:
@@ -465,13 +446,6 @@ def _check_input_options(args: argparse.Namespace) -> None:
                 f"{' and '.join(given)} apply to your CSV file, but no PATH was given (the "
                 "bundled CDNOW sample is used); pass the file, or drop the option."
             )
-    for key, default in (("duplicate_rows", "warn"), ("outlying_dates", "error")):
-        value = getattr(args, key, default)
-        if value != default and not _data_layer_accepts(key):
-            raise UserError(
-                f"--{key.replace('_', '-')} {value} is not supported by the installed clvbayes "
-                f"data layer (summarize_transactions has no {key} keyword); update clvbayes."
-            )
     from clvbayes.report import RESERVED_NAMES
 
     clash = [c for c in dict.fromkeys(args.group_by)
@@ -496,20 +470,6 @@ def _check_fit_options(args: argparse.Namespace) -> None:
                 f"clvbayes keeps in memory (at most {MAX_POSTERIOR_DRAWS:,}); the defaults "
                 "(4 chains x 1,000 draws) give intervals accurate to about a percentile."
             )
-    if args.method == "laplace" and not _laplace_available():
-        raise UserError(
-            "--method laplace is not implemented by the installed clvbayes models; use "
-            "--method nuts (full posterior) or --method map (point estimate), or update clvbayes."
-        )
-
-
-def _data_layer_accepts(keyword: str) -> bool:
-    """Whether both summary functions of the installed data layer take ``keyword``."""
-    from clvbayes.data import calibration_holdout_split, summarize_transactions
-
-    return _accepts_keyword(summarize_transactions, keyword) and _accepts_keyword(
-        calibration_holdout_split, keyword
-    )
 
 
 def _load_priors(path_text: str) -> dict[str, dict[str, Any]]:
@@ -841,9 +801,10 @@ def _summarise(tx: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
         datetime_format=args.date_format,
         negative_amounts=args.negative_amounts,
     )
-    for key, default in (("duplicate_rows", "warn"), ("outlying_dates", "error")):
-        if _data_layer_accepts(key):
-            common[key] = getattr(args, key, default)
+    if getattr(args, "duplicate_rows", None) is None:
+        # the bundled sample's exact duplicates are real purchases (load_cdnow_transactions)
+        args.duplicate_rows = "keep" if args.path is None else "warn"
+    common.update(duplicate_rows=args.duplicate_rows, outlying_dates=args.outlying_dates)
     if cal is not None:
         rfm = calibration_holdout_split(tx, cal, obs, **common)
     else:
