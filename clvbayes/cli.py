@@ -663,12 +663,8 @@ def _check_output(out_dir: Path, input_path: str | None = None) -> None:
 
 
 def _is_contract_warning(category: type[Warning]) -> bool:
-    """DataWarning, FitWarning and clvbayes' NUTS ConvergenceWarning: what --strict escalates."""
-    if issubclass(category, STRICT_CATEGORIES):
-        return True
-    return category.__name__ == "ConvergenceWarning" and str(category.__module__).startswith(
-        "clvbayes"
-    )
+    """DataWarning and FitWarning (ConvergenceWarning included): what --strict escalates."""
+    return issubclass(category, STRICT_CATEGORIES)
 
 
 def _is_clvbayes_warning(w: warnings.WarningMessage) -> bool:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from clvbayes.errors import ModelError
+from clvbayes.errors import ConvergenceWarning, ModelError
 
 __all__ = [
     "ConvergenceWarning",
@@ -44,10 +44,6 @@ __all__ = [
 
 LAPLACE_DRAWS = 1000
 """Default number of draws of the Laplace approximation."""
-
-
-class ConvergenceWarning(UserWarning):
-    """Sampler or optimiser diagnostics suggest the posterior is unreliable."""
 
 
 @dataclass(frozen=True)

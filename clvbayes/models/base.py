@@ -37,8 +37,14 @@ import numpy as np
 import pandas as pd
 
 from clvbayes.data import CompressedRFM
-from clvbayes.errors import FitWarning, ModelError
-from clvbayes.inference import ConvergenceWarning, check_convergence
+from clvbayes.errors import (
+    ConvergenceWarning,
+    ExcludedCustomersWarning,
+    FitWarning,
+    ModelError,
+    NotFittedError,
+)
+from clvbayes.inference import check_convergence
 from clvbayes.math._xp import NUMPY
 from clvbayes.models.priors import Prior
 
@@ -66,14 +72,6 @@ BOUNDARY_LOG10 = 6.0
 
 FEW_CUSTOMERS = 20
 """Fits on fewer customers than this get a :class:`~clvbayes.errors.FitWarning`."""
-
-
-class NotFittedError(RuntimeError):
-    """Raised when a prediction is requested from a model that has not been fitted."""
-
-
-class ExcludedCustomersWarning(UserWarning):
-    """Some customers carry no information for this model and are left out of its fit."""
 
 
 def default_nuts_sampler() -> str:
