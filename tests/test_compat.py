@@ -156,3 +156,14 @@ def test_interval_conventions_do_not_follow_arviz_defaults(cdnow):
     v = m.draws()["r"].ravel()
     assert before.loc["r", "lower_0.9"] == pytest.approx(np.quantile(v, 0.05), rel=1e-12)
     assert before.loc["r", "upper_0.9"] == pytest.approx(np.quantile(v, 0.95), rel=1e-12)
+
+
+def test_arviz_compare_on_to_arviz_with_log_likelihood(bgnbd_nuts_small):
+    """model.to_arviz(log_likelihood=True) is what arviz.compare takes, on either ArviZ."""
+    import arviz as az
+
+    table = az.compare(
+        {"a": bgnbd_nuts_small.to_arviz(log_likelihood=True),
+         "b": bgnbd_nuts_small.to_arviz(log_likelihood=True)}
+    )  # fmt: skip
+    assert len(table) == 2

@@ -476,7 +476,7 @@ class CLVModel:
             "sample_stats": getattr(self, "sample_stats_", None),
         }
         if log_likelihood:
-            groups["log_likelihood"] = self.log_likelihood().to_dataset(name="customer")
+            groups["log_likelihood"] = self.log_likelihood().to_dataset(name="history")
         return compat.to_arviz(groups, self._attrs())
 
     @idata_.setter
