@@ -104,11 +104,12 @@ def loglik(alpha, beta, c, periods, churned, xp: SimpleNamespace = NUMPY):
     if xp is NUMPY:
         alpha, beta, c = _params(alpha=alpha, beta=beta, c=c)
         periods, churned = check_history(periods, churned)
-    norm = _betaln(xp, alpha, beta)
-    log_s0 = _betaln(xp, alpha, beta + _tpow(xp, periods, c)) - norm
-    log_s1 = _betaln(xp, alpha, beta + _tpow(xp, periods + 1.0, c)) - norm
-    lost = log_s0 + _log1mexp(xp, xp.minimum(log_s1 - log_s0, -1e-300))
-    return xp.where(churned > 0.5, lost, log_s0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # the branch not taken by where
+        norm = _betaln(xp, alpha, beta)
+        log_s0 = _betaln(xp, alpha, beta + _tpow(xp, periods, c)) - norm
+        log_s1 = _betaln(xp, alpha, beta + _tpow(xp, periods + 1.0, c)) - norm
+        lost = log_s0 + _log1mexp(xp, xp.minimum(log_s1 - log_s0, -1e-300))
+        return xp.where(churned > 0.5, lost, log_s0)
 
 
 @dataclass(frozen=True)
