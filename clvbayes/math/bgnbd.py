@@ -1466,8 +1466,8 @@ def simulate_value_sums(
     factors : array_like, optional
         Discount factor of each period (default all 1).
     value_shape, value_rate : array_like, optional
-        Gamma-Gamma ``p`` and the customer's spend rate ``nu`` (1 / currency), broadcast
-        with ``lam``.
+        Gamma-Gamma ``p`` and the customer's spend rate ``nu`` (1 / currency; default 1, i.e.
+        values in units of the rate scale), broadcast with ``lam``.
 
     Returns
     -------
@@ -1493,7 +1493,7 @@ def simulate_value_sums(
     )  # fmt: skip
     res = {"purchases": out[0].reshape(shape)}
     if marks:
-        rate = np.broadcast_to(np.asarray(value_rate, dtype=float), shape)
+        rate = np.broadcast_to(np.asarray(1.0 if value_rate is None else value_rate, float), shape)
         res["value"] = out[1].reshape(shape) / rate
         res["discounted"] = out[2].reshape(shape) / rate
     return res
