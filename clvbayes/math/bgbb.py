@@ -296,18 +296,34 @@ def _loglik_sum_and_grad(al, be, ga, de, data: LoglikSumData):
 # --------------------------------------------------------------------------------------------
 # latent posterior, P(alive), expectations
 # --------------------------------------------------------------------------------------------
+def _block(*arrays) -> int:
+    """How many dead-branch terms to evaluate together: <= 256, and <= 4e6 values at once."""
+    size = np.broadcast_shapes(*(np.shape(a) for a in arrays))
+    return int(np.clip(4_000_000 // max(int(np.prod(size)), 1), 1, 256))
+
+
+def _log_dead_terms(alpha, beta, gamma, delta, x, t_x, n, i0, block):
+    """``log D_i``, ``i = i0 .. i0 + block - 1``, along a new last axis (-inf where ``i >= n - t_x``)."""
+    i = np.arange(i0, i0 + block, dtype=float)
+    e = lambda v: np.asarray(v, dtype=float)[..., None]  # noqa: E731
+    log_d = (
+        special.betaln(e(alpha + x), e(beta + t_x - x) + i)
+        + special.betaln(e(gamma + 1.0), e(delta + t_x) + i)
+        - e(special.betaln(alpha, beta) + special.betaln(gamma, delta))
+    )
+    return np.where(i < e(n - t_x), log_d, -np.inf)
+
+
 def _log_terms(alpha, beta, gamma, delta, x, t_x, n):
-    """``log A`` and ``log L`` per history (NumPy, broadcast; the sum via a loop over i)."""
+    """``log A`` and ``log L`` per history (NumPy, broadcast; the sum in blocks of terms)."""
     common = -special.betaln(alpha, beta) - special.betaln(gamma, delta)
     log_a = special.betaln(alpha + x, beta + n - x) + special.betaln(gamma, delta + n) + common
-    m = n - t_x
-    log_l = np.array(log_a, copy=True)
-    for i in range(int(np.max(m, initial=0))):
-        log_d = (
-            special.betaln(alpha + x, beta + t_x - x + i)
-            + special.betaln(gamma + 1.0, delta + t_x + i) + common
-        )  # fmt: skip
-        log_l = np.where(i < m, np.logaddexp(log_l, log_d), log_l)
+    log_l = np.array(log_a, dtype=float, copy=True)
+    max_m = int(np.max(n - t_x, initial=0))
+    blk = min(_block(alpha, beta, gamma, delta, x, t_x, n), max(max_m, 1))
+    for i0 in range(0, max_m, blk):
+        block = _log_dead_terms(alpha, beta, gamma, delta, x, t_x, n, i0, blk)
+        log_l = np.logaddexp(log_l, special.logsumexp(block, axis=-1))
     return log_a, log_l
 
 
@@ -512,20 +528,21 @@ def sample_latent(rng, alpha, beta, gamma, delta, frequency, recency, periods):
     x, t_x, n = _check_history(frequency, recency, periods)
     alpha, beta, gamma, delta, x, t_x, n = np.broadcast_arrays(alpha, beta, gamma, delta, x, t_x, n)
     log_a, log_l = _log_terms(alpha, beta, gamma, delta, x, t_x, n)
-    common = -special.betaln(alpha, beta) - special.betaln(gamma, delta)
     u = rng.random(x.shape)
     cum = np.exp(np.minimum(log_a - log_l, 0.0))
-    alive = u < cum
-    branch = np.where(alive, -1, -2)  # -2: not yet assigned
+    branch = np.where(u < cum, -1, -2)  # -1: alive; -2: not yet assigned; i >= 0: dead branch
     m = n - t_x
-    for i in range(int(np.max(m, initial=0))):
-        log_d = (
-            special.betaln(alpha + x, beta + t_x - x + i)
-            + special.betaln(gamma + 1.0, delta + t_x + i) + common
-        )  # fmt: skip
-        cum = cum + np.where(i < m, np.exp(log_d - log_l), 0.0)
-        hit = (branch == -2) & (i < m) & ((u < cum) | (i == m - 1))
-        branch = np.where(hit, i, branch)
+    max_m = int(np.max(m, initial=0))
+    blk = min(_block(x), max(max_m, 1))
+    for i0 in range(0, max_m, blk):
+        log_d = _log_dead_terms(alpha, beta, gamma, delta, x, t_x, n, i0, blk)
+        cums = cum[..., None] + np.cumsum(np.exp(log_d - log_l[..., None]), axis=-1)
+        i = np.arange(i0, i0 + blk)
+        # first i with u < cum (the last valid term catches rounding shortfalls)
+        hit = (i < m[..., None]) & ((u[..., None] < cums) | (i == m[..., None] - 1))
+        first = np.where(hit.any(axis=-1), i0 + np.argmax(hit, axis=-1), -2)
+        branch = np.where(branch == -2, first, branch)
+        cum = cums[..., -1]
     branch = np.where(branch == -2, -1, branch)  # only reachable through rounding when m = 0
     alive = branch < 0
     i = np.maximum(branch, 0)
