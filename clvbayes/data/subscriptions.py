@@ -141,9 +141,10 @@ def _due_count(start, date, n, unit, strict: bool) -> np.ndarray:
 def _parse_optional_dates(values: pd.Series, column: str, ids: pd.Series,
                           datetime_format: str | None) -> pd.Series:  # fmt: skip
     """Dates where given; NaT where missing (NaN, None, NaT or an empty/blank string)."""
-    missing = values.isna().to_numpy()
-    if values.dtype == object:
-        missing |= values.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
+    missing = values.isna().to_numpy().copy()
+    if pd.api.types.is_object_dtype(values.dtype) or pd.api.types.is_string_dtype(values.dtype):
+        blank = values.map(lambda v: isinstance(v, str) and not v.strip())
+        missing |= blank.fillna(False).to_numpy(dtype=bool)
     out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
     if (~missing).any():
         parsed = _parse_dates(values[~missing], column, ids[~missing], datetime_format)
@@ -411,7 +412,7 @@ def subscribers_from_survival(
         if cohort_size is not None:
             if raw[0] != 100:
                 raise DataError(
-                    f"Column {col!r} starts at {raw[0]!r}, not 100: with cohort_size the "
+                    f"Column {col!r} starts at {float(raw[0])!r}, not 100: with cohort_size the "
                     "columns are percentages of the period-0 cohort. Pass counts without "
                     "cohort_size, or fix the first row."
                 )
@@ -422,7 +423,7 @@ def subscribers_from_survival(
             bad = frac | (counts < 0)
             raise DataError(
                 f"Column {col!r} does not give whole non-negative numbers of subscribers "
-                f"({_first_positions(bad)[:-1]}, e.g. {raw[bad][0]!r}). Pass counts, or the "
+                f"({_first_positions(bad)[:-1]}, e.g. {float(raw[bad][0])!r}). Pass counts, or the "
                 "cohort_size for which the percentages are whole numbers."
             )
         lost = counts[:-1] - counts[1:]
