@@ -48,7 +48,7 @@ def test_predictions_at_mle(pnbd_mle, cdnow):
     new = pnbd_mle.expected_purchases_new(np.array([1.0, 52.0]))
     assert new.dims == ("chain", "draw", "t")
     p = pnbd_mle.prob_purchases(52, np.arange(200))
-    assert float(p.sum("n")) == pytest.approx(1.0, abs=1e-6)
+    assert float(p.sum()) == pytest.approx(1.0, abs=1e-6)
     d = pnbd_mle.dert(np.log(1.15) / 52)
     assert (d > 0).all() and d.shape == (1, 1, len(cdnow))
     c = pnbd_mle.prob_purchases_conditional(t=39, n=0)
