@@ -327,3 +327,22 @@ def test_error_messages():
         bgbb.loglik(1, 1, 1, 1, np.zeros(2), np.zeros(2), np.ones(2), xp=pytensor_namespace())
     with pytest.raises(ValueError, match="weights must have one entry per history"):
         bgbb.prepare_loglik_sum([0], [0], [6], [1, 2])
+
+
+def test_sample_latent_with_inverse_matches_posterior():
+    rng = np.random.default_rng(5)
+    params = [np.array([[1.2], [1.0]]), 0.75, 0.66, 2.8]  # two "draws"
+    x, t_x, n = np.array([0, 2, 6]), np.array([0, 4, 6]), np.array([6, 6, 6])
+    inverse = np.repeat([0, 1, 2, 1], 40_000)
+    alive, p, theta = bgbb.sample_latent(rng, *params, x, t_x, n, inverse=inverse)
+    assert alive.shape == (2, inverse.size)
+    fut = bgbb.simulate_purchases(rng, alive, p, theta, 5)
+    for h in range(3):
+        sel = inverse == h
+        for s in range(2):
+            exp = bgbb.expected_purchases(params[0][s, 0], *params[1:], x[h], t_x[h], n[h], 5)
+            f = fut[s, sel]
+            assert f.mean() == pytest.approx(exp, abs=4 * f.std() / np.sqrt(f.size) + 1e-12)
+            pa = bgbb.p_alive_at(params[0][s, 0], *params[1:], x[h], t_x[h], n[h], 0)
+            a = alive[s, sel].mean()
+            assert a == pytest.approx(pa, abs=4 * np.sqrt(pa * (1 - pa) / sel.sum()) + 1e-12)

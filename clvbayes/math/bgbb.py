@@ -510,40 +510,74 @@ def dert(
 # --------------------------------------------------------------------------------------------
 # exact posterior draws and simulation
 # --------------------------------------------------------------------------------------------
-def sample_latent(rng, alpha, beta, gamma, delta, frequency, recency, periods):
+def _branch_cdf(alpha, beta, gamma, delta, x, t_x, n, max_m):
+    """Cumulative branch probabilities, last axis: [alive, dead from t_x + 1, ..., t_x + max_m]."""
+    log_a, log_l = _log_terms(alpha, beta, gamma, delta, x, t_x, n)
+    parts = [np.exp(np.minimum(log_a - log_l, 0.0))[..., None]]
+    blk = min(_block(alpha, beta, gamma, delta, x, t_x, n), max(max_m, 1))
+    for i0 in range(0, max_m, blk):
+        log_d = _log_dead_terms(alpha, beta, gamma, delta, x, t_x, n, i0, blk)
+        parts.append(np.exp(log_d - log_l[..., None]))
+    return np.cumsum(np.concatenate(parts, axis=-1)[..., : max_m + 1], axis=-1)
+
+
+def sample_latent(
+    rng, alpha, beta, gamma, delta, frequency, recency, periods, inverse=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw ``(alive at n, p, theta)`` from each customer's exact latent posterior.
 
     The posterior is the mixture of beta terms in the module docstring: pick the branch
     ("alive at n" or "dead from t_x + i + 1") with probability ``A / L`` or ``D_i / L``, then
     draw ``p`` and ``theta`` from that branch's independent betas.
 
+    Parameters
+    ----------
+    alpha, beta, gamma, delta : array_like
+        Parameters, e.g. draws of shape ``(S, 1)``.
+    frequency, recency, periods : array_like, shape (U,)
+        Histories.
+    inverse : array_like of int, shape (N,), optional
+        When given, the histories are distinct rows and one draw is made for each of ``N``
+        customers, customer ``j`` having history ``inverse[j]`` (the branch probabilities
+        are computed once per distinct history).
+
     Returns
     -------
     alive : ndarray of bool
     p, theta : ndarray
-        Transaction and dropout probabilities, broadcast shape of the inputs.
+        Transaction and dropout probabilities; broadcast shape of the inputs (with
+        ``inverse``: the parameters' shape with the last axis of length ``N``).
     """
     rng = np.random.default_rng(rng)
     alpha, beta, gamma, delta = _check_parameters(alpha, beta, gamma, delta)
     x, t_x, n = _check_history(frequency, recency, periods)
-    alpha, beta, gamma, delta, x, t_x, n = np.broadcast_arrays(alpha, beta, gamma, delta, x, t_x, n)
-    log_a, log_l = _log_terms(alpha, beta, gamma, delta, x, t_x, n)
-    u = rng.random(x.shape)
-    cum = np.exp(np.minimum(log_a - log_l, 0.0))
-    branch = np.where(u < cum, -1, -2)  # -1: alive; -2: not yet assigned; i >= 0: dead branch
     m = n - t_x
     max_m = int(np.max(m, initial=0))
-    blk = min(_block(x), max(max_m, 1))
-    for i0 in range(0, max_m, blk):
-        log_d = _log_dead_terms(alpha, beta, gamma, delta, x, t_x, n, i0, blk)
-        cums = cum[..., None] + np.cumsum(np.exp(log_d - log_l[..., None]), axis=-1)
-        i = np.arange(i0, i0 + blk)
-        # first i with u < cum (the last valid term catches rounding shortfalls)
-        hit = (i < m[..., None]) & ((u[..., None] < cums) | (i == m[..., None] - 1))
-        first = np.where(hit.any(axis=-1), i0 + np.argmax(hit, axis=-1), -2)
-        branch = np.where(branch == -2, first, branch)
-        cum = cums[..., -1]
-    branch = np.where(branch == -2, -1, branch)  # only reachable through rounding when m = 0
+    if inverse is None:
+        alpha, beta, gamma, delta, x, t_x, n, m = np.broadcast_arrays(
+            alpha, beta, gamma, delta, x, t_x, n, m
+        )
+        cdf = _branch_cdf(alpha, beta, gamma, delta, x, t_x, n, max_m)
+        u = rng.random(x.shape)
+        branch = np.sum(u[..., None] >= cdf, axis=-1) - 1
+    else:
+        inverse = np.asarray(inverse, dtype=np.int64).ravel()
+        cdf = _branch_cdf(alpha, beta, gamma, delta, x, t_x, n, max_m)  # (..., U, max_m + 1)
+        shape = (*cdf.shape[:-2], inverse.size)
+        branch = np.empty(shape, dtype=np.int64)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(x.size + 1))
+        for h in range(x.size):
+            idx = order[bounds[h] : bounds[h + 1]]
+            if idx.size:
+                u = rng.random((*shape[:-1], idx.size))
+                branch[..., idx] = np.sum(u[..., None] >= cdf[..., h, None, :], axis=-1) - 1
+        x, t_x, n, m = x[inverse], t_x[inverse], n[inverse], m[inverse]
+        alpha, beta, gamma, delta, x, t_x, n, m = np.broadcast_arrays(
+            alpha, beta, gamma, delta, x, t_x, n, m
+        )
+    # rounding can leave u above the last cumulative probability: take the last branch
+    branch = np.minimum(branch, m - 1)
     alive = branch < 0
     i = np.maximum(branch, 0)
     p = rng.beta(alpha + x, np.where(alive, beta + n - x, beta + t_x - x + i))

@@ -191,8 +191,8 @@ class BetaGeoBetaBinomModel(CLVModel):
 
         rng = np.random.default_rng(seed)
         data = self._resolve_data(rfm)
-        hist = [data.expand(data[c]) for c in self.history_columns]
-        alive, p, theta = bgbb.sample_latent(rng, *self._draw_arrays(), *hist)
+        hist = [data[c] for c in self.history_columns]
+        alive, p, theta = bgbb.sample_latent(rng, *self._draw_arrays(), *hist, inverse=data.inverse)
         values = bgbb.simulate_purchases(rng, alive, p, theta, n_star)
         return xr.DataArray(
             values, dims=("chain", "draw", "customer_id"), name="sample_purchases",
