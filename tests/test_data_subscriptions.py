@@ -204,3 +204,67 @@ def test_validate_subscribers():
         validate_subscribers(pd.DataFrame({"periods": [0]}))
     with pytest.raises(DataError, match=r"repeated subscriber id"):
         validate_subscribers(pd.DataFrame({"periods": [0, 1], "churned": [0, 0]}, index=["x", "x"]))
+
+
+# ------------------------------------------------------------------ charge log
+
+
+def charges():
+    return pd.DataFrame({
+        "customer_id": ["a"] * 4 + ["b"] * 3 + ["c"] * 2,
+        # a: Feb 29 is the (clipped) due date; Apr 2 is 4 days after the Mar 29 due date;
+        # Apr 10 is an extra charge; May 2 is missed. b: Mar 12 missed, returns May 20.
+        "date": ["2024-01-31", "2024-02-29", "2024-04-02", "2024-04-10",
+                 "2024-01-10", "2024-02-12", "2024-05-20", "2024-06-01", "2024-06-01"],
+        "amount": [10.0] * 9, "plan": ["box"] * 9,
+    })  # fmt: skip
+
+
+def test_charge_log_spells_grace_and_returning_subscribers():
+    from clvbayes.data.subscriptions import subscriptions_from_charges
+
+    with pytest.warns(
+        DataWarning, match=r"1 charge\(s\) came more than grace_days=7 before their due"
+    ):
+        out = subscriptions_from_charges(charges(), as_of="2024-06-20", grace_days=7,
+                                         amount_col="amount", plan_col="plan")  # fmt: skip
+    assert out.index.tolist() == ["a#1", "b#1", "b#2", "c#1"]
+    assert out["periods"].tolist() == [2, 1, 0, 0]
+    assert out["churned"].tolist() == [1, 1, 0, 0]
+    assert out["end"].tolist()[:2] == [pd.Timestamp("2024-05-02"), pd.Timestamp("2024-03-12")]
+    assert out.loc["c#1", "mean_charge"] == 20.0  # same-day charges are one charge
+    assert out.attrs["grace_days"] == 7 and out.attrs["returning_spells"] == 1
+    assert out.attrs["extra_charges"] == 1
+    # the spells feed the models' validation unchanged
+    assert validate_subscribers(out)["periods"].tolist() == [2, 1, 0, 0]
+    # with 3 days of grace a's 4-day-late charge no longer renews: a new spell starts on Apr 2
+    with pytest.warns(DataWarning):
+        tight = subscriptions_from_charges(charges(), as_of="2024-06-20", grace_days=3)
+    assert tight.loc["a#1", "periods"] == 1 and "a#2" in tight.index
+
+
+def test_charge_log_active_within_grace():
+    from clvbayes.data.subscriptions import subscriptions_from_charges
+
+    df = charges().iloc[4:6]  # b: due 2024-03-12
+    assert subscriptions_from_charges(df, as_of="2024-03-19", grace_days=7)["churned"].tolist() == [
+        0
+    ]
+    assert subscriptions_from_charges(df, as_of="2024-03-20", grace_days=7)["churned"].tolist() == [
+        1
+    ]
+
+
+def test_charge_log_refusals():
+    from clvbayes.data.subscriptions import subscriptions_from_charges
+
+    with pytest.raises(
+        DataError, match=r"grace_days=14 must be a whole number of days from 0 to below half"
+    ):
+        subscriptions_from_charges(charges(), as_of="2024-06-20", grace_days=14)
+    with pytest.raises(
+        DataError, match=r"Column 'date' has 1 row with a charge after as_of \(2024-05-10\)"
+    ):
+        subscriptions_from_charges(charges().iloc[:7], as_of="2024-05-10", grace_days=7)
+    with pytest.raises(DataError, match=r"Missing column\(s\) 'when' in the charge log"):
+        subscriptions_from_charges(charges(), as_of="2024-06-20", grace_days=7, date_col="when")

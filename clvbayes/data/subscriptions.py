@@ -57,6 +57,7 @@ __all__ = [
     "PERIOD_UNITS",
     "parse_period",
     "subscribers_from_survival",
+    "subscriptions_from_charges",
     "summarize_subscriptions",
     "validate_subscribers",
 ]
@@ -485,4 +486,187 @@ def validate_subscribers(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     out["periods"] = p.astype(np.int64)
     out["churned"] = c.astype(np.int64)
+    return out
+
+
+def _shortest_days(n: int, unit: str) -> int:
+    return {"day": 1, "week": 7, "month": 28, "year": 365}[unit] * n
+
+
+def subscriptions_from_charges(
+    charges: pd.DataFrame,
+    *,
+    as_of: Any,
+    grace_days: int,
+    period: str = "month",
+    customer_id_col: str = "customer_id",
+    date_col: str = "date",
+    amount_col: str | None = None,
+    plan_col: str | None = None,
+    datetime_format: str | None = None,
+) -> pd.DataFrame:
+    """Subscription spells and renewal histories from a log of recurring charges.
+
+    Each row is one charge (a delivery, an invoice).  For each customer, in date order, the
+    first charge starts a spell; each later charge is the next renewal when it falls within
+    ``grace_days`` of the next due date (one ``period`` after the previous renewal's charge:
+    due dates follow the actual charges, so a late payment moves the schedule).  The spell
+    has churned when no charge came by ``due date + grace_days``; its end is that missed
+    due date.  A charge after that starts a new spell (a returning subscriber is a new
+    spell, with id ``"<customer>#<spell number>"``; the retention models treat spells as
+    independent).  A charge more than ``grace_days`` before the next due date is an extra
+    charge inside the period (an add-on, a duplicate): not a renewal, counted in
+    ``attrs["extra_charges"]`` and reported by a :class:`~clvbayes.errors.DataWarning`.
+    Charges on one day are one charge (their amounts added).
+
+    Parameters
+    ----------
+    charges : DataFrame
+        The charge log.
+    as_of : date-like
+        Observation date (required): a spell whose next due date plus ``grace_days`` is
+        after ``as_of`` is active (right-censored).
+    grace_days : int
+        Days a renewal charge may come before or after its due date; explicit, recorded in
+        ``attrs["grace_days"]``.  Must be below half the shortest period (14 days for
+        months).
+    period : str, default "month"
+        Billing period (:func:`parse_period`; calendar months and years).
+    customer_id_col, date_col, amount_col, plan_col : str
+        Columns; ``amount_col`` gives ``mean_charge`` per spell, ``plan_col`` the plan of
+        the spell's first charge.
+    datetime_format : str, optional
+        Format of text dates.
+
+    Returns
+    -------
+    DataFrame
+        Index ``spell_id``: ``customer_id``, ``spell`` (1, 2, ...), ``start``, ``end`` (the
+        missed due date; NaT while active), ``periods``, ``churned``, ``period``,
+        ``n_charges``, and ``mean_charge`` / ``plan`` when given.  ``attrs``: ``as_of``,
+        ``period``, ``grace_days``, ``extra_charges``, ``returning_spells``,
+        ``counting_rule``.
+    """
+    require_columns(
+        charges,
+        {"customer_id_col": customer_id_col, "date_col": date_col, "amount_col": amount_col,
+         "plan_col": plan_col},
+        what="charge log",
+    )  # fmt: skip
+    n_per, unit = parse_period(period)
+    if (
+        isinstance(grace_days, bool)
+        or not isinstance(grace_days, int | np.integer)
+        or (grace_days < 0 or 2 * grace_days >= _shortest_days(n_per, unit))
+    ):
+        raise DataError(
+            f"grace_days={grace_days!r} must be a whole number of days from 0 to below half the "
+            f"shortest {n_per} {unit} period ({_shortest_days(n_per, unit)} days), so that a "
+            "late renewal cannot be mistaken for the next one; e.g. grace_days=7 for months."
+        )
+    try:
+        as_of_ts = pd.Timestamp(as_of)
+    except (TypeError, ValueError) as exc:
+        raise DataError(
+            f"as_of={as_of!r} is not a date; pass the observation date, e.g. as_of='2024-12-31'."
+        ) from exc
+    ids = _column(charges, customer_id_col)
+    _check_ids(ids, customer_id_col)
+    dates = _parse_optional_dates(_column(charges, date_col), date_col, ids, datetime_format)
+    missing = dates.isna().to_numpy()
+    if missing.any():
+        raise _row_error("a missing charge date", date_col, missing, ids,
+                         "Every charge needs its date: fill or drop these rows.")  # fmt: skip
+    day = dates.dt.normalize().to_numpy()
+    late = day > np.datetime64(as_of_ts.normalize().to_datetime64())
+    if late.any():
+        raise _row_error(
+            f"a charge after as_of ({as_of_ts.date()})", date_col, late, ids,
+            "Pass a later as_of or drop the charges after it.",
+        )  # fmt: skip
+    amount = None
+    if amount_col is not None:
+        amount = _parse_amounts(_column(charges, amount_col), amount_col, ids)
+    frame = pd.DataFrame({"id": ids.to_numpy(), "day": day})
+    if amount is not None:
+        frame["amount"] = amount
+    if plan_col is not None:
+        frame["plan"] = _column(charges, plan_col).to_numpy()
+    frame = frame.sort_values(["id", "day"], kind="stable")
+    agg = {"amount": ("amount", "sum")} if amount is not None else {}
+    if plan_col is not None:
+        agg["plan"] = ("plan", "first")
+    daily = frame.groupby(["id", "day"], sort=True, as_index=False).agg(
+        n=("day", "size"), **agg
+    )  # fmt: skip
+    grace = np.timedelta64(int(grace_days), "D")
+    as_of_day = np.datetime64(as_of_ts.normalize().to_datetime64(), "ns")
+    one = np.ones(1, dtype=np.int64)
+    units = np.array([unit], dtype=object)
+    nn = np.array([n_per], dtype=np.int64)
+
+    def next_due(d):
+        return _due_dates(np.array([d], dtype="datetime64[ns]"), one, nn, units)[0]
+
+    rows = []
+    extra = 0
+    for cid, g in daily.groupby("id", sort=False):
+        days = g["day"].to_numpy(dtype="datetime64[ns]")
+        amts = g["amount"].to_numpy() if amount is not None else None
+        plans = g["plan"].to_numpy() if plan_col is not None else None
+        spell, i = 0, 0
+        while i < days.size:
+            spell += 1
+            start, last, n_ch, total = days[i], days[i], 1, amts[i] if amts is not None else 0.0
+            first_i = i
+            i += 1
+            renewals = 0
+            while i < days.size:
+                due = next_due(last)
+                if days[i] < due - grace:
+                    extra += 1
+                    total += amts[i] if amts is not None else 0.0
+                    n_ch += 1
+                    i += 1
+                elif days[i] <= due + grace:
+                    renewals += 1
+                    last = days[i]
+                    total += amts[i] if amts is not None else 0.0
+                    n_ch += 1
+                    i += 1
+                else:
+                    break
+            due = next_due(last)
+            churned = i < days.size or due + grace < as_of_day
+            row = {"spell_id": f"{cid}#{spell}", "customer_id": cid, "spell": spell,
+                   "start": start, "end": due if churned else np.datetime64("NaT", "ns"),
+                   "periods": renewals, "churned": int(churned), "n_charges": n_ch}  # fmt: skip
+            if amts is not None:
+                row["mean_charge"] = total / n_ch
+            if plans is not None:
+                row["plan"] = plans[first_i]
+            rows.append(row)
+    out = pd.DataFrame(rows).set_index("spell_id")
+    out.insert(out.columns.get_loc("churned") + 1, "period", f"{n_per} {unit}")
+    out["periods"] = out["periods"].astype(np.int64)
+    out["churned"] = out["churned"].astype(np.int64)
+    returning = int((out["spell"] > 1).sum()) if len(out) else 0
+    if extra:
+        warnings.warn(
+            f"{extra:,} charge(s) came more than grace_days={grace_days} before their due date "
+            "and were counted as extra charges inside a period (add-ons or duplicates), not as "
+            "renewals (attrs['extra_charges']). If renewals come that early, raise grace_days "
+            "or check the billing period.",
+            DataWarning,
+            stacklevel=2,
+        )
+    out.attrs.update(
+        as_of=str(as_of_ts.date()), period=f"{n_per} {unit}", grace_days=int(grace_days),
+        extra_charges=extra, returning_spells=returning,
+        counting_rule=(
+            "a charge within grace_days of the due date one period after the previous renewal "
+            "is the next renewal; no such charge by due date + grace_days ends the spell (end = "
+            "the missed due date); a later charge starts a new spell"
+        ),
+    )  # fmt: skip
     return out
