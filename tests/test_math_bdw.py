@@ -124,3 +124,20 @@ def test_errors_name_the_problem():
         bdw.survival(1.0, 1.0, 0.0, 3)
     with pytest.raises(ValueError, match=r"horizon must be whole numbers of periods"):
         bdw.expected_residual_lifetime(1.0, 1.0, 1.0, 2, horizon=-1)
+
+
+def test_retention_math_and_data_import_without_pymc_or_pytensor():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import sys, clvbayes.math.sbg, clvbayes.math.bdw, clvbayes.data.subscriptions; "
+        "bad = [m for m in ('pymc', 'pytensor') if m in sys.modules]; "
+        "sys.exit(f'imported {bad}' if bad else 0)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(root)})  # fmt: skip
+    assert res.returncode == 0, res.stderr
