@@ -164,3 +164,20 @@ def test_churn_period_predictive_intervals_are_calibrated():
     pit = below + rng.random(truth.size) * at
     inside = np.mean((pit > 0.05) & (pit < 0.95))
     assert inside == pytest.approx(0.90, abs=0.03)
+
+
+def test_counts_and_residual_value():
+    model = ShiftedBetaGeometricModel().fit(fh2007("regular_pct_surviving"), method="laplace",
+                                            draws=300, seed=1)  # fmt: skip
+    subs = active_table(50).assign(periods=7, price=[10.0] * 25 + [20.0] * 25)
+    expected = model.expected_active(3, subs)
+    sim = model.simulate_active(3, seed=1, table=subs)
+    assert expected.dims == ("chain", "draw") and sim.dims == ("chain", "draw")
+    assert float(sim.mean()) == pytest.approx(float(expected.mean()), rel=0.05)
+    assert float(sim.std()) > float(expected.std())  # outcome noise on top
+    value = model.residual_value(0.1, subs, margin=0.5)
+    np.testing.assert_allclose(value.values[..., 30], model.derl(0.1, subs).values[..., 30] * 10.0)
+    with pytest.raises(
+        DataError, match=r"residual_value needs the price per period in column 'amount'"
+    ):
+        model.residual_value(0.1, subs, price_col="amount")

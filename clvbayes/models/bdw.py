@@ -65,7 +65,3 @@ class BetaDiscreteWeibullModel(RetentionModel):
 
     def _initial_point(self, data: CompressedRFM) -> dict[str, float]:
         return {**ShiftedBetaGeometricModel._initial_point(self, data), "c": 1.0}
-
-    def expected_renewals(self, horizon: int, table=None):
-        """Draws of the expected number of renewals among the next ``horizon`` due dates."""
-        return super().expected_renewals(horizon, table)

@@ -152,6 +152,43 @@ class RetentionModel(CLVModel):
         return self._per_subscriber(self._math.expected_residual_lifetime, table,
                                     "expected_renewals", horizon=horizon)  # fmt: skip
 
+    def residual_value(self, discount: float, table: pd.DataFrame, margin: float = 1.0,
+                       price_col: str = "price"):  # fmt: skip
+        """Draws of price x margin x DERL per active subscriber (currency of ``price_col``).
+
+        ``table[price_col]`` is the price per period (e.g. from
+        :func:`clvbayes.data.subscriptions.summarize_subscriptions` with ``price_col``);
+        ``margin`` the share of it kept (1 = revenue).  Dims (chain, draw, customer_id).
+        """
+        from clvbayes.errors import DataError
+
+        if price_col not in table.columns:
+            raise DataError(
+                f"residual_value needs the price per period in column {price_col!r}; columns "
+                f"present: {list(map(str, table.columns))}. Pass price_col=... or add it."
+            )
+        price = np.asarray(table[price_col], dtype=float)
+        return (self.derl(discount, table) * (price * float(margin))).rename("residual_value")
+
+    def expected_active(self, k: int, table: pd.DataFrame | None = None):
+        """Draws of the expected number of these active subscribers still active after ``k`` renewals.
+
+        The credible interval of the expectation; :meth:`simulate_active` gives the
+        predictive distribution of the count.  Dims (chain, draw).
+        """
+        return self.p_renew(k, table).sum("customer_id").rename("expected_active")
+
+    def simulate_active(self, k: int, seed: int | None = None, table: pd.DataFrame | None = None):
+        """Predictive draws of how many of these active subscribers renew ``k`` more times.
+
+        One simulated future per posterior draw (exact churn-period draws), so the spread is
+        parameter uncertainty plus the binomial-like outcome noise.  Dims (chain, draw).
+        """
+        data = self._resolve_data(table)
+        periods = data.expand(data["periods"].astype(float))
+        churn = self.sample_churn_period(seed=seed, table=table)
+        return (churn > periods + k).sum("customer_id").rename("simulate_active")
+
     def sample_churn_period(self, seed: int | None = None, table: pd.DataFrame | None = None):
         """One posterior-predictive churn period per draw and active subscriber (float, > periods).
 
