@@ -22,8 +22,6 @@ import textwrap
 
 import pytest
 
-from clvbayes.models import BetaGeoModel
-
 MIB = 2**20
 # Stated bounds for the case below (30,000 customer-samples x ~312 purchases each, i.e.
 # 9.4e6 simulated purchases, whose stored times alone took 75 MiB and, with their companion
@@ -116,11 +114,9 @@ def test_outcome_simulation_memory_is_bounded_at_full_sample_size():
     assert got["rss_growth_mib"] < 2 * RSS_GROWTH_BOUND_MIB, got
 
 
-@pytest.mark.xfail(
-    not hasattr(BetaGeoModel, "_simulate_sums_arrays"),
-    reason="models/bgnbd.py does not yet define the _simulate_sums_arrays hook (issue 12 #5): "
-    "without it score_customers falls back to storing one time per simulated purchase",
-    strict=False,
-)
-def test_bgnbd_model_provides_the_bounded_simulation_hook():
-    assert hasattr(BetaGeoModel, "_simulate_sums_arrays")
+@pytest.mark.parametrize("name", ["BetaGeoModel", "ModifiedBetaGeoModel"])
+def test_purchase_models_provide_the_bounded_simulation_hook(name):
+    """Without the hook score_customers falls back to storing one time per simulated purchase."""
+    import clvbayes.models
+
+    assert callable(getattr(getattr(clvbayes.models, name), "_simulate_sums_arrays", None))

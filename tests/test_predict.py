@@ -368,7 +368,9 @@ def test_large_segment_totals_agree_with_customer_by_customer_simulation(monkeyp
                 col = f"{q}_total_pi_{side}"
                 width = exact[g][f"{q}_total_pi_upper"] - exact[g][f"{q}_total_pi_lower"]
                 gap = (normal[g][col] - exact[g][col]).abs()
-                assert (gap <= 0.06 * width).all(), (g, col, gap / width)
+                # counts: the exact interval is of whole numbers, the normal one is rounded out
+                slack = 2.0 if q in ("alive", "purchases") else 0.0
+                assert (gap <= 0.06 * width + slack).all(), (g, col, gap / width)
 
 
 # ---------------------------------------------------------------- issue 12 / 13 regressions

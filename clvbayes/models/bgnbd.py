@@ -210,6 +210,20 @@ class BetaGeoModel(CLVModel):
         counts, times = bgnbd.simulate_purchase_times(rng, alive, lam, p, horizon, sort=False)
         return np.asarray(alive), np.asarray(counts).reshape(r.shape), times
 
+    def _simulate_sums_arrays(self, rng, params, h, horizon, period=1.0, factors=None,
+                              value_shape=None, value_rate=None):  # fmt: skip
+        """Alive at T and per-(draw, customer) sums of purchases, value and discounted value.
+
+        The same exact latent posterior as :meth:`_simulate_arrays`, with the future summed
+        as it is simulated (:func:`clvbayes.math.bgnbd.simulate_history_sums`), so memory does
+        not grow with the number of purchases.
+        """
+        r, alpha, a, b = (np.broadcast_to(v, (v.shape[0], h["T"].size)) for v in self._args(params))
+        return bgnbd.simulate_history_sums(
+            rng, r, alpha, a, b, h["frequency"], h["recency"], h["T"], horizon, period, factors,
+            value_shape, value_rate,
+        )  # fmt: skip
+
     def _active_futures(self, seed, params, pairs, horizon, period, factors, marks=None):
         """Futures of active customers per (draw, distinct (frequency, T)): dict of (S, P) arrays.
 

@@ -204,6 +204,25 @@ class ModifiedBetaGeoModel(CLVModel):
         counts, times = mbgnbd.simulate_purchase_times(rng, alive, lam, p, horizon, sort=False)
         return np.asarray(alive), np.asarray(counts).reshape(r.shape), times
 
+    def _simulate_sums_arrays(self, rng, params, h, horizon, period=1.0, factors=None,
+                              value_shape=None, value_rate=None):  # fmt: skip
+        """Alive at T and per-(draw, customer) sums of purchases and (discounted) value.
+
+        The latent state comes from the MBG/NBD posterior; an active customer's future is the
+        BG/NBD process, summed as simulated (bounded memory).
+        """
+        from clvbayes.math import bgnbd
+
+        rng = np.random.default_rng(rng)
+        r, alpha, a, b = (np.broadcast_to(v, (v.shape[0], h["T"].size)) for v in self._args(params))
+        alive, lam, p = mbgnbd.sample_latent(
+            rng, r, alpha, a, b, h["frequency"], h["recency"], h["T"]
+        )
+        return alive, bgnbd.simulate_value_sums(
+            int(rng.integers(2**32)), alive, lam, p, horizon, period, factors, value_shape,
+            value_rate,
+        )  # fmt: skip
+
     def _active_futures(self, seed, params, pairs, horizon, period, factors, marks=None):
         """Futures of active customers per (draw, distinct (frequency, T)): dict of (S, P) arrays."""
         r, alpha, a, b = (np.ravel(v) for v in self._args(params))
