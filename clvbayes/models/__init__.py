@@ -10,6 +10,7 @@ from clvbayes.models.base import (
     check_convergence,
     default_nuts_sampler,
 )
+from clvbayes.models.bgbb import BetaGeoBetaBinomModel
 from clvbayes.models.bgnbd import BetaGeoModel
 from clvbayes.models.gamma_gamma import GammaGammaModel
 from clvbayes.models.mbgnbd import ModifiedBetaGeoModel
@@ -19,6 +20,7 @@ __all__ = [
     "AVAILABLE_DISTRIBUTIONS",
     "ELPD",
     "METHODS",
+    "BetaGeoBetaBinomModel",
     "BetaGeoModel",
     "CLVModel",
     "ConvergenceWarning",
