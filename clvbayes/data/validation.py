@@ -431,7 +431,9 @@ def _date_format_candidates(first: str) -> list[str]:
     from pandas.tseries.api import guess_datetime_format
 
     month_first = guess_datetime_format(first, dayfirst=False)
-    day_first = guess_datetime_format(first, dayfirst=True)
+    with warnings.catch_warnings():  # pandas warns that ISO dates ignore dayfirst: we know
+        warnings.simplefilter("ignore", UserWarning)
+        day_first = guess_datetime_format(first, dayfirst=True)
     found = [f for f in dict.fromkeys([month_first, day_first]) if f is not None]
     if len(found) == 2 and found[0].startswith("%Y"):
         return found[:1]  # year first: year-month-day (ISO 8601); year-day-month is not a thing

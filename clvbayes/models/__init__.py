@@ -10,16 +10,19 @@ from clvbayes.models.base import (
     check_convergence,
     default_nuts_sampler,
 )
+from clvbayes.models.bdw import BetaDiscreteWeibullModel
 from clvbayes.models.bgbb import BetaGeoBetaBinomModel
 from clvbayes.models.bgnbd import BetaGeoModel
 from clvbayes.models.gamma_gamma import GammaGammaModel
 from clvbayes.models.mbgnbd import ModifiedBetaGeoModel
 from clvbayes.models.priors import AVAILABLE_DISTRIBUTIONS, Prior
+from clvbayes.models.sbg import ShiftedBetaGeometricModel
 
 __all__ = [
     "AVAILABLE_DISTRIBUTIONS",
     "ELPD",
     "METHODS",
+    "BetaDiscreteWeibullModel",
     "BetaGeoBetaBinomModel",
     "BetaGeoModel",
     "CLVModel",
@@ -29,6 +32,7 @@ __all__ = [
     "ModifiedBetaGeoModel",
     "NotFittedError",
     "Prior",
+    "ShiftedBetaGeometricModel",
     "check_convergence",
     "default_nuts_sampler",
 ]
