@@ -56,6 +56,7 @@ from scipy import sparse
 
 from clvbayes.data import compress, validate_rfm
 from clvbayes.math.discount import rate_per_period, schedule
+from clvbayes.models.protocols import PurchaseModel, SpendModel, check_implements
 from clvbayes.predict.summary import DEFAULT_PROB, draw_stats, tail_probs
 
 OUTCOMES = ("purchases", "spend", "revenue", "clv")
@@ -88,7 +89,9 @@ class CustomerScores:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def joint_draws(purchase_model, spend_model=None, n_draws: int | None = None):
+def joint_draws(
+    purchase_model: PurchaseModel, spend_model: SpendModel | None = None, n_draws: int | None = None
+):
     """Flattened, paired posterior draws of both models: dicts of arrays shaped (S, 1).
 
     A model with a single draw (MAP/MLE) is paired with every draw of the other.  When
@@ -115,8 +118,8 @@ def joint_draws(purchase_model, spend_model=None, n_draws: int | None = None):
 
 def score_customers(
     rfm: pd.DataFrame,
-    purchase_model,
-    spend_model=None,
+    purchase_model: PurchaseModel,
+    spend_model: SpendModel | None = None,
     *,
     horizon: float,
     discount_rate: float = 0.0,
@@ -142,10 +145,12 @@ def score_customers(
         Customer table (``frequency``, ``recency``, ``T`` and, with a spend model,
         ``monetary_value``), in the time unit the models were fitted in, plus any
         grouping columns named in ``by``.
-    purchase_model : BetaGeoModel
-        Fitted purchase model.
-    spend_model : GammaGammaModel, optional
-        Fitted spend model; without it only ``p_alive`` and ``purchases`` are computed.
+    purchase_model : PurchaseModel
+        Fitted continuous-time purchase model (BetaGeoModel, ModifiedBetaGeoModel: any model
+        implementing :class:`clvbayes.models.protocols.PurchaseModel`).
+    spend_model : SpendModel, optional
+        Fitted spend model (GammaGammaModel: :class:`clvbayes.models.protocols.SpendModel`);
+        without it only ``p_alive`` and ``purchases`` are computed.
     horizon : float
         Length of the future window, in the data's time unit (weeks on CDNOW).
     discount_rate : float
@@ -191,7 +196,15 @@ def score_customers(
     Returns
     -------
     CustomerScores
+
+    Raises
+    ------
+    TypeError
+        When a model does not implement its protocol (the message names the missing methods).
     """
+    check_implements(purchase_model, PurchaseModel, "purchase_model")
+    if spend_model is not None:
+        check_implements(spend_model, SpendModel, "spend_model")
     tail_probs(prob)
     time_unit = rfm.attrs.get("time_unit") or getattr(purchase_model, "time_unit_", None)
     fitted_unit = getattr(purchase_model, "time_unit_", None)
