@@ -33,7 +33,7 @@ b       HalfCauchy(beta=1)            dropout Beta, second shape
 from __future__ import annotations
 
 import functools
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -52,24 +52,16 @@ DEFAULT_PRIORS: dict[str, Prior] = {
 }
 
 
-class BetaGeoModel(CLVModel):
-    """Bayesian BG/NBD model.
+class BetaGeoFamily(CLVModel):
+    """Shared implementation of the beta-geometric purchase models (BG/NBD, MBG/NBD).
 
-    Parameters
-    ----------
-    priors : dict of str to Prior, optional
-        Replace any of the default priors (see the module docstring), e.g.
-        ``{"r": Prior("Gamma", alpha=1, beta=1)}``.  Valid names: r, alpha, a, b.
-
-    Examples
-    --------
-    >>> from clvbayes.datasets import load_cdnow_summary
-    >>> model = BetaGeoModel().fit(load_cdnow_summary(), method="map")
-    >>> model.expected_purchases(t=39).mean(("chain", "draw"))  # doctest: +SKIP
+    The members differ only in their math module (``_math``: likelihood, P(alive),
+    expectations, latent posterior and simulation with the same signatures) and their
+    docstrings and default priors; everything here maps data and draws onto ``_math``.
     """
 
+    _math: ClassVar[Any] = bgnbd
     param_names: ClassVar[tuple[str, ...]] = ("r", "alpha", "a", "b")
-    default_priors: ClassVar[dict[str, Prior]] = DEFAULT_PRIORS
     history_columns: ClassVar[tuple[str, ...]] = ("frequency", "recency", "T")
 
     def _compress(self, rfm: pd.DataFrame) -> CompressedRFM:
@@ -78,20 +70,20 @@ class BetaGeoModel(CLVModel):
     def _loglik(self, params, data, xp=NUMPY):
         terms = None
         if getattr(data, "frequency_index", None) is not None:  # PyMC model: per distinct frequency
-            unique = bgnbd.loglik_frequency_terms(
+            unique = self._math.loglik_frequency_terms(
                 params["r"], params["a"], params["b"], data.frequency_unique, xp=xp
             )
             terms = unique[data.frequency_index]
-        return bgnbd.loglik(
+        return self._math.loglik(
             params["r"], params["alpha"], params["a"], params["b"],
             data["frequency"], data["recency"], data["T"], xp=xp, frequency_terms=terms,
         )  # fmt: skip
 
     def _loglik_sum_function(self, data: CompressedRFM):
-        prepared = bgnbd.prepare_loglik_sum(
+        prepared = self._math.prepare_loglik_sum(
             data["frequency"], data["recency"], data["T"], self._likelihood_weights(data)
         )
-        return functools.partial(bgnbd.loglik_sum_and_grad, data=prepared)
+        return functools.partial(self._math.loglik_sum_and_grad, data=prepared)
 
     def _information_problem(self, data: CompressedRFM) -> str | None:
         if not (data["frequency"] > 0).any():
@@ -131,15 +123,15 @@ class BetaGeoModel(CLVModel):
         rfm : pandas.DataFrame, optional
             Customer table (default: the training data).
         """
-        return self._per_customer(bgnbd.p_alive, rfm, "p_alive")
+        return self._per_customer(self._math.p_alive, rfm, "p_alive")
 
     def p_alive_at(self, t: float, rfm: pd.DataFrame | None = None):
         """Draws of P(still active at T + t), ``t`` in the data's time unit."""
-        return self._per_customer(bgnbd.p_alive_at, rfm, "p_alive_at", t=t)
+        return self._per_customer(self._math.p_alive_at, rfm, "p_alive_at", t=t)
 
     def expected_purchases(self, t: float, rfm: pd.DataFrame | None = None):
         """Draws of E[number of purchases in (T, T + t] | history], ``t`` in the data's time unit."""
-        return self._per_customer(bgnbd.expected_purchases, rfm, "expected_purchases", t=t)
+        return self._per_customer(self._math.expected_purchases, rfm, "expected_purchases", t=t)
 
     def expected_purchases_new(self, t: float | np.ndarray):
         """Draws of E[X(t)] for a brand-new customer; dims (chain, draw[, t])."""
@@ -147,7 +139,7 @@ class BetaGeoModel(CLVModel):
 
         d = {k: v[..., None] for k, v in self.draws().items()}
         t_arr = np.atleast_1d(np.asarray(t, dtype=float))
-        values = bgnbd.expected_purchases_new(d["r"], d["alpha"], d["a"], d["b"], t_arr)
+        values = self._math.expected_purchases_new(d["r"], d["alpha"], d["a"], d["b"], t_arr)
         if np.ndim(t) == 0:
             return xr.DataArray(
                 values[..., 0], dims=("chain", "draw"), name="expected_purchases_new"
@@ -162,7 +154,7 @@ class BetaGeoModel(CLVModel):
 
         d = {k: v[..., None] for k, v in self.draws().items()}
         n_arr = np.atleast_1d(np.asarray(n))
-        values = bgnbd.prob_purchases(d["r"], d["alpha"], d["a"], d["b"], t, n_arr)
+        values = self._math.prob_purchases(d["r"], d["alpha"], d["a"], d["b"], t, n_arr)
         return xr.DataArray(
             values, dims=("chain", "draw", "n"), coords={"n": n_arr}, name="prob_purchases"
         )
@@ -171,7 +163,7 @@ class BetaGeoModel(CLVModel):
     # Used by clvbayes.predict: ``params`` holds arrays of shape (S, 1) (S posterior draws),
     # ``h`` holds history arrays of shape (n,) with the model's history_columns.
     def _p_alive_arrays(self, params, h):
-        return bgnbd.p_alive(*self._args(params), h["frequency"], h["recency"], h["T"])
+        return self._math.p_alive(*self._args(params), h["frequency"], h["recency"], h["T"])
 
     def _alive_factors(self, params, h, ends, factors):
         """P(alive) per history and the per-alive expectations per distinct (frequency, T).
@@ -188,7 +180,7 @@ class BetaGeoModel(CLVModel):
         r, alpha, a, b = (v[..., None] for v in self._args(params))
         x, T = keys[0][:, None], keys[1][:, None]
         discounted, total = discounted_increments(
-            lambda t: bgnbd.expected_purchases_alive(r, alpha, a, b, x, T, t),
+            lambda t: self._math.expected_purchases_alive(r, alpha, a, b, x, T, t),
             scale=np.min(alpha) + np.min(T), ends=ends, factors=factors, with_total=True,
         )  # fmt: skip
         return {
@@ -203,11 +195,11 @@ class BetaGeoModel(CLVModel):
         Returns (alive, counts, each of shape (S, n), flat purchase times measured from T).
         """
         r, alpha, a, b = (np.broadcast_to(v, (v.shape[0], h["T"].size)) for v in self._args(params))
-        alive, lam, p = bgnbd.sample_latent(
+        alive, lam, p = self._math.sample_latent(
             rng, r, alpha, a, b, h["frequency"], h["recency"], h["T"]
         )
         # unsorted: the caller only sums (discounted) values over each customer's purchases
-        counts, times = bgnbd.simulate_purchase_times(rng, alive, lam, p, horizon, sort=False)
+        counts, times = self._math.simulate_purchase_times(rng, alive, lam, p, horizon, sort=False)
         return np.asarray(alive), np.asarray(counts).reshape(r.shape), times
 
     def _simulate_sums_arrays(self, rng, params, h, horizon, period=1.0, factors=None,
@@ -215,13 +207,18 @@ class BetaGeoModel(CLVModel):
         """Alive at T and per-(draw, customer) sums of purchases, value and discounted value.
 
         The same exact latent posterior as :meth:`_simulate_arrays`, with the future summed
-        as it is simulated (:func:`clvbayes.math.bgnbd.simulate_history_sums`), so memory does
+        as it is simulated (:func:`clvbayes.math.bgnbd.simulate_value_sums`), so memory does
         not grow with the number of purchases.
         """
         r, alpha, a, b = (np.broadcast_to(v, (v.shape[0], h["T"].size)) for v in self._args(params))
-        return bgnbd.simulate_history_sums(
-            rng, r, alpha, a, b, h["frequency"], h["recency"], h["T"], horizon, period, factors,
-            value_shape, value_rate,
+        rng = np.random.default_rng(rng)
+        alive, lam, p = self._math.sample_latent(
+            rng, r, alpha, a, b, h["frequency"], h["recency"], h["T"]
+        )
+        # an active customer's future is the same process in every member of the family
+        return alive, bgnbd.simulate_value_sums(
+            int(rng.integers(2**32)), alive, lam, p, horizon, period, factors, value_shape,
+            value_rate,
         )  # fmt: skip
 
     def _active_futures(self, seed, params, pairs, horizon, period, factors, marks=None):
@@ -232,7 +229,7 @@ class BetaGeoModel(CLVModel):
         """
         r, alpha, a, b = (np.ravel(v) for v in self._args(params))
         shape, rate_shape = marks if marks is not None else (None, None)
-        return bgnbd.simulate_active_futures(
+        return self._math.simulate_active_futures(
             seed, r, alpha, a, b, pairs["frequency"], pairs["T"], horizon, period, factors,
             mark_shape=shape, mark_rate_shape=rate_shape,
         )  # fmt: skip
@@ -240,3 +237,22 @@ class BetaGeoModel(CLVModel):
     @staticmethod
     def _args(params):
         return params["r"], params["alpha"], params["a"], params["b"]
+
+
+class BetaGeoModel(BetaGeoFamily):
+    """Bayesian BG/NBD model.
+
+    Parameters
+    ----------
+    priors : dict of str to Prior, optional
+        Replace any of the default priors (see the module docstring), e.g.
+        ``{"r": Prior("Gamma", alpha=1, beta=1)}``.  Valid names: r, alpha, a, b.
+
+    Examples
+    --------
+    >>> from clvbayes.datasets import load_cdnow_summary
+    >>> model = BetaGeoModel().fit(load_cdnow_summary(), method="map")
+    >>> model.expected_purchases(t=39).mean(("chain", "draw"))  # doctest: +SKIP
+    """
+
+    default_priors: ClassVar[dict[str, Prior]] = DEFAULT_PRIORS

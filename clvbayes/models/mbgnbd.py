@@ -11,7 +11,9 @@ repeat purchases may already be gone (BG/NBD counts them as certainly active).  
 recorded in ``rfm.attrs["time_unit"]``.
 
 The math (likelihood, P(alive), expected purchases, simulation) is in
-:mod:`clvbayes.math.mbgnbd`; this file only maps data and posterior draws onto it.
+:mod:`clvbayes.math.mbgnbd`, with the signatures of :mod:`clvbayes.math.bgnbd`; the mapping of
+data and posterior draws onto it is BG/NBD's (:class:`clvbayes.models.bgnbd.BetaGeoFamily`), so
+this file holds only what differs: the docstring, the priors and the math module.
 
 Default priors: those of BG/NBD, for parameters with the same meaning and, on CDNOW, the same
 orders of magnitude (MLE r = 0.525, alpha = 6.18 weeks^-1, a = 0.891, b = 1.614).  Measured on
@@ -30,27 +32,18 @@ b       HalfCauchy(beta=1)            dropout Beta, second shape
 
 from __future__ import annotations
 
-import functools
-from typing import ClassVar
+from typing import Any, ClassVar
 
-import numpy as np
-import pandas as pd
-
-from clvbayes.data import CompressedRFM, compress, validate_rfm
 from clvbayes.math import mbgnbd
-from clvbayes.math._xp import NUMPY
-from clvbayes.models.base import CLVModel
+from clvbayes.models import bgnbd
+from clvbayes.models.bgnbd import BetaGeoFamily
 from clvbayes.models.priors import Prior
 
-DEFAULT_PRIORS: dict[str, Prior] = {
-    "r": Prior("HalfNormal", sigma=10),
-    "alpha": Prior("HalfNormal", sigma=200),
-    "a": Prior("HalfCauchy", beta=1),
-    "b": Prior("HalfCauchy", beta=1),
-}
+#: BG/NBD's defaults (table above): the parameters mean the same in both models.
+DEFAULT_PRIORS: dict[str, Prior] = dict(bgnbd.DEFAULT_PRIORS)
 
 
-class ModifiedBetaGeoModel(CLVModel):
+class ModifiedBetaGeoModel(BetaGeoFamily):
     """Bayesian MBG/NBD model.
 
     Parameters
@@ -66,172 +59,5 @@ class ModifiedBetaGeoModel(CLVModel):
     >>> model.p_alive().mean(("chain", "draw"))  # doctest: +SKIP
     """
 
-    param_names: ClassVar[tuple[str, ...]] = ("r", "alpha", "a", "b")
+    _math: ClassVar[Any] = mbgnbd
     default_priors: ClassVar[dict[str, Prior]] = DEFAULT_PRIORS
-    history_columns: ClassVar[tuple[str, ...]] = ("frequency", "recency", "T")
-
-    def _compress(self, rfm: pd.DataFrame) -> CompressedRFM:
-        return compress(validate_rfm(rfm), columns=self.history_columns)
-
-    def _loglik(self, params, data, xp=NUMPY):
-        terms = None
-        if getattr(data, "frequency_index", None) is not None:  # PyMC model: per distinct frequency
-            unique = mbgnbd.loglik_frequency_terms(
-                params["r"], params["a"], params["b"], data.frequency_unique, xp=xp
-            )
-            terms = unique[data.frequency_index]
-        return mbgnbd.loglik(
-            params["r"], params["alpha"], params["a"], params["b"],
-            data["frequency"], data["recency"], data["T"], xp=xp, frequency_terms=terms,
-        )  # fmt: skip
-
-    def _loglik_sum_function(self, data: CompressedRFM):
-        prepared = mbgnbd.prepare_loglik_sum(
-            data["frequency"], data["recency"], data["T"], self._likelihood_weights(data)
-        )
-        return functools.partial(mbgnbd.loglik_sum_and_grad, data=prepared)
-
-    def _information_problem(self, data: CompressedRFM) -> str | None:
-        if not (data["frequency"] > 0).any():
-            return (
-                f"none of the {data.n_customers:,} customers made a repeat purchase (frequency 0 "
-                "for all)"
-            )
-        return None
-
-    def _initial_point(self, data: CompressedRFM) -> dict[str, float]:
-        w = data.counts / data.counts.sum()
-        mean_t = float(np.sum(w * data["T"]))
-        mean_x = float(np.sum(w * data["frequency"]))
-        return {"r": 1.0, "alpha": max(mean_t / (mean_x + 1.0), 1e-3), "a": 1.0, "b": 1.0}
-
-    # ------------------------------------------------------------------ predictions
-    def _per_customer(self, func, rfm, name: str, **kwargs):
-        """Evaluate ``func(r, alpha, a, b, x, t_x, T, **kwargs)`` per distinct history, expand to customers."""
-        import xarray as xr
-
-        data = self._resolve_data(rfm)
-        d = {k: v[..., None] for k, v in self.draws().items()}
-        values = func(
-            d["r"], d["alpha"], d["a"], d["b"],
-            data["frequency"], data["recency"], data["T"], **kwargs,
-        )  # fmt: skip
-        return xr.DataArray(
-            data.expand(values, axis=-1), dims=("chain", "draw", "customer_id"), name=name,
-            coords={"customer_id": data.customer_ids.to_numpy()},
-        )  # fmt: skip
-
-    def p_alive(self, rfm: pd.DataFrame | None = None):
-        """Posterior draws of P(customer is still active at T), dims (chain, draw, customer_id).
-
-        Parameters
-        ----------
-        rfm : pandas.DataFrame, optional
-            Customer table (default: the training data).
-        """
-        return self._per_customer(mbgnbd.p_alive, rfm, "p_alive")
-
-    def p_alive_at(self, t: float, rfm: pd.DataFrame | None = None):
-        """Draws of P(still active at T + t), ``t`` in the data's time unit."""
-        return self._per_customer(mbgnbd.p_alive_at, rfm, "p_alive_at", t=t)
-
-    def expected_purchases(self, t: float, rfm: pd.DataFrame | None = None):
-        """Draws of E[number of purchases in (T, T + t] | history], ``t`` in the data's time unit."""
-        return self._per_customer(mbgnbd.expected_purchases, rfm, "expected_purchases", t=t)
-
-    def expected_purchases_new(self, t: float | np.ndarray):
-        """Draws of E[X(t)] for a brand-new customer; dims (chain, draw[, t])."""
-        import xarray as xr
-
-        d = {k: v[..., None] for k, v in self.draws().items()}
-        t_arr = np.atleast_1d(np.asarray(t, dtype=float))
-        values = mbgnbd.expected_purchases_new(d["r"], d["alpha"], d["a"], d["b"], t_arr)
-        if np.ndim(t) == 0:
-            return xr.DataArray(
-                values[..., 0], dims=("chain", "draw"), name="expected_purchases_new"
-            )
-        return xr.DataArray(
-            values, dims=("chain", "draw", "t"), coords={"t": t_arr}, name="expected_purchases_new"
-        )
-
-    def prob_purchases(self, t: float, n: int | np.ndarray):
-        """Draws of the unconditional P(X(t) = n) for a new customer; dims (chain, draw, n)."""
-        import xarray as xr
-
-        d = {k: v[..., None] for k, v in self.draws().items()}
-        n_arr = np.atleast_1d(np.asarray(n))
-        values = mbgnbd.prob_purchases(d["r"], d["alpha"], d["a"], d["b"], t, n_arr)
-        return xr.DataArray(
-            values, dims=("chain", "draw", "n"), coords={"n": n_arr}, name="prob_purchases"
-        )
-
-    # ------------------------------------------------------------------ array interface
-    # Used by clvbayes.predict (same contract as BetaGeoModel's): ``params`` holds arrays of
-    # shape (S, 1) (S posterior draws), ``h`` history arrays of shape (n,).
-    def _p_alive_arrays(self, params, h):
-        return mbgnbd.p_alive(*self._args(params), h["frequency"], h["recency"], h["T"])
-
-    def _alive_factors(self, params, h, ends, factors):
-        """P(alive) per history and the per-alive expectations per distinct (frequency, T).
-
-        Returns a dict: ``p_alive`` (S, n); ``pair`` (n,) index into the pairs; ``pairs``
-        (dict of ``frequency``, ``T``, each (P,)); ``discounted`` and ``total`` (S, P).
-        """
-        from clvbayes.math.discount import discounted_increments
-
-        keys, inv = np.unique(np.stack([h["frequency"], h["T"]]), axis=1, return_inverse=True)
-        r, alpha, a, b = (v[..., None] for v in self._args(params))
-        x, T = keys[0][:, None], keys[1][:, None]
-        discounted, total = discounted_increments(
-            lambda t: mbgnbd.expected_purchases_alive(r, alpha, a, b, x, T, t),
-            scale=np.min(alpha) + np.min(T), ends=ends, factors=factors, with_total=True,
-        )  # fmt: skip
-        return {
-            "p_alive": self._p_alive_arrays(params, h), "pair": inv.ravel(),
-            "pairs": {"frequency": keys[0], "T": keys[1]},
-            "discounted": discounted, "total": total,
-        }  # fmt: skip
-
-    def _simulate_arrays(self, rng, params, h, horizon):
-        """Each customer's purchase times in (T, T + horizon] from the exact latent posterior.
-
-        Returns (alive, counts, each of shape (S, n), flat purchase times measured from T).
-        """
-        r, alpha, a, b = (np.broadcast_to(v, (v.shape[0], h["T"].size)) for v in self._args(params))
-        alive, lam, p = mbgnbd.sample_latent(
-            rng, r, alpha, a, b, h["frequency"], h["recency"], h["T"]
-        )
-        counts, times = mbgnbd.simulate_purchase_times(rng, alive, lam, p, horizon, sort=False)
-        return np.asarray(alive), np.asarray(counts).reshape(r.shape), times
-
-    def _simulate_sums_arrays(self, rng, params, h, horizon, period=1.0, factors=None,
-                              value_shape=None, value_rate=None):  # fmt: skip
-        """Alive at T and per-(draw, customer) sums of purchases and (discounted) value.
-
-        The latent state comes from the MBG/NBD posterior; an active customer's future is the
-        BG/NBD process, summed as simulated (bounded memory).
-        """
-        from clvbayes.math import bgnbd
-
-        rng = np.random.default_rng(rng)
-        r, alpha, a, b = (np.broadcast_to(v, (v.shape[0], h["T"].size)) for v in self._args(params))
-        alive, lam, p = mbgnbd.sample_latent(
-            rng, r, alpha, a, b, h["frequency"], h["recency"], h["T"]
-        )
-        return alive, bgnbd.simulate_value_sums(
-            int(rng.integers(2**32)), alive, lam, p, horizon, period, factors, value_shape,
-            value_rate,
-        )  # fmt: skip
-
-    def _active_futures(self, seed, params, pairs, horizon, period, factors, marks=None):
-        """Futures of active customers per (draw, distinct (frequency, T)): dict of (S, P) arrays."""
-        r, alpha, a, b = (np.ravel(v) for v in self._args(params))
-        shape, rate_shape = marks if marks is not None else (None, None)
-        return mbgnbd.simulate_active_futures(
-            seed, r, alpha, a, b, pairs["frequency"], pairs["T"], horizon, period, factors,
-            mark_shape=shape, mark_rate_shape=rate_shape,
-        )  # fmt: skip
-
-    @staticmethod
-    def _args(params):
-        return params["r"], params["alpha"], params["a"], params["b"]
