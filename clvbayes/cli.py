@@ -1,8 +1,9 @@
 """The ``clvbayes`` command: from a transaction file to a reporting-ready CLV report.
 
 ``clvbayes run [PATH]`` reads transactions (CSV or Parquet; without PATH the bundled CDNOW
-sample), summarises them per customer, fits the BG/NBD purchase model and the Gamma-Gamma
-spend model, predicts every customer's next ``--horizon`` time units, segments the
+sample), summarises them per customer, fits a purchase model (``--purchase-model``: BG/NBD by
+default, MBG/NBD, or Pareto/NBD once it implements the prediction protocol) and the
+Gamma-Gamma spend model, predicts every customer's next ``--horizon`` time units, segments the
 customers and writes a report folder (see :mod:`clvbayes.report` for its files and schema).
 
 Fitting methods (``--method``)
@@ -21,7 +22,8 @@ Defaults
 * discounting: 10 % a year (``--discount-rate``, converted exactly to the time unit), or a
   rate per time unit with ``--discount-rate-per-period``;
 * margin 1 (CLV in revenue terms; pass your profit margin, e.g. ``--margin 0.3``);
-* 90 % intervals; seed 0 (BG/NBD fit uses seed, Gamma-Gamma seed + 1, predictions seed + 2);
+* purchase model: BG/NBD (``--purchase-model bgnbd``);
+* 90 % intervals; seed 0 (the purchase-model fit uses seed, Gamma-Gamma seed + 1, predictions seed + 2);
 * predictions from 1,000 evenly thinned posterior draws (``--prediction-draws``);
 * calibration/observation end: for the bundled CDNOW sample 1997-09-30 / 1998-06-30 (39
   weeks each, as in Fader, Hardie & Lee 2005), so the report includes a holdout check;
@@ -112,6 +114,10 @@ METHODS = ("nuts", "laplace", "map")
 MAX_POSTERIOR_DRAWS = 1_000_000  # draws x chains
 STRICT_CATEGORIES = (DataWarning, FitWarning)
 PRIOR_MODELS = {"bgnbd": "BetaGeoModel", "gamma_gamma": "GammaGammaModel"}
+#: ``--purchase-model`` choices: the key (also the report's model key and file name) and the
+#: name used in progress messages; see :func:`clvbayes.models.protocols.purchase_models`.
+PURCHASE_MODELS = {"bgnbd": "BG/NBD", "mbgnbd": "MBG/NBD", "pnbd": "Pareto/NBD"}
+DEFAULT_PURCHASE_MODEL = "bgnbd"
 
 
 class UserError(Exception):
@@ -258,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--prob", type=_probability, default=0.9,
                    help="probability of every interval (equal-tailed)")  # fmt: skip
     f = run_p.add_argument_group("fitting")
+    f.add_argument("--purchase-model", choices=tuple(PURCHASE_MODELS),
+                   default=DEFAULT_PURCHASE_MODEL,
+                   help="purchase model: bgnbd (BG/NBD, Fader, Hardie & Lee 2005; default), "
+                   "mbgnbd (MBG/NBD, Batislam et al. 2007: customers may drop out right after "
+                   "their first purchase too) or pnbd (Pareto/NBD, Schmittlein et al. 1987); "
+                   "the report names it (model key and file NAME.nc)")  # fmt: skip
     f.add_argument("--method", choices=METHODS, default="nuts",
                    help="nuts: full posterior by NUTS (credible intervals; slowest); "
                    "laplace: Gaussian approximation at the posterior mode, --draws draws "
@@ -266,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "interval, which leaves out parameter uncertainty)")  # fmt: skip
     f.add_argument("--priors", default=None, metavar="FILE.json",
                    help='replace default priors, e.g. {"gamma_gamma": {"q": {"dist": '
-                   '"Gamma", "alpha": 20, "beta": 5}}}; models bgnbd (r, alpha, a, b) and '
+                   '"Gamma", "alpha": 20, "beta": 5}}}; models: the --purchase-model key '
+                   "(bgnbd or mbgnbd: r, alpha, a, b; pnbd: r, alpha, s, beta) and "
                    "gamma_gamma (p, q, gamma)")  # fmt: skip
     f.add_argument("--draws", type=_positive_int, default=1000,
                    help="NUTS draws per chain (laplace: number of draws)")  # fmt: skip
@@ -458,7 +471,8 @@ def _check_input_options(args: argparse.Namespace) -> None:
 
 
 def _check_fit_options(args: argparse.Namespace) -> None:
-    """--method laplace is available; draws x chains stay within what memory holds."""
+    """--purchase-model can be used; draws x chains stay within what memory holds."""
+    _purchase_model_class(args)
     if args.method in ("nuts", "laplace"):
         n = args.draws * (args.chains if args.method == "nuts" else 1)
         if n > MAX_POSTERIOR_DRAWS:
@@ -472,12 +486,42 @@ def _check_fit_options(args: argparse.Namespace) -> None:
             )
 
 
-def _load_priors(path_text: str) -> dict[str, dict[str, Any]]:
-    """Parse ``--priors FILE.json`` into ``{model: {parameter: Prior}}``, checking every name."""
-    from clvbayes.models import BetaGeoModel, GammaGammaModel
-    from clvbayes.models.priors import AVAILABLE_DISTRIBUTIONS, Prior
+def _purchase_model_key(args: argparse.Namespace) -> str:
+    return getattr(args, "purchase_model", None) or DEFAULT_PURCHASE_MODEL
 
-    classes = {"bgnbd": BetaGeoModel, "gamma_gamma": GammaGammaModel}
+
+def _purchase_model_class(args: argparse.Namespace) -> type:
+    """The class behind ``--purchase-model``; UserError when it cannot drive the predictions."""
+    from clvbayes.models.protocols import purchase_model_candidates
+
+    key = _purchase_model_key(args)
+    candidates = purchase_model_candidates()
+    cls, reason = candidates.get(key, (None, f"{key!r} is not a known purchase model"))
+    if reason is not None:
+        usable = [k for k, (_, why) in candidates.items() if why is None]
+        raise UserError(
+            f"--purchase-model {key}: the {PURCHASE_MODELS.get(key, key)} model cannot be used for "
+            f"the report yet ({reason}, which the predictions need). Use --purchase-model "
+            f"{' or '.join(usable)}."
+        )
+    return cls
+
+
+def _load_priors(
+    path_text: str, purchase_model: str = DEFAULT_PURCHASE_MODEL
+) -> dict[str, dict[str, Any]]:
+    """Parse ``--priors FILE.json`` into ``{model: {parameter: Prior}}``, checking every name.
+
+    The models are ``purchase_model`` (the ``--purchase-model`` key) and ``gamma_gamma``; the
+    key of another purchase model is refused (it would not be fitted).
+    """
+    from clvbayes.models import GammaGammaModel
+    from clvbayes.models.priors import AVAILABLE_DISTRIBUTIONS, Prior
+    from clvbayes.models.protocols import purchase_model_candidates
+
+    candidates = purchase_model_candidates()
+    purchase_cls = candidates[purchase_model][0]
+    classes = {purchase_model: purchase_cls, "gamma_gamma": GammaGammaModel}
     valid = "; ".join(f"{m!r} (parameters {', '.join(c.param_names)})" for m, c in classes.items())
     example = '{"gamma_gamma": {"q": {"dist": "Gamma", "alpha": 20, "beta": 5}}}'
     dists = ", ".join(AVAILABLE_DISTRIBUTIONS)
@@ -509,6 +553,12 @@ def _load_priors(path_text: str) -> dict[str, dict[str, Any]]:
         )
     out: dict[str, dict[str, Any]] = {}
     for model, params in spec.items():
+        if model in PURCHASE_MODELS and model not in classes:
+            raise UserError(
+                f"{where}: model {model!r} is not fitted in this run (--purchase-model "
+                f"{purchase_model}): give its priors under {purchase_model!r}, or pass "
+                f"--purchase-model {model}; valid models: {valid}."
+            )
         if model not in classes:
             raise UserError(f"{where}: unknown model {model!r}; valid models: {valid}.")
         if not isinstance(params, dict):
@@ -912,7 +962,7 @@ def run(args: argparse.Namespace, progress: _Progress | None = None) -> Path:
     with progress.step("checking options and input"):
         _validate_options(args)
         if getattr(args, "priors", None):
-            priors = _load_priors(args.priors)
+            priors = _load_priors(args.priors, _purchase_model_key(args))
         _check_output(out_dir, args.path)
         _check_input(args)
     with ExitStack() as stack:
@@ -941,14 +991,16 @@ def _job(
     n_rows = len(tx)
     del tx
 
-    from clvbayes.models import BetaGeoModel, GammaGammaModel
+    from clvbayes.models import GammaGammaModel
     from clvbayes.predict import score_customers
     from clvbayes.report import customer_table, segment_table, write_report
     from clvbayes.segments import label_customers
 
     fit_kw = _fit_options(args)
-    with progress.step(f"fitting the BG/NBD purchase model ({args.method})"):
-        bg = BetaGeoModel(priors=priors.get("bgnbd")).fit(
+    key = _purchase_model_key(args)
+    purchase_cls = _purchase_model_class(args)
+    with progress.step(f"fitting the {PURCHASE_MODELS[key]} purchase model ({args.method})"):
+        bg = purchase_cls(priors=priors.get(key)).fit(
             rfm, method=args.method, seed=args.seed, **fit_kw
         )
     with progress.step(f"fitting the Gamma-Gamma spend model ({args.method})"):
@@ -1017,6 +1069,7 @@ def _job(
         **scores.settings,
         "by": ["segment", "clv_decile", *groups],
         "method": args.method,
+        "purchase_model": key,
         "cac": args.cac,
         "currency": f"units of the {args.amount_col!r} column",
         "priors_file": getattr(args, "priors", None),
@@ -1032,7 +1085,7 @@ def _job(
                 out_dir,
                 customers,
                 segments,
-                {"bgnbd": bg, "gamma_gamma": gg},
+                {key: bg, "gamma_gamma": gg},
                 provenance,
                 fmt=args.format,
                 settings=settings,

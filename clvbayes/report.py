@@ -16,7 +16,9 @@ model_summary.json / .md    parameter tables (mean, sd, interval, r_hat, ESS),
 data_dictionary.csv / .md   every column of every table: type, unit, meaning
 *.png                       P(alive) and CLV distributions, CLV by recency x frequency,
                             CLV totals by named segment with both intervals
-bgnbd.nc, gamma_gamma.nc    the fitted models (``CLVModel.load(path)``)
+bgnbd.nc, gamma_gamma.nc    the fitted models (``CLVModel.load(path)``); the purchase
+                            model's file and key are its ``--purchase-model`` name
+                            (``bgnbd.nc``, ``mbgnbd.nc``, ...)
 .clvbayes-manifest.json     name, size and SHA-256 of every file above
 ==========================  ===========================================================
 
