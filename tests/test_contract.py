@@ -331,3 +331,16 @@ def test_check_implements_accepts_conforming_models(map_fits):
     check_implements(map_fits["BetaGeoModel"], PurchaseModel, "purchase_model")
     check_implements(map_fits["GammaGammaModel"], SpendModel, "spend_model")
     assert isinstance(map_fits["ModifiedBetaGeoModel"], PurchaseModel)  # runtime_checkable
+
+
+def test_bgnbd_plots_refuse_other_purchase_models(map_fits):
+    """MBG/NBD has BG/NBD's parameter names but other formulas: the BG/NBD plots refuse it."""
+    from clvbayes import plotting
+
+    with pytest.raises(
+        TypeError,
+        match=r"This plot evaluates the BG/NBD formulas and needs a fitted BetaGeoModel "
+        r"\(parameters r, alpha, a, b\), got ModifiedBetaGeoModel\. For any purchase model, plot "
+        r"the output of clvbayes\.predict\.score_customers instead",
+    ):
+        plotting.plot_frequency_ppc(map_fits["ModifiedBetaGeoModel"])
