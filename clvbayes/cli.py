@@ -23,7 +23,8 @@ Defaults
   rate per time unit with ``--discount-rate-per-period``;
 * margin 1 (CLV in revenue terms; pass your profit margin, e.g. ``--margin 0.3``);
 * purchase model: BG/NBD (``--purchase-model bgnbd``);
-* 90 % intervals; seed 0 (the purchase-model fit uses seed, Gamma-Gamma seed + 1, predictions seed + 2);
+* 90 % intervals; seed 0 (the purchase-model fit uses seed, Gamma-Gamma seed + 1,
+  predictions seed + 2);
 * predictions from 1,000 evenly thinned posterior draws (``--prediction-draws``);
 * calibration/observation end: for the bundled CDNOW sample 1997-09-30 / 1998-06-30 (39
   weeks each, as in Fader, Hardie & Lee 2005), so the report includes a holdout check;
@@ -185,19 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="clvbayes",
-        description="Bayesian customer-lifetime-value models (BG/NBD + Gamma-Gamma) with "
-        "honest uncertainty intervals.",
+        description="Bayesian customer-lifetime-value models (BG/NBD or MBG/NBD + Gamma-Gamma) "
+        "with honest uncertainty intervals.",
     )
     parser.add_argument("--version", action="version", version=f"clvbayes {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run_p = sub.add_parser(
         "run",
         help="fit, predict and write a report folder",
-        description="Transactions -> RFM summary -> BG/NBD + Gamma-Gamma fit -> per-customer "
-        "predictions and segments -> report folder (tables, data dictionary, model summary, "
-        "plots, saved models). Without PATH it runs on the bundled CDNOW sample. Exit status: "
-        "0 success, 2 unusable input or option, 3 a bug (see the log it names), 4 out of "
-        "memory, 130 interrupted.",
+        description="Transactions -> RFM summary -> purchase model (--purchase-model) + "
+        "Gamma-Gamma fit -> per-customer predictions and segments -> report folder (tables, "
+        "data dictionary, model summary, plots, saved models). Without PATH it runs on the "
+        "bundled CDNOW sample. Exit status: 0 success, 2 unusable input or option, 3 a bug "
+        "(see the log it names), 4 out of memory, 130 interrupted.",
         formatter_class=_HelpFormatter,
     )
     run_p.add_argument(

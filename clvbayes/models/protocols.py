@@ -44,7 +44,8 @@ __all__ = [
 
 @runtime_checkable
 class PurchaseModel(Protocol):
-    """A fitted continuous-time purchase model, as :func:`~clvbayes.predict.score_customers` uses it.
+    """A fitted continuous-time purchase model, as :func:`~clvbayes.predict.score_customers`
+    uses it.
 
     Optional accelerator (looked up with ``getattr``, not part of the protocol):
     ``_simulate_sums_arrays(rng, params, h, horizon, period=1.0, factors=None,
@@ -201,7 +202,8 @@ class SpendModel(Protocol):
     def _expected_spend_arrays(
         self, params: dict[str, np.ndarray], h: dict[str, np.ndarray]
     ) -> np.ndarray:
-        """E[value of one future transaction | history] per draw and history, ``(S, n)``, currency."""
+        """E[value of one future transaction | history] per draw and history, ``(S, n)``,
+        currency units."""
         ...
 
     def _value_shapes_arrays(
