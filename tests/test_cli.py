@@ -953,3 +953,22 @@ def test_purchase_model_pnbd_follows_the_registry(tmp_path, capsys, no_slow_step
 def test_purchase_model_unknown_choice_is_refused(tmp_path, capsys):
     rc, _, err = _exit(["run", "--purchase-model", "pareto", "-o", str(tmp_path / "r")], capsys)
     assert rc == 2 and "invalid choice: 'pareto' (choose from" in err
+
+
+def test_purchase_model_pnbd_writes_a_valid_report_once_registered(tmp_path, capsys):
+    from clvbayes.models.protocols import purchase_model_candidates
+
+    _, reason = purchase_model_candidates()["pnbd"]
+    if reason is not None:
+        pytest.skip(f"Pareto/NBD not usable by the report yet: {reason}")
+    path, _ = _small_csv(tmp_path)
+    out = tmp_path / "r"
+    rc, _, err = _exit(["run", str(path), "--purchase-model", "pnbd", "--method", "map",
+                        "--prediction-draws", "50", "--format", "csv", "-o", str(out)], capsys)  # fmt: skip
+    assert rc == 0, err
+    assert "fitting the Pareto/NBD purchase model (map)" in err
+    validate_report(out)
+    s = _summary(out)
+    assert set(s["models"]) == {"pnbd", "gamma_gamma"}
+    assert s["models"]["pnbd"]["class"] == "ParetoNBDModel"
+    assert s["files"]["models"]["pnbd"] == "pnbd.nc"
