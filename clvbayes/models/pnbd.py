@@ -178,15 +178,76 @@ class ParetoNBDModel(CLVModel):
         """E[purchases in (T, T + t] | alive at T]: depends on the history via (frequency, T)."""
         return pnbd.expected_purchases_alive(*self._args(params), h["frequency"], h["T"], t)
 
-    def _simulate_arrays(self, rng, params, h, horizon):
-        """Purchases in (T, T + horizon] per draw and customer from the exact latent posterior.
+    def _alive_factors(self, params, h, ends, factors):
+        """P(alive) per history and the per-alive expectations per distinct (frequency, T).
 
-        Returns (alive, counts), each of shape (S, n).
+        Returns a dict: ``p_alive`` (S, n); ``pair`` (n,) index into the pairs; ``pairs``
+        (dict of ``frequency``, ``T``, each (P,)); ``discounted`` and ``total`` (S, P):
+        discounted and undiscounted expected purchases to ``ends[-1]`` if alive.  The
+        cumulative expectation is analytic in ``t`` off ``(-inf, -(beta + T)]``.
+        """
+        from clvbayes.math.discount import discounted_increments
+
+        keys, inv = np.unique(np.stack([h["frequency"], h["T"]]), axis=1, return_inverse=True)
+        r, alpha, s, beta = (v[..., None] for v in self._args(params))
+        x, T = keys[0][:, None], keys[1][:, None]
+        discounted, total = discounted_increments(
+            lambda t: pnbd.expected_purchases_alive(r, alpha, s, beta, x, T, t),
+            scale=np.min(beta) + np.min(T), ends=ends, factors=factors, with_total=True,
+        )  # fmt: skip
+        return {
+            "p_alive": self._p_alive_arrays(params, h), "pair": inv.ravel(),
+            "pairs": {"frequency": keys[0], "T": keys[1]},
+            "discounted": discounted, "total": total,
+        }  # fmt: skip
+
+    def _active_futures(self, seed, params, pairs, horizon, period, factors, marks=None):
+        """One future per (draw, distinct (frequency, T)) of a customer active at T.
+
+        ``lambda ~ Gamma(r + x, alpha + T)``, ``mu ~ Gamma(s, beta + T)``, remaining lifetime
+        ``omega ~ Exp(mu)``, ``Poisson(lambda min(omega, horizon))`` purchases at uniform times
+        in the active window.  ``marks`` = (value shape (S,), spend-rate shape (S, P)): each
+        purchase is worth ``g / G`` with ``g ~ Gamma(value shape)`` and ``G ~ Gamma(rate
+        shape)`` per customer (units of the spend-rate scale).  Plain NumPy: memory grows
+        with the number of simulated purchases.
+        """
+        rng = np.random.default_rng(seed)
+        r, alpha, s, beta = (np.ravel(v)[:, None] for v in self._args(params))
+        x, T = pairs["frequency"][None, :], pairs["T"][None, :]
+        shape = (r.shape[0], x.shape[1])
+        lam = rng.gamma(np.broadcast_to(r + x, shape)) / (alpha + T)
+        mu = rng.gamma(np.broadcast_to(s, shape)) / (beta + T)
+        window = np.minimum(rng.exponential(size=shape) / mu, horizon)
+        counts = rng.poisson(lam * window)
+        out = {"purchases": counts.astype(float)}
+        if marks is None:
+            return out
+        value_shape, rate_shape = marks
+        owner = np.repeat(np.arange(counts.size), counts.ravel())
+        times = rng.random(owner.size) * window.ravel()[owner]
+        factors = np.asarray(factors, dtype=float)
+        k = np.clip(np.ceil(times / period - 1e-12).astype(np.int64), 1, factors.size)
+        G = rng.gamma(np.broadcast_to(rate_shape, shape))
+        v_shape = np.broadcast_to(np.asarray(value_shape, dtype=float).reshape(-1, 1), shape)
+        values = rng.gamma(v_shape.ravel()[owner]) / G.ravel()[owner]
+        out["value"] = np.bincount(owner, values, counts.size).reshape(shape)
+        out["discounted"] = np.bincount(owner, values * factors[k - 1], counts.size).reshape(shape)
+        out["one"] = rng.gamma(v_shape) / G
+        return out
+
+    def _simulate_arrays(self, rng, params, h, horizon):
+        """Purchase times in (T, T + horizon] per draw and customer from the exact latent posterior.
+
+        Returns (alive, counts), each of shape (S, n), and the flat purchase times measured
+        from T, customer by customer in C order of ``counts`` (unsorted within a customer).
         """
         alive, lam, mu = pnbd.sample_latent(
             rng, *self._args(params), h["frequency"], h["recency"], h["T"]
         )
-        return alive, pnbd.simulate_purchases(rng, alive, lam, mu, horizon)
+        window = np.where(alive, np.minimum(rng.exponential(size=alive.shape) / mu, horizon), 0.0)
+        counts = rng.poisson(lam * window)
+        times = rng.random(int(counts.sum())) * np.repeat(window.ravel(), counts.ravel())
+        return alive, counts, times
 
     @staticmethod
     def _args(params):
