@@ -15,7 +15,9 @@ from clvbayes.models.bgbb import BetaGeoBetaBinomModel
 from clvbayes.models.bgnbd import BetaGeoModel
 from clvbayes.models.gamma_gamma import GammaGammaModel
 from clvbayes.models.mbgnbd import ModifiedBetaGeoModel
+from clvbayes.models.pnbd import ParetoNBDModel
 from clvbayes.models.priors import AVAILABLE_DISTRIBUTIONS, Prior
+from clvbayes.models.protocols import PurchaseModel, SpendModel, purchase_models
 from clvbayes.models.sbg import ShiftedBetaGeometricModel
 
 __all__ = [
@@ -31,8 +33,12 @@ __all__ = [
     "GammaGammaModel",
     "ModifiedBetaGeoModel",
     "NotFittedError",
+    "ParetoNBDModel",
     "Prior",
+    "PurchaseModel",
     "ShiftedBetaGeometricModel",
+    "SpendModel",
     "check_convergence",
     "default_nuts_sampler",
+    "purchase_models",
 ]
