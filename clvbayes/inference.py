@@ -273,8 +273,10 @@ def fit_laplace(model, data, *, draws: int = LAPLACE_DRAWS, seed: int | None = N
     return out, info
 
 
-def nuts_start(model, data, pymc_model, chains: int, seed: int | None):
+def nuts_start(model, data, pymc_model, chains: int, seed: int | None, **nuts_kwargs):
     """A NUTS step with the Laplace covariance as its initial dense mass matrix, and starts.
+
+    ``nuts_kwargs`` (e.g. ``target_accept``, ``max_treedepth``) go to :class:`pymc.NUTS`.
 
     Returns ``(step, initvals)`` or None when the approximation does not exist or the PyMC
     model's value variables are not ``<name>_log__`` in parameter order.
@@ -304,7 +306,7 @@ def nuts_start(model, data, pymc_model, chains: int, seed: int | None):
         approx.mode.size, approx.mode.copy(), approx.cov.copy(), initial_weight=10, rng=rng
     )
     with pymc_model:
-        step = pm.NUTS(potential=potential)
+        step = pm.NUTS(potential=potential, **nuts_kwargs)
     return step, starts
 
 

@@ -154,3 +154,23 @@ def test_laplace_agrees_with_nuts_on_cdnow(cdnow):
     for end in ("clv_total_ci_lower", "clv_total_ci_upper"):
         assert abs(tl[end] - tn[end]) <= 0.10 * w, (end, tl[end], tn[end])
     print("\nLaplace vs NUTS on CDNOW:", report)
+
+
+def test_nuts_step_options_reach_the_laplace_started_step(cdnow, monkeypatch):
+    """target_accept given to fit (or a model's nuts_defaults) is applied to the NUTS step."""
+    import pymc as pm
+
+    seen = {}
+    real = pm.NUTS
+
+    def spy(*args, **kwargs):
+        step = real(*args, **kwargs)
+        seen["target_accept"] = step.target_accept
+        return step
+
+    monkeypatch.setattr(pm, "NUTS", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        BetaGeoModel().fit(cdnow, draws=10, tune=10, chains=1, seed=1, nuts_sampler="pymc",
+                           progressbar=False, target_accept=0.93)  # fmt: skip
+    assert seen["target_accept"] == pytest.approx(0.93)

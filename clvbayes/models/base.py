@@ -67,6 +67,9 @@ METHODS = ("nuts", "laplace", "map", "mle")
 
 NUTS_SAMPLERS = ("pymc", "nutpie", "numpyro")
 
+# options of pymc.NUTS that pymc.sample passes to the step it builds
+_NUTS_STEP_OPTIONS = ("target_accept", "max_treedepth", "step_scale", "early_max_treedepth")
+
 BOUNDARY_LOG10 = 6.0
 """A fitted parameter whose median is below 1e-6 or above 1e6 is reported as at the boundary."""
 
@@ -151,6 +154,8 @@ class CLVModel:
     default_priors: ClassVar[dict[str, Prior]] = {}
     history_columns: ClassVar[tuple[str, ...]] = ()
     _exclusion_reason: ClassVar[str] = ""
+    nuts_defaults: ClassVar[dict[str, Any]] = {}
+    """NUTS settings this model samples with unless the caller gives them (e.g. target_accept)."""
 
     def __init__(self, priors: dict[str, Prior] | None = None) -> None:
         priors = dict(priors or {})
@@ -384,10 +389,20 @@ class CLVModel:
         kwargs.setdefault("cores", min(chains, os.cpu_count() or 1))
         kwargs.setdefault("compute_convergence_checks", False)
         init = {k: v for k, v in self._initial_point(data).items()}
+        for key, value in self.nuts_defaults.items():
+            if key not in kwargs and key not in kwargs.get("nuts", {}):
+                kwargs[key] = value
         if sampler == "pymc":
             if "step" not in kwargs and "init" not in kwargs and "initvals" not in kwargs:
-                start = inference.nuts_start(self, data, model, chains, seed)
+                # options of the NUTS step itself must reach the step we build here (PyMC
+                # applies them only to a step it builds)
+                step_kw = {**kwargs.get("nuts", {})}
+                step_kw.update({k: kwargs[k] for k in _NUTS_STEP_OPTIONS if k in kwargs})
+                start = inference.nuts_start(self, data, model, chains, seed, **step_kw)
                 if start is not None:
+                    for k in _NUTS_STEP_OPTIONS:
+                        kwargs.pop(k, None)
+                    kwargs.pop("nuts", None)
                     kwargs["step"], kwargs["initvals"] = start
             kwargs.setdefault("initvals", init)
             # dense mass matrix: the CLV posteriors are strongly correlated in log space
