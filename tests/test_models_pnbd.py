@@ -79,13 +79,24 @@ def test_fast_pymc_model_logp_and_gradient(cdnow):
 
 @pytest.mark.slow
 def test_symbolic_pymc_model_equals_fast(cdnow):
-    """The PyTensor graph (nutpie, numpyro) equals the NumPy Op, value and gradient."""
+    """The PyTensor graph (nutpie, numpyro) equals the NumPy Op, value and gradient.
+
+    On 60 CDNOW customers, compiled in FAST_COMPILE mode: the C compilation of the quadrature
+    graph for all 1,016 histories takes over ten minutes and tests nothing more.
+    """
     model = ParetoNBDModel()
-    data = model._compress(cdnow)
+    small = cdnow.iloc[::40].copy()
+    small.attrs = dict(cdnow.attrs)
+    data = model._compress(small)
     symbolic, fast = (model.build_pymc_model(data, fast=f) for f in (False, True))
     x = {f"{k}_log__": np.log(v) for k, v in PNBD_MLE.items()}
-    assert fast.compile_logp()(x) == pytest.approx(symbolic.compile_logp()(x), rel=1e-10)
-    np.testing.assert_allclose(fast.compile_dlogp()(x), symbolic.compile_dlogp()(x), rtol=1e-7)
+    mode = {"mode": "FAST_COMPILE"}
+    assert fast.compile_logp(**mode)(x) == pytest.approx(
+        symbolic.compile_logp(**mode)(x), rel=1e-10
+    )
+    np.testing.assert_allclose(
+        fast.compile_dlogp(**mode)(x), symbolic.compile_dlogp(**mode)(x), rtol=1e-7
+    )
 
 
 @pytest.mark.slow
