@@ -150,9 +150,11 @@ def psis_log_weights(log_ratios: np.ndarray, reff: float) -> tuple[np.ndarray, n
     """
     log_ratios = np.asarray(log_ratios, dtype=float)
     if ARVIZ_MAJOR >= 1:
+        import arviz_stats  # noqa: F401  (registers the .azstats accessor)
         import xarray as xr
 
-        da = xr.DataArray(log_ratios, dims=("obs", "__sample__"))
+        # ArviZ 1.x's psislw takes the log-likelihood and negates it itself (0.x: the ratios)
+        da = xr.DataArray(-log_ratios, dims=("obs", "__sample__"))
         log_w, k = da.azstats.psislw(dim="__sample__", r_eff=reff)
         return log_w.transpose("obs", "__sample__").values, np.asarray(k.values)
     import arviz as az

@@ -53,12 +53,14 @@ def gg_mle(cdnow):
 
 @pytest.fixture(scope="session")
 def bgnbd_nuts_small(cdnow):
-    """A short NUTS run: for tests of structure, not of the sampler."""
+    """A short NUTS run (PyMC's sampler, whatever else is installed): for tests of structure."""
     from clvbayes.models import BetaGeoModel
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return BetaGeoModel().fit(cdnow, draws=100, tune=200, chains=2, seed=3, progressbar=False)
+        return BetaGeoModel().fit(
+            cdnow, draws=100, tune=200, chains=2, seed=3, progressbar=False, nuts_sampler="pymc"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +70,7 @@ def gg_nuts_small(cdnow):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return GammaGammaModel().fit(
-            cdnow, draws=100, tune=200, chains=2, seed=4, progressbar=False
+            cdnow, draws=100, tune=200, chains=2, seed=4, progressbar=False, nuts_sampler="pymc"
         )
 
 

@@ -637,8 +637,12 @@ class CLVModel:
 
         self._check_fitted()
         groups = {"posterior": self.posterior_.copy()}
-        if getattr(self, "sample_stats_", None) is not None:
-            groups["sample_stats"] = self.sample_stats_
+        stats = getattr(self, "sample_stats_", None)
+        if stats is not None:
+            # numeric statistics only: text ones (nutpie's divergence messages) do not survive
+            # netCDF as they are, and no prediction or diagnostic reads them
+            keep = [v for v in stats.data_vars if stats[v].dtype.kind in "biuf"]
+            groups["sample_stats"] = stats[keep]
         if include_data and getattr(self, "data_", None) is not None:
             d = self.data_
             ds = xr.Dataset(
@@ -916,7 +920,8 @@ def _weighted_elpd(kind, elpd_i, p_i, counts, max_k=float("nan")) -> ELPD:
     n = int(counts.sum())
     total = float(np.sum(counts * elpd_i))
     mean = total / n
-    var = float(np.sum(counts * (elpd_i - mean) ** 2) / n)  # ddof=0, as arviz
+    # sample variance over customers (n - 1), as the loo R package and ArviZ 1.x
+    var = float(np.sum(counts * (elpd_i - mean) ** 2) / max(n - 1, 1))
     return ELPD(
         kind=kind, elpd=total, se=float(np.sqrt(n * var)), p_eff=float(np.sum(counts * p_i)),
         n_customers=n, n_histories=int(counts.size), max_pareto_k=max_k,
