@@ -1574,7 +1574,8 @@ def _table_bytes(df: pd.DataFrame, formats: Sequence[str]) -> int:
 
 def _model_bytes(model: Any) -> int:
     """Generous estimate of a saved model's size: posterior, data and ids, twice over."""
-    n = sum(int(np.asarray(v).nbytes) for v in model.draws().values())
+    draws = getattr(model, "draws", None)
+    n = sum(int(np.asarray(v).nbytes) for v in draws().values()) if callable(draws) else 0
     stats = getattr(model, "sample_stats_", None)
     if stats is not None:
         n += int(stats.nbytes)
