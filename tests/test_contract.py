@@ -333,14 +333,19 @@ def test_check_implements_accepts_conforming_models(map_fits):
     assert isinstance(map_fits["ModifiedBetaGeoModel"], PurchaseModel)  # runtime_checkable
 
 
-def test_bgnbd_plots_refuse_other_purchase_models(map_fits):
-    """MBG/NBD has BG/NBD's parameter names but other formulas: the BG/NBD plots refuse it."""
+def test_bgnbd_family_plots_use_the_models_own_formulas(map_fits):
+    """MBG/NBD has BG/NBD's parameter names but other formulas: its plots evaluate its own math,
+    and a model outside the family is refused."""
     from clvbayes import plotting
+    from clvbayes.math import mbgnbd
+    from clvbayes.plotting._common import family_math
 
+    assert family_math(map_fits["ModifiedBetaGeoModel"]) is mbgnbd
+    plotting.plot_frequency_ppc(map_fits["ModifiedBetaGeoModel"], n_sims=5)
     with pytest.raises(
         TypeError,
-        match=r"This plot evaluates the BG/NBD formulas and needs a fitted BetaGeoModel "
-        r"\(parameters r, alpha, a, b\), got ModifiedBetaGeoModel\. For any purchase model, plot "
-        r"the output of clvbayes\.predict\.score_customers instead",
+        match=r"This plot evaluates the BG/NBD-family formulas and needs a fitted BetaGeoModel or "
+        r"ModifiedBetaGeoModel \(parameters r, alpha, a, b\), got GammaGammaModel\.",
     ):
-        plotting.plot_frequency_ppc(map_fits["ModifiedBetaGeoModel"])
+        plotting.plot_frequency_ppc(map_fits["GammaGammaModel"])
+

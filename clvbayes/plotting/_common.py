@@ -43,34 +43,40 @@ def check_fitted(model: Any) -> None:
 
 
 def bgnbd_draws(model: Any, n_draws: int | None = N_DRAWS) -> dict[str, np.ndarray]:
-    """Evenly thinned posterior draws of a fitted BG/NBD model, each of shape (S, 1).
+    """Evenly thinned posterior draws of a fitted beta-geometric model, each of shape (S, 1).
 
-    A MAP/MLE fit gives S = 1.  The plots that use this evaluate the BG/NBD closed forms
-    (:mod:`clvbayes.math.bgnbd`) on the draws, so only a :class:`~clvbayes.models.BetaGeoModel`
-    is accepted: MBG/NBD has the same parameter names but other formulas, and plotting it
-    with BG/NBD's would be silently wrong.
+    A MAP/MLE fit gives S = 1.  The plots that use this evaluate the model's own closed
+    forms (:func:`family_math`: :mod:`clvbayes.math.bgnbd` for BG/NBD,
+    :mod:`clvbayes.math.mbgnbd` for MBG/NBD) on the draws.
 
     Raises
     ------
     TypeError
         For any other model (the message names it and the plots that work for every model).
     """
-    check_fitted(model)
-    if not _is_bgnbd(model):
-        raise TypeError(
-            "This plot evaluates the BG/NBD formulas and needs a fitted BetaGeoModel "
-            f"(parameters {', '.join(BGNBD_PARAMS)}), got {type(model).__name__}. For any "
-            "purchase model, plot the output of clvbayes.predict.score_customers instead "
-            "(plot_clv_distribution, plot_segment_totals)."
-        )
+    family_math(model)
     return joint_draws(model, None, n_draws)[0]
 
 
-def _is_bgnbd(model: Any) -> bool:
-    """A BetaGeoModel (or a user's subclass of it), but not another model of the BG/NBD family."""
-    from clvbayes.models import BetaGeoModel, ModifiedBetaGeoModel
+def family_math(model: Any):
+    """The math module of a fitted BG/NBD-family model (BG/NBD, MBG/NBD), for the model plots.
 
-    return isinstance(model, BetaGeoModel) and not isinstance(model, ModifiedBetaGeoModel)
+    Raises
+    ------
+    TypeError
+        For a model outside the family (other formulas: plotting it with these would be wrong).
+    """
+    from clvbayes.models.bgnbd import BetaGeoFamily
+
+    check_fitted(model)
+    if not isinstance(model, BetaGeoFamily):
+        raise TypeError(
+            "This plot evaluates the BG/NBD-family formulas and needs a fitted BetaGeoModel or "
+            f"ModifiedBetaGeoModel (parameters {', '.join(BGNBD_PARAMS)}), got "
+            f"{type(model).__name__}. For any purchase model, plot the output of "
+            "clvbayes.predict.score_customers instead (plot_clv_distribution, plot_segment_totals)."
+        )
+    return model._math
 
 
 def n_samples(draws: dict[str, np.ndarray]) -> int:

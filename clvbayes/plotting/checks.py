@@ -29,7 +29,6 @@ import pandas as pd
 from scipy import sparse, stats
 
 from clvbayes.data import compress, validate_rfm
-from clvbayes.math import bgnbd
 from clvbayes.plotting._common import (
     MODEL_COLOR,
     N_DRAWS,
@@ -39,6 +38,7 @@ from clvbayes.plotting._common import (
     bgnbd_draws,
     cycle,
     days_per_unit,
+    family_math,
     get_ax,
     histories,
     interval,
@@ -137,7 +137,7 @@ def plot_frequency_ppc(
     # expected number of customers in each category, per draw: (S, k + 1)
     t_unique, t_inverse = np.unique(data["T"], return_inverse=True)
     per_t = np.bincount(t_inverse.ravel(), weights=counts)
-    probs = bgnbd.prob_purchases(
+    probs = family_math(model).prob_purchases(
         r[:, :, None], alpha[:, :, None], a[:, :, None], b[:, :, None],
         t_unique[None, :, None], np.arange(k)[None, None, :],
     )  # fmt: skip
@@ -150,7 +150,7 @@ def plot_frequency_ppc(
     params = cycle(draws, n_sims)
     simulated = np.empty((n_sims, k + 1))
     for i0, i1 in _sim_chunks(n_sims, n_customers):
-        sim = bgnbd.simulate(
+        sim = family_math(model).simulate(
             rng, *(params[p][i0:i1] for p in ("r", "alpha", "a", "b")), T_customers
         )
         cat = np.minimum(sim["frequency"], k) + (k + 1) * np.arange(i1 - i0)[:, None]
@@ -256,7 +256,7 @@ def plot_calibration_holdout(
     actual = actual_sum[keep] / n_group[keep]
 
     args = [draws[p] for p in ("r", "alpha", "a", "b")]
-    expected = bgnbd.expected_purchases(*args, x, t_x, T, horizon)  # (S, u)
+    expected = family_math(model).expected_purchases(*args, x, t_x, T, horizon)  # (S, u)
     onehot = sparse.csr_matrix(
         (data.counts.astype(float), (np.arange(x.size), group_of_history)), shape=(x.size, k + 1)
     )
@@ -268,10 +268,10 @@ def plot_calibration_holdout(
     params = cycle(draws, n_sims)
     sim_means = np.empty((n_sims, k + 1))
     for i0, i1 in _sim_chunks(n_sims, rep.size):
-        state = bgnbd.sample_latent(
+        state = family_math(model).sample_latent(
             rng, *(params[p][i0:i1] for p in ("r", "alpha", "a", "b")), x[rep], t_x[rep], T[rep]
         )
-        bought = bgnbd.simulate_purchases(rng, *state, horizon)
+        bought = family_math(model).simulate_purchases(rng, *state, horizon)
         idx = group_c + (k + 1) * np.arange(i1 - i0)[:, None]
         sums = np.bincount(idx.ravel(), weights=bought.ravel(), minlength=(i1 - i0) * (k + 1))
         sim_means[i0:i1] = sums.reshape(i1 - i0, k + 1)
@@ -401,7 +401,7 @@ def tracking_data(
     )
     values = np.zeros((n_samples(draws), t_unique.size))
     positive = t_unique > 0
-    values[:, positive] = bgnbd.expected_purchases_new(*args, t_unique[positive])
+    values[:, positive] = family_math(model).expected_purchases_new(*args, t_unique[positive])
     cum_expected = np.asarray((weights.T @ values.T).T)  # (S, K)
     inc_expected = np.diff(cum_expected, axis=1, prepend=0.0)
 
@@ -413,10 +413,10 @@ def tracking_data(
     zeros = np.zeros(n)
     sim_inc = np.empty((n_sims, n_periods))
     for i0, i1 in _sim_chunks(n_sims, n):
-        state = bgnbd.sample_latent(
+        state = family_math(model).sample_latent(
             rng, *(params[p][i0:i1] for p in ("r", "alpha", "a", "b")), zeros, zeros, zeros
         )
-        bought, times = bgnbd.simulate_purchase_times(rng, *state, window)
+        bought, times = family_math(model).simulate_purchase_times(rng, *state, window)
         owner = np.repeat(np.arange(bought.size), bought.ravel())
         calendar = f[owner % n] + times
         k_idx = np.clip(np.searchsorted(edges, calendar, side="left") - 1, 0, n_periods - 1)

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from clvbayes.math import bgnbd
 from clvbayes.plotting._common import (
     MODEL_COLOR,
     N_DRAWS,
@@ -25,6 +24,7 @@ from clvbayes.plotting._common import (
     band,
     bgnbd_draws,
     days_per_unit,
+    family_math,
     get_ax,
     interval,
     n_samples,
@@ -134,7 +134,7 @@ def plot_p_alive_matrix(
         With one image (and a colour bar beside it).
     """
     return _rf_matrix(
-        model, bgnbd.p_alive, "P(alive)", T=T, max_frequency=max_frequency, n_recency=n_recency,
+        model, family_math(model).p_alive, "P(alive)", T=T, max_frequency=max_frequency, n_recency=n_recency,
         stat=stat, prob=prob, n_draws=n_draws, ax=ax, cmap="viridis", vmin=0.0,
         vmax=1.0 if stat != "width" else None,
     )  # fmt: skip
@@ -166,7 +166,7 @@ def plot_expected_purchases_matrix(
         raise ValueError(f"t (horizon) must be positive, got {t!r}.")
 
     def func(r, alpha, a, b, x, t_x, T_):
-        return bgnbd.expected_purchases(r, alpha, a, b, x, t_x, T_, t)
+        return family_math(model).expected_purchases(r, alpha, a, b, x, t_x, T_, t)
 
     unit = getattr(model, "time_unit_", None) or "time units"
     return _rf_matrix(
@@ -280,7 +280,7 @@ def plot_customer_history(
     x = np.searchsorted(times, tau, side="right")
     t_x = np.where(x > 0, times[np.maximum(x - 1, 0)], 0.0)
     values = np.atleast_2d(
-        bgnbd.p_alive(*(draws[p] for p in ("r", "alpha", "a", "b")), x, t_x, tau)
+        family_math(model).p_alive(*(draws[p] for p in ("r", "alpha", "a", "b")), x, t_x, tau)
     )
 
     ax = get_ax(ax)
