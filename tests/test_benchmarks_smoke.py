@@ -47,7 +47,8 @@ def _rows(path: Path) -> list[dict[str, str]]:
 # ------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_compare_models_smoke_writes_one_row_per_registered_model(tmp_path):
-    res = _run("compare_models.py", "--dataset", "simulated", "--out", str(tmp_path))
+    # every registered purchase family is fitted (NUTS and MAP): minutes on 2 cores
+    res = _run("compare_models.py", "--dataset", "simulated", "--out", str(tmp_path), timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     stem = tmp_path / "compare_models_simulated"
     for suffix in (".md", ".csv", "_tracking.png", "_params.csv"):
