@@ -348,4 +348,3 @@ def test_bgnbd_family_plots_use_the_models_own_formulas(map_fits):
         r"ModifiedBetaGeoModel \(parameters r, alpha, a, b\), got GammaGammaModel\.",
     ):
         plotting.plot_frequency_ppc(map_fits["GammaGammaModel"])
-
