@@ -155,6 +155,8 @@ class CLVModel:
     history_columns: ClassVar[tuple[str, ...]] = ()
     _exclusion_reason: ClassVar[str] = ""
     nuts_defaults: ClassVar[dict[str, Any]] = {}
+    preferred_nuts_sampler: ClassVar[str | None] = None
+    """A back-end this model samples with unless the caller names one (None: the default)."""
     """NUTS settings this model samples with unless the caller gives them (e.g. target_accept)."""
 
     def __init__(self, priors: dict[str, Prior] | None = None) -> None:
@@ -381,7 +383,7 @@ class CLVModel:
     def _fit_nuts(self, data, *, draws, tune, chains, seed, nuts_sampler, **kwargs):
         from clvbayes import compat, inference
 
-        sampler = nuts_sampler or default_nuts_sampler()
+        sampler = nuts_sampler or self.preferred_nuts_sampler or default_nuts_sampler()
         if sampler not in NUTS_SAMPLERS:
             raise ValueError(f"nuts_sampler must be one of {NUTS_SAMPLERS}, got {sampler!r}.")
         # PyMC's NUTS can call NumPy code; nutpie and numpyro compile a symbolic graph
