@@ -1501,13 +1501,15 @@ def simulate_value_sums(
 
 def simulate_history_sums(
     rng: np.random.Generator | int | None, r, alpha, a, b, frequency, recency, T, t: float,
-    period: float = 1.0, factors=None, value_shape=None, value_rate=None,
+    period: float = 1.0, factors=None, value_shape=None, value_rate=None, latent=None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
     """Posterior-predictive purchases and value sums in ``(T, T + t]``, in bounded memory.
 
     :func:`sample_latent` (each customer's exact latent posterior given the history and the
     parameters) followed by :func:`simulate_value_sums`; what a purchase model's
     ``_simulate_sums_arrays`` hook returns to :func:`clvbayes.predict.score_customers`.
+    ``latent`` replaces :func:`sample_latent` (same signature) for a model whose active
+    customers follow this same process, e.g. :func:`clvbayes.math.mbgnbd.sample_latent`.
 
     Returns
     -------
@@ -1517,7 +1519,7 @@ def simulate_history_sums(
         As :func:`simulate_value_sums`; all arrays have the broadcast shape of the inputs.
     """
     rng = np.random.default_rng(rng)
-    alive, lam, p = sample_latent(rng, r, alpha, a, b, frequency, recency, T)
+    alive, lam, p = (latent or sample_latent)(rng, r, alpha, a, b, frequency, recency, T)
     seed = int(rng.integers(2**32))
     return alive, simulate_value_sums(
         seed, alive, lam, p, t, period, factors, value_shape, value_rate

@@ -207,18 +207,14 @@ class BetaGeoFamily(CLVModel):
         """Alive at T and per-(draw, customer) sums of purchases, value and discounted value.
 
         The same exact latent posterior as :meth:`_simulate_arrays`, with the future summed
-        as it is simulated (:func:`clvbayes.math.bgnbd.simulate_value_sums`), so memory does
+        as it is simulated (:func:`clvbayes.math.bgnbd.simulate_history_sums`), so memory does
         not grow with the number of purchases.
         """
         r, alpha, a, b = (np.broadcast_to(v, (v.shape[0], h["T"].size)) for v in self._args(params))
-        rng = np.random.default_rng(rng)
-        alive, lam, p = self._math.sample_latent(
-            rng, r, alpha, a, b, h["frequency"], h["recency"], h["T"]
-        )
         # an active customer's future is the same process in every member of the family
-        return alive, bgnbd.simulate_value_sums(
-            int(rng.integers(2**32)), alive, lam, p, horizon, period, factors, value_shape,
-            value_rate,
+        return bgnbd.simulate_history_sums(
+            rng, r, alpha, a, b, h["frequency"], h["recency"], h["T"], horizon, period, factors,
+            value_shape, value_rate, latent=self._math.sample_latent,
         )  # fmt: skip
 
     def _active_futures(self, seed, params, pairs, horizon, period, factors, marks=None):
