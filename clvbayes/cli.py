@@ -93,6 +93,7 @@ import numpy as np
 import pandas as pd
 
 from clvbayes.errors import DataError, DataWarning, FitWarning, ModelError
+from clvbayes.units import DAYS_PER_YEAR, TIME_UNITS, annual_to_period_rate, period_to_annual_rate
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -108,9 +109,8 @@ EXIT_MEMORY = 4
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 MAX_SEED = 2**32 - 3  # the seed + 2 used for predictions must stay a valid 32-bit seed
-DAYS_PER_UNIT = {"days": 1.0, "weeks": 7.0}
 MIN_HORIZON_DAYS = 1.0
-MAX_HORIZON_DAYS = 100 * 365.25
+MAX_HORIZON_DAYS = 100 * DAYS_PER_YEAR
 METHODS = ("nuts", "laplace", "map")
 MAX_POSTERIOR_DRAWS = 1_000_000  # draws x chains
 STRICT_CATEGORIES = (DataWarning, FitWarning)
@@ -319,13 +319,6 @@ def _fraction_text(percent: float) -> str:
     return f"{value:.2f}" if abs(round(value, 2) - value) < 1e-12 else f"{value:g}"
 
 
-def _annualised(rate_per_period: float, time_unit: str) -> float:
-    """The annual rate a per-period rate compounds to (inf if it overflows)."""
-    with np.errstate(over="ignore"):
-        periods = 365.25 / DAYS_PER_UNIT[time_unit]
-        return float(np.expm1(np.log1p(rate_per_period) * periods))
-
-
 def _validate_options(args: argparse.Namespace) -> None:
     """Refuse option values that cannot be meant, before anything slow runs."""
     _check_value_options(args)
@@ -337,7 +330,7 @@ def _validate_options(args: argparse.Namespace) -> None:
 def _check_value_options(args: argparse.Namespace) -> None:
     """--margin, --discount-rate, --discount-rate-per-period and --horizon."""
     unit = args.time_unit
-    per_day = DAYS_PER_UNIT[unit]
+    per_day = TIME_UNITS[unit]
     one = unit[:-1]  # "week" / "day"
     if args.horizon is not None:
         days = args.horizon * per_day
@@ -382,9 +375,9 @@ def _check_value_options(args: argparse.Namespace) -> None:
                 f"future worth more than money today. Pass a rate per {one} of 0 or more, or an "
                 "annual rate with --discount-rate 0.10 (10 % a year)."
             )
-        annual = _annualised(per, unit)
+        annual = period_to_annual_rate(per, unit)
         if annual > 1:
-            example = float(np.expm1(np.log1p(0.10) * per_day / 365.25))
+            example = annual_to_period_rate(0.10, unit)
             raise UserError(
                 f"--discount-rate-per-period {per:g} per {one} compounds to "
                 f"{'more than 10^6' if not annual < 1e6 else f'{100 * annual:,.0f}'} % a year. "

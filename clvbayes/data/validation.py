@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from clvbayes.errors import DataError, DataWarning  # DataError is re-exported by clvbayes.data
+from clvbayes.units import TIME_UNITS, days_per_unit
 
 __all__ = [
     "DUPLICATE_ROW_OPTIONS",
@@ -33,7 +34,6 @@ __all__ = [
 ]
 
 #: Length of one time unit in days.  ``weeks`` are days / 7, never rounded.
-TIME_UNITS: dict[str, float] = {"days": 1.0, "weeks": 7.0}
 
 #: What to do with rows whose amount is negative (returns, refunds).
 NEGATIVE_AMOUNT_OPTIONS = ("error", "drop", "keep")
@@ -123,13 +123,7 @@ def _row_error(
 
 def check_time_unit(time_unit: str) -> float:
     """Return the length of ``time_unit`` in days, or raise :class:`DataError`."""
-    if time_unit not in TIME_UNITS:
-        raise DataError(
-            f"Unknown time_unit {time_unit!r}; use one of {_quote_list(list(TIME_UNITS))}. "
-            "Months are not offered because they have no fixed length: convert a horizon "
-            "in months to weeks explicitly (e.g. 3 months ~ 13 weeks)."
-        )
-    return TIME_UNITS[time_unit]
+    return days_per_unit(time_unit)
 
 
 def check_option(name: str, value: Any, options: Sequence[str]) -> None:

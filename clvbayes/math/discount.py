@@ -1,4 +1,4 @@
-"""Discounting: time units, per-period rates, and discounted sums of expected purchases.
+"""Discounting: the period schedule and discounted sums of expected purchases.
 
 Conventions (used everywhere in clvbayes):
 
@@ -7,10 +7,9 @@ Conventions (used everywhere in clvbayes):
   periods ``((k-1) period, k period]``, the last one ending at ``H``.
 * A purchase in period ``k`` is discounted by ``(1 + d) ** -k`` where ``d`` is the
   discount rate per period (end-of-period discounting).
-* An annual rate converts exactly with a year of 365.25 days (the Julian year) and a
-  week of 7 days: ``d = (1 + annual) ** (period_in_days / 365.25) - 1``.  Nothing else
-  is assumed: to discount by calendar months on weekly data, pass
-  ``period = 365.25 / 12 / 7`` weeks explicitly.
+* An annual rate converts exactly with :func:`clvbayes.units.annual_to_period_rate`
+  (365.25-day year, 7-day week).  Nothing else is assumed: to discount by calendar months
+  on weekly data, pass ``period = 365.25 / 12 / 7`` weeks explicitly.
 """
 
 from __future__ import annotations
@@ -18,35 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-
-DAYS_PER_UNIT = {"days": 1.0, "weeks": 7.0}
-DAYS_PER_YEAR = 365.25
-
-
-def rate_per_period(annual_rate: float, time_unit: str, period: float = 1.0) -> float:
-    """Convert an annual discount rate to the rate per discount period, exactly.
-
-    Parameters
-    ----------
-    annual_rate : float
-        Discount rate per year (0.1 = 10 % a year); must be > -1.
-    time_unit : {"days", "weeks"}
-        Time unit of the data.
-    period : float
-        Discount period in that unit (default one unit).
-
-    Returns
-    -------
-    float
-        ``(1 + annual_rate) ** (period * days_per_unit / 365.25) - 1``.
-    """
-    if time_unit not in DAYS_PER_UNIT:
-        raise ValueError(f"time_unit must be one of {sorted(DAYS_PER_UNIT)}, got {time_unit!r}.")
-    if not annual_rate > -1:
-        raise ValueError(f"annual discount rate must be > -1, got {annual_rate}.")
-    return float(
-        np.expm1(np.log1p(annual_rate) * period * DAYS_PER_UNIT[time_unit] / DAYS_PER_YEAR)
-    )
 
 
 def schedule(horizon: float, discount_rate: float = 0.0, period: float = 1.0):

@@ -7,8 +7,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clvbayes.data import TIME_UNITS, CompressedRFM, compress, validate_rfm
+from clvbayes import units
+from clvbayes.data import CompressedRFM, compress, validate_rfm
 from clvbayes.predict import joint_draws, tail_probs
+from clvbayes.units import TIME_UNITS
 
 #: Default number of posterior draws used by a plot (evenly spaced; all if fewer).
 N_DRAWS = 200
@@ -130,9 +132,9 @@ def histories(
 
 def days_per_unit(time_unit: str | None) -> float:
     """Length of one time unit in days (weeks: 7), with an error naming the valid units."""
-    if time_unit not in TIME_UNITS:
+    if time_unit is None:
         raise ValueError(
-            f"Unknown or missing time unit {time_unit!r}; the customer table's attrs['time_unit'] "
-            f"(or time_unit=) must be one of {list(TIME_UNITS)}."
+            "Missing time unit: the customer table's attrs['time_unit'] (or time_unit=) must "
+            f"be one of {list(TIME_UNITS)}."
         )
-    return TIME_UNITS[time_unit]
+    return units.days_per_unit(time_unit)

@@ -45,6 +45,7 @@ from clvbayes.plotting._common import (
     n_samples,
 )
 from clvbayes.predict import DEFAULT_PROB
+from clvbayes.units import table_time_unit
 
 __all__ = [
     "plot_calibration_holdout",
@@ -286,7 +287,7 @@ def plot_calibration_holdout(
     ax.plot(pos, actual, "o-", color=OBSERVED_COLOR, label="actual")
     labels = [f"{lab}\nn={int(n):,}" for lab, n in zip(_category_labels(k), n_group, strict=True)]
     ax.set_xticks(pos, [labels[i] for i in pos])
-    unit = rfm.attrs.get("time_unit") or getattr(model, "time_unit_", None) or "time units"
+    unit = table_time_unit(rfm, model) or "time units"
     ax.set_xlabel("repeat purchases in the calibration period (customers per group)")
     ax.set_ylabel(f"mean purchases in the holdout ({horizon:g} {unit})")
     ax.set_title("Calibration vs holdout")
@@ -361,7 +362,7 @@ def tracking_data(
             "Tracking needs each customer's first_purchase and attrs['observation_end']: use the "
             "table of clvbayes.data.calibration_holdout_split or summarize_transactions."
         )
-    time_unit = rfm.attrs.get("time_unit") or getattr(model, "time_unit_", None)
+    time_unit = table_time_unit(rfm, model)
     day = pd.Timedelta(days=1) * days_per_unit(time_unit)
     first = pd.to_datetime(rfm["first_purchase"]).dt.tz_localize(None).dt.normalize()
     start = first.min()

@@ -55,9 +55,10 @@ import pandas as pd
 from scipy import sparse
 
 from clvbayes.data import compress, validate_rfm
-from clvbayes.math.discount import rate_per_period, schedule
+from clvbayes.math.discount import schedule
 from clvbayes.models.protocols import PurchaseModel, SpendModel, check_implements
 from clvbayes.predict.summary import DEFAULT_PROB, draw_stats, tail_probs
+from clvbayes.units import annual_to_period_rate, period_index, table_time_unit
 
 OUTCOMES = ("purchases", "spend", "revenue", "clv")
 SEGMENT_QUANTITIES = ("alive", "purchases", "revenue", "clv")
@@ -157,7 +158,7 @@ def score_customers(
         Discount rate per ``period`` (default 0: no discounting).
     annual_discount_rate : float, optional
         Alternative to ``discount_rate``: a rate per year, converted exactly with
-        :func:`clvbayes.math.discount.rate_per_period` (365.25-day year, 7-day week).
+        :func:`clvbayes.units.annual_to_period_rate` (365.25-day year, 7-day week).
     period : float
         Discount period in the data's time unit (default 1: weekly on weekly data).
     margin : float
@@ -206,13 +207,7 @@ def score_customers(
     if spend_model is not None:
         check_implements(spend_model, SpendModel, "spend_model")
     tail_probs(prob)
-    time_unit = rfm.attrs.get("time_unit") or getattr(purchase_model, "time_unit_", None)
-    fitted_unit = getattr(purchase_model, "time_unit_", None)
-    if fitted_unit and rfm.attrs.get("time_unit") and rfm.attrs["time_unit"] != fitted_unit:
-        raise ValueError(
-            f"The customer table is in {rfm.attrs['time_unit']} but the purchase model was fitted in "
-            f"{fitted_unit}: summarise the transactions with time_unit={fitted_unit!r}."
-        )
+    time_unit = table_time_unit(rfm, purchase_model)
     if annual_discount_rate is not None:
         if discount_rate:
             raise ValueError(
@@ -222,7 +217,7 @@ def score_customers(
             raise ValueError(
                 "annual_discount_rate needs the data's time unit (rfm.attrs['time_unit'])."
             )
-        discount_rate = rate_per_period(annual_discount_rate, time_unit, period)
+        discount_rate = annual_to_period_rate(annual_discount_rate, time_unit, period)
     ends, factors = schedule(horizon, discount_rate, period)
     by = [by] if isinstance(by, str) else list(by or [])
     missing = [c for c in by if c not in rfm.columns]
@@ -562,7 +557,7 @@ def _sums_from_purchase_times(rng, purchase_model, spend_model, pparams, sparams
         return alive, res
     values = spend_model._simulate_values_arrays(rng, sparams, nu, n_buy)
     owner = np.repeat(np.arange(n_buy.size), n_buy.ravel())
-    k = np.clip(np.ceil(times / period - 1e-12).astype(np.int64), 1, factors.size)
+    k = np.clip(period_index(times, period), 1, factors.size)
     res["value"] = np.bincount(owner, values, minlength=n_buy.size).reshape(n_buy.shape)
     discounted = np.bincount(owner, values * factors[k - 1], minlength=n_buy.size)
     res["discounted"] = discounted.reshape(n_buy.shape)
