@@ -65,6 +65,7 @@ class ParetoNBDModel(CLVModel):
     >>> model.expected_purchases(t=39).mean(("chain", "draw"))  # doctest: +SKIP
     """
 
+    _math: ClassVar[Any] = pnbd
     param_names: ClassVar[tuple[str, ...]] = ("r", "alpha", "s", "beta")
     # the (s, beta) ridge has a narrow small-s end: at PyMC's default 0.8 a CDNOW run had
     # 12 divergences there, at 0.95 none (tests/test_models_pnbd.py)
