@@ -344,6 +344,79 @@ def test_latent_draws_match_closed_forms(rng):
     assert lam[alive].mean() == pytest.approx((LT[0] + 5) / (LT[1] + 39), rel=0.01)
 
 
+def test_purchase_times_follow_the_stopped_poisson_process(rng):
+    """Fixed (lambda, mu): E[purchases in (0, u]] = lambda (1 - exp(-mu u)) / mu for u <= t.
+
+    Derived by hand (a Poisson process of rate lambda, stopped at an Exp(mu) time), not with
+    the module's formulas.
+    """
+    n, lam, mu, t = 200_000, 0.8, 0.05, 30.0
+    alive = np.arange(n) % 4 != 0  # a quarter dead: they never buy
+    counts, times = pnbd.simulate_purchase_times(rng, alive, lam, mu, t)
+    assert counts.shape == (n,) and times.size == counts.sum()
+    assert counts[~alive].sum() == 0
+    assert ((times > 0) & (times <= t)).all()
+    owner = np.repeat(np.arange(n), counts)
+    assert (np.diff(times)[np.diff(owner) == 0] >= 0).all()  # ascending within each customer
+    n_alive = alive.sum()
+    for u in (1.0, 10.0, 30.0):
+        got = np.count_nonzero(times <= u) / n_alive
+        assert got == pytest.approx(lam * -np.expm1(-mu * u) / mu, rel=0.01), u
+    # the counts are simulate_purchases' distribution: same mean and P(0)
+    other = pnbd.simulate_purchases(rng, alive, lam, mu, t)
+    se = counts[alive].std() / np.sqrt(n_alive)
+    assert abs(counts[alive].mean() - other[alive].mean()) < 5 * se
+    assert np.mean(counts[alive] == 0) == pytest.approx(np.mean(other[alive] == 0), abs=0.005)
+    # unsorted: the same multiset per customer count
+    counts_u, times_u = pnbd.simulate_purchase_times(1, alive[:50], lam, mu, t, sort=False)
+    counts_s, times_s = pnbd.simulate_purchase_times(1, alive[:50], lam, mu, t)
+    np.testing.assert_array_equal(counts_u, counts_s)
+    np.testing.assert_allclose(np.sort(times_u), np.sort(times_s))
+
+
+def test_posterior_predictive_purchase_times_match_closed_forms(rng):
+    """sample_latent + simulate_purchase_times vs FH05 eq. 22 and the conditional pmf (FH06)."""
+    n = 300_000
+    hist = (np.full(n, 5.0), np.full(n, 20.0), np.full(n, 39.0))
+    counts, times = pnbd.simulate_purchase_times(rng, *pnbd.sample_latent(rng, *LT, *hist), 52.0)
+    for u in (10.0, 52.0):
+        got = np.count_nonzero(times <= u) / n
+        ref = pnbd.expected_purchases(*LT, 5, 20.0, 39.0, u)
+        assert got == pytest.approx(ref, rel=0.02), u
+    pmf = pnbd.prob_purchases_conditional(*LT, 5, 20.0, 39.0, 52.0, np.arange(4))
+    np.testing.assert_allclose(np.bincount(counts, minlength=4)[:4] / n, pmf, atol=3e-3)
+
+
+def test_simulate_broadcasts_draws_against_customers(rng):
+    """One population per parameter row; each row's mean count is FH05 eq. 17 at its T."""
+    draws = np.array([LT, (2.0, 5.0, 0.3, 20.0)])[:, :, None]  # (2 draws, 4 params, 1)
+    T = np.tile([10.0, 39.0], 100_000)
+    sim = pnbd.simulate(rng, *draws.transpose(1, 0, 2), T)
+    assert sim["frequency"].shape == (2, T.size)
+    for row in range(2):
+        for T_ in (10.0, 39.0):
+            got = sim["frequency"][row, T == T_].mean()
+            ref = pnbd.expected_purchases_new(*draws[row, :, 0], T_)
+            assert got == pytest.approx(ref, rel=0.02), (row, T_)
+    # scalar parameters give the same stream as a single row
+    one = pnbd.simulate(3, *LT, T[:100])
+    row = pnbd.simulate(3, *(np.full((1, 1), v) for v in LT), T[:100])
+    np.testing.assert_array_equal(one["frequency"], row["frequency"][0])
+
+
+def test_simulated_holdout_matches_new_and_conditional_expectations(rng):
+    """frequency_holdout: E[X(T + t)] - E[X(T)] overall and E[Y(t) | history] by frequency."""
+    n, T, t = 300_000, 39.0, 39.0
+    sim = pnbd.simulate(rng, *LT, np.full(n, T), t_holdout=t)
+    ref = pnbd.expected_purchases_new(*LT, T + t) - pnbd.expected_purchases_new(*LT, T)
+    assert sim["frequency_holdout"].mean() == pytest.approx(ref, rel=0.02)
+    e = pnbd.expected_purchases(*LT, sim["frequency"], sim["recency"], sim["T"], t)
+    for lo, hi in [(0, 0), (1, 2), (3, 10_000)]:
+        sel = (sim["frequency"] >= lo) & (sim["frequency"] <= hi)
+        assert sim["frequency_holdout"][sel].mean() == pytest.approx(e[sel].mean(), rel=0.03)
+    assert pnbd.simulate(rng, *LT, np.full(5, T))["frequency_holdout"].tolist() == [0.0] * 5
+
+
 # ---------------------------------------------------------------- limits and numerics
 def test_limits_and_smoothness():
     assert pnbd.p_alive_at(*LT, 26, 30.86, 31, 0.0) == pytest.approx(

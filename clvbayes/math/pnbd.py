@@ -121,6 +121,7 @@ __all__ = [
     "prob_purchases_conditional",
     "sample_latent",
     "simulate",
+    "simulate_purchase_times",
     "simulate_purchases",
 ]
 
@@ -772,33 +773,96 @@ def simulate_purchases(rng, alive, lam, mu, t) -> np.ndarray:
     return rng.poisson(np.where(alive, lam * np.minimum(omega, t), 0.0))
 
 
-def simulate(rng, r, alpha, s, beta, T) -> dict[str, np.ndarray]:
-    """Simulate calibration histories from the generative Pareto/NBD model.
+def simulate_purchase_times(
+    rng: np.random.Generator | int | None, alive, lam, mu, t, sort: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Purchase counts and purchase times in ``(0, t]`` of customers with latent state ``(alive, lam, mu)``.
+
+    The process of :func:`simulate_purchases`: an alive customer stays for ``omega ~
+    Exponential(mu)`` more and buys ``Poisson(lam min(omega, t))`` times; given the count the
+    purchase times are independent and uniform on ``(0, min(omega, t)]`` (a Poisson process
+    stopped at ``omega``).  A dead customer buys nothing.  Same arguments and returns as
+    :func:`clvbayes.math.bgnbd.simulate_purchase_times`, with the dropout rate ``mu`` (per time
+    unit) in place of BG/NBD's dropout probability per purchase.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator or seed
+        Random generator.
+    alive : array_like of bool
+        Whether each customer is active at the start of the window.
+    lam, mu : array_like
+        Purchase and dropout rates (>= 0, per time unit).
+    t : array_like
+        Window length (>= 0, data's time unit).
+    sort : bool
+        Sort the times within each customer (skip it when only sums are needed).
+
+    Returns
+    -------
+    counts : ndarray of int64
+        Purchases per customer, broadcast shape of the inputs.
+    times : ndarray, shape (counts.sum(),)
+        Purchase times in ``(0, t]`` (data's time unit, from the start of the window),
+        customers in C order of ``counts``, ascending within each customer when ``sort``.
+    """
+    rng = np.random.default_rng(rng)
+    t = _check_horizon(t)
+    alive, lam, mu, t = np.broadcast_arrays(np.asarray(alive, dtype=bool), lam, mu, t)
+    with np.errstate(divide="ignore"):
+        omega = rng.exponential(1.0, alive.shape) / mu
+    window = np.where(alive, np.minimum(omega, t), 0.0)
+    counts = rng.poisson(lam * window)
+    flat = counts.ravel()
+    owner = np.repeat(np.arange(flat.size), flat)
+    times = (1.0 - rng.random(owner.size)) * window.ravel()[owner]  # uniform on (0, window]
+    if sort:
+        times = times[np.lexsort((times, owner))]
+    return counts, times
+
+
+def simulate(rng, r, alpha, s, beta, T, t_holdout=0.0) -> dict[str, np.ndarray]:
+    """Simulate calibration (and holdout) histories from the generative Pareto/NBD model.
+
+    Each customer gets ``lambda ~ Gamma(r, rate=alpha)``, ``mu ~ Gamma(s, rate=beta)`` and a
+    lifetime ``omega ~ Exponential(mu)``, makes a first purchase at time 0 and buys as a
+    Poisson process of rate ``lambda`` until ``omega``.  The calibration period is ``(0, T]``
+    and the holdout period ``(T, T + t_holdout]``.
 
     Parameters
     ----------
     rng : numpy Generator, int or None
-    r, alpha, s, beta : float
-        Parameters.
+    r, alpha, s, beta : array_like
+        Positive parameters: scalars, or arrays broadcastable against ``T`` (e.g. draws of
+        shape ``(S, 1)`` against ``T`` of shape ``(n,)``: one population per draw).
     T : array_like
         Observation length of each customer (data's time unit), shape ``(n,)``.
+    t_holdout : array_like, default 0
+        Holdout length (>= 0, data's time unit).
 
     Returns
     -------
     dict
-        ``frequency``, ``recency``, ``T`` (the history columns) and the latent ``lam``, ``mu``,
-        ``omega`` (dropout time from the first purchase) and ``alive`` (``omega > T``).
+        Arrays of the broadcast shape: ``frequency``, ``recency``, ``T`` (the history
+        columns), ``frequency_holdout`` (purchases in the holdout period), and the latent
+        ``lam``, ``mu``, ``omega`` (dropout time from the first purchase) and ``alive``
+        (``omega > T``).  Counts are floats.
     """
     rng = np.random.default_rng(rng)
+    r, alpha, s, beta = _check_parameters(r=r, alpha=alpha, s=s, beta=beta)
     T = _check_horizon(T, "T")
-    lam = rng.gamma(r, 1.0 / alpha, T.shape)
-    mu = rng.gamma(s, 1.0 / beta, T.shape)
+    t_holdout = _check_horizon(t_holdout, "t_holdout")
+    r, alpha, s, beta, T, t_holdout = np.broadcast_arrays(r, alpha, s, beta, T, t_holdout)
+    lam = rng.gamma(r, 1.0 / alpha)
+    mu = rng.gamma(s, 1.0 / beta)
     omega = rng.exponential(1.0, T.shape) / mu
     active = np.minimum(omega, T)
     x = rng.poisson(lam * active)
     # the last of x uniform purchase times on (0, active]
     t_x = np.where(x > 0, active * rng.random(T.shape) ** (1.0 / np.maximum(x, 1)), 0.0)
+    x_holdout = rng.poisson(lam * np.clip(np.minimum(omega, T + t_holdout) - T, 0.0, None))
     return {
-        "frequency": x.astype(float), "recency": t_x, "T": T,
+        "frequency": x.astype(float), "recency": t_x, "T": T.astype(float),
+        "frequency_holdout": x_holdout.astype(float),
         "lam": lam, "mu": mu, "omega": omega, "alive": omega > T,
     }  # fmt: skip
