@@ -207,7 +207,7 @@ def _fast_plots(real: bool):
         yield
         return
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(report, "_write_plots", _fake_plots)
+        mp.setattr(report.writer, "_write_plots", _fake_plots)
         yield
 
 

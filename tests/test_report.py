@@ -315,7 +315,7 @@ def test_failed_write_leaves_nothing_and_keeps_the_old_report(tables, tmp_path, 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(report, "_write_plots", boom)
+    monkeypatch.setattr(report.writer, "_write_plots", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         _write(out, tables)
     assert list(tmp_path.iterdir()) == []  # no report, no temporary folder
@@ -323,7 +323,7 @@ def test_failed_write_leaves_nothing_and_keeps_the_old_report(tables, tmp_path, 
 
     _write(out, tables)
     before = (out / "customers.csv").read_bytes()
-    monkeypatch.setattr(report, "_write_plots", boom)
+    monkeypatch.setattr(report.writer, "_write_plots", boom)
     with pytest.raises(RuntimeError):
         _write(out, tables, extra={"note": "second"})
     assert [p.name for p in tmp_path.iterdir()] == ["report"]
@@ -363,7 +363,7 @@ def quick_plots(monkeypatch):
             (folder / name).write_bytes(b"\x89PNG stand-in")
         return list(report.PLOTS)
 
-    monkeypatch.setattr(report, "_write_plots", plots)
+    monkeypatch.setattr(report.writer, "_write_plots", plots)
 
 
 class FakeModel:
@@ -420,7 +420,7 @@ def test_a_report_folder_with_a_user_file_is_not_replaced(tables, tmp_path):
     assert isinstance(err.value, FileExistsError) and isinstance(err.value, OSError)
     assert _files(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]  # no lock or staging left
-    assert not report._is_replaceable(out)
+    assert not report.folder._is_replaceable(out)
     assert "tx.csv" in report.replace_refusal(out)
 
 
@@ -468,8 +468,10 @@ def test_links_inside_a_report_are_not_followed_or_deleted(tables, tmp_path):
 def test_no_leftovers_and_atomic_swap(tables, tmp_path, monkeypatch):
     out = _write(tmp_path / "rep", tables)
     swaps = []
-    real = report._exchange
-    monkeypatch.setattr(report, "_exchange", lambda a, b: swaps.append(real(a, b)) or swaps[-1])
+    real = report.folder._exchange
+    monkeypatch.setattr(
+        report.folder, "_exchange", lambda a, b: swaps.append(real(a, b)) or swaps[-1]
+    )
     _write(out, tables, extra={"note": "second"})
     assert swaps == [True]  # Linux: renameat2(RENAME_EXCHANGE), no moment without a report
     assert [p.name for p in tmp_path.iterdir()] == ["rep"]
@@ -480,7 +482,7 @@ def test_no_leftovers_and_atomic_swap(tables, tmp_path, monkeypatch):
 def test_fallback_publish_crash_between_renames_is_recovered(tables, tmp_path, monkeypatch):
     out = _write(tmp_path / "rep", tables)
     old_bytes = _files(out)
-    monkeypatch.setattr(report, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(report.folder, "_exchange", lambda a, b: False)
     real_rename = os.rename
     calls = []
 
@@ -490,18 +492,18 @@ def test_fallback_publish_crash_between_renames_is_recovered(tables, tmp_path, m
             raise KeyboardInterrupt
         return real_rename(src, dst)
 
-    monkeypatch.setattr(report.os, "rename", crash_on_second)
+    monkeypatch.setattr(report.folder.os, "rename", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         _write(out, tables, extra={"note": "second"})
-    monkeypatch.setattr(report.os, "rename", real_rename)
+    monkeypatch.setattr(report.folder.os, "rename", real_rename)
     assert _files(out) == old_bytes  # put back on the way out
     assert [p.name for p in tmp_path.iterdir()] == ["rep"]
 
     # a real crash there (no except clause runs) leaves the old report only in .old-*
-    old = tmp_path / f"{report._sibling_prefix(out)}.old-abc123"
+    old = tmp_path / f"{report.folder._sibling_prefix(out)}.old-abc123"
     real_rename(out, old)
     with pytest.warns(report.ReportWarning, match="restored the previous report"):
-        report._recover(out)
+        report.folder._recover(out)
     assert _files(out) == old_bytes and not old.exists()
     validate_report(out)
 
@@ -527,7 +529,7 @@ customers = report.customer_table(rfm, _predictions(rfm), group_cols=["channel"]
 segments = report.segment_table(_segments())
 def die(*a, **k):
     os.kill(os.getpid(), signal.SIGKILL)
-report._write_plots = die
+report.writer._write_plots = die
 report.write_report(sys.argv[1], customers, segments, {}, {}, fmt="csv")
 """
 
@@ -591,9 +593,9 @@ def test_lock_is_reentrant_and_removed(tmp_path):
     out = tmp_path / "rep"
     with report.output_lock(out):
         with report.output_lock(out):
-            assert report._lock_path(out).exists()
-        assert report._lock_path(out).exists()
-    assert not report._lock_path(out).exists()
+            assert report.lock._lock_path(out).exists()
+        assert report.lock._lock_path(out).exists()
+    assert not report.lock._lock_path(out).exists()
 
 
 # ---------------------------------------------------------------- disk full, write errors
@@ -604,7 +606,7 @@ def test_too_little_free_space_is_refused_before_writing(tables, tmp_path, monke
     out = _write(tmp_path / "rep", tables)
     before = _files(out)
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(report.shutil, "disk_usage", lambda p: usage._replace(free=100_000))
+    monkeypatch.setattr(report.folder.shutil, "disk_usage", lambda p: usage._replace(free=100_000))
     with pytest.raises(
         report.ReportWriteError, match=r"needs about [\d.]+ MB .* 0\.1 MB free"
     ) as e:
@@ -721,7 +723,7 @@ def test_unwritable_parent_is_a_clear_error(tables, tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(report.os, "open", denied)
+    monkeypatch.setattr(report.lock.os, "open", denied)
     with pytest.raises(
         report.ReportWriteError, match=r"cannot create a file in .*Permission denied"
     ):
@@ -820,12 +822,12 @@ def test_map_filled_intervals_are_labelled_and_nuts_intervals_are_required(table
 
 @pytest.mark.usefixtures("quick_plots")
 def test_lock_without_flock_uses_an_exclusive_file(tables, tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "_HAVE_FLOCK", False)  # as on Windows
+    monkeypatch.setattr(report.lock, "_HAVE_FLOCK", False)  # as on Windows
     out = tmp_path / "rep"
     with report.output_lock(out):
-        assert report._lock_path(out).exists()
-    assert not report._lock_path(out).exists()
-    report._lock_path(out).write_text("")  # left by a crash
+        assert report.lock._lock_path(out).exists()
+    assert not report.lock._lock_path(out).exists()
+    report.lock._lock_path(out).write_text("")  # left by a crash
     with pytest.raises(report.ReportBusy, match="left by a crash: delete the lock file"):
         _write(out, tables)
     assert not out.exists()

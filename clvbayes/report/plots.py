@@ -1,0 +1,96 @@
+"""The report's PNG plots (drawn on figures outside pyplot's global state)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clvbayes.report.schema import PLOTS
+
+
+def _new_axes(size: tuple[float, float] = (7.0, 4.5)):
+    """A figure outside pyplot's global state (nothing to close, safe in threads)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=100)
+    return fig, fig.subplots()
+
+
+def _simple_hist(ax, values: np.ndarray, title: str, xlabel: str, log: bool = False) -> None:
+    v = values[np.isfinite(values)]
+    bins: Any = 40
+    if log and (v > 0).any():
+        v = v[v > 0]
+        if v.min() < v.max():
+            bins = np.geomspace(v.min(), v.max(), 40)
+        ax.set_xscale("log")
+    ax.hist(v, bins=bins, color="C0", alpha=0.7)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("customers")
+
+
+def _plot_rf(ax, customers: pd.DataFrame) -> None:
+    from clvbayes.segments import rf_table
+
+    grid = rf_table(customers.set_index("customer_id"), values="clv_mean")
+    im = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns])
+    ax.set_yticks(range(grid.shape[0]), [str(r) for r in grid.index])
+    ax.set_xlabel("F score (5 = most repeat purchases)")
+    ax.set_ylabel("R score (5 = most recent)")
+    ax.set_title("Mean CLV by recency x frequency score (blank: no customers)")
+    ax.figure.colorbar(im, ax=ax, label="mean CLV")
+
+
+def _write_plots(
+    folder: Path, customers: pd.DataFrame, segments: pd.DataFrame, settings: Mapping[str, Any]
+) -> list[str]:
+    """Write the PNG plots; returns their file names.
+
+    Uses :mod:`clvbayes.plotting` where it has the plot, else a plain histogram.
+    """
+    from types import SimpleNamespace
+
+    try:
+        from clvbayes import plotting
+    except ImportError:  # pragma: no cover - plotting is part of the package
+        plotting = None
+    named = segments[segments["grouping"] == "segment"].set_index("group")
+    scores = SimpleNamespace(
+        customers=customers, segments={"segment": named}, settings=dict(settings)
+    )
+    written = []
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(folder / name)
+        written.append(name)
+
+    simple = {
+        "p_alive": ("P(alive) at the end of calibration", "posterior mean P(alive)", False),
+        "clv": ("CLV across customers", "posterior mean CLV (currency, log scale)", True),
+    }
+    for (quantity, (title, xlabel, log)), name in zip(simple.items(), PLOTS[:2], strict=True):
+        fig, ax = _new_axes()
+        try:
+            plotting.plot_clv_distribution(scores, quantity, ax=ax)
+        except (AttributeError, TypeError, ValueError, KeyError):  # no or other plot: plain one
+            fig, ax = _new_axes()
+            _simple_hist(ax, customers[f"{quantity}_mean"].to_numpy(float), title, xlabel, log)
+        save(fig, name)
+    fig, ax = _new_axes((6.5, 5.0))
+    _plot_rf(ax, customers)
+    save(fig, PLOTS[2])
+    if plotting is not None and hasattr(plotting, "plot_segment_totals") and len(named):
+        fig, ax = _new_axes((7.5, 4.5))
+        try:
+            plotting.plot_segment_totals(scores, by="segment", quantity="clv", ax=ax)
+            save(fig, "segment_totals.png")
+        except (TypeError, ValueError, KeyError):
+            pass
+    return written

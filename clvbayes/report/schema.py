@@ -1,0 +1,377 @@
+"""The report schema: one definition for the data dictionary, the writers, readers and validation.
+
+:data:`SCHEMA` lists every column of the ``customers`` and ``segments`` tables (name, logical
+type, unit, meaning); :func:`data_dictionary` describes a run's tables from it, with the run's
+time unit, horizon and interval probability filled in; the casting helpers put values into the
+schema's pandas types on the way out (writing) and back in (CSV, SQL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clvbayes import segments as seg
+from clvbayes.segments import OTHERS, SEGMENT_RULES
+
+#: Version of the report layout; bumped when a column or file changes incompatibly.
+REPORT_VERSION = 1
+
+TABLES = ("customers", "segments")
+FORMATS = ("csv", "parquet")
+#: Plots every report has; ``segment_totals.png`` (CLV by named segment) comes in addition.
+PLOTS = ("p_alive_distribution.png", "clv_distribution.png", "clv_by_recency_frequency.png")
+
+
+_PANDAS_MAJOR = int(pd.__version__.split(".")[0])
+
+
+class ReportError(ValueError):
+    """A report folder that does not match its documented schema."""
+
+
+#: Logical column types and their pandas dtypes (``str``: pandas' text dtype).
+PANDAS_DTYPES = {
+    "string": "str",
+    "int64": "int64",
+    "float64": "float64",
+    "bool": "bool",
+    "datetime": "datetime64[us]",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a report table.
+
+    ``unit`` and ``meaning`` may hold ``{time_unit}``, ``{horizon}`` and ``{prob}``,
+    filled in from the run's settings in the data dictionary.  ``required=False``
+    columns appear only in some runs (holdout, CAC).
+    """
+
+    name: str
+    dtype: str
+    unit: str
+    meaning: str
+    required: bool = True
+
+
+_STATS = {
+    "mean": ("posterior mean of {what}", "ci"),
+    "sd": ("posterior standard deviation of {what}", "ci"),
+    "ci_lower": (
+        "lower end of the {prob} credible interval of {what} (parameter uncertainty)",
+        "ci",
+    ),
+    "ci_upper": (
+        "upper end of the {prob} credible interval of {what} (parameter uncertainty)",
+        "ci",
+    ),
+    "pi_lower": (
+        "lower end of the {prob} predictive interval of {outcome} (parameter uncertainty "
+        "plus the customer's own randomness)",
+        "pi",
+    ),
+    "pi_upper": (
+        "upper end of the {prob} predictive interval of {outcome} (parameter uncertainty "
+        "plus the customer's own randomness)",
+        "pi",
+    ),
+}
+
+# quantity -> (unit, expectation described, outcome described or None)
+_QUANTITIES = {
+    "p_alive": ("probability", "P(the customer is still active at the end of calibration)", None),
+    "purchases": (
+        "transactions",
+        "the expected number of purchases in the next {horizon} {time_unit}",
+        "the number of purchases in the next {horizon} {time_unit}",
+    ),
+    "spend": (
+        "currency",
+        "the expected value of one future transaction",
+        "the value of one future transaction",
+    ),
+    "revenue": (
+        "currency",
+        "the expected revenue (undiscounted) in the next {horizon} {time_unit}",
+        "the revenue (undiscounted) in the next {horizon} {time_unit}",
+    ),
+    "clv": (
+        "currency",
+        "the expected CLV: margin x discounted revenue in the next {horizon} {time_unit}",
+        "the realised CLV: margin x discounted revenue in the next {horizon} {time_unit}",
+    ),
+}
+
+
+def _prediction_columns() -> list[Column]:
+    cols = []
+    for q, (unit, what, outcome) in _QUANTITIES.items():
+        for stat, (text, kind) in _STATS.items():
+            if kind == "pi" and outcome is None:
+                continue
+            cols.append(
+                Column(f"{q}_{stat}", "float64", unit, text.format(what=what, outcome=outcome,
+                                                                   prob="{prob}"))
+            )  # fmt: skip
+    return cols
+
+
+_SEGMENT_QUANTITIES = {
+    "alive": ("customers", "customers still active", "customers still active"),
+    "purchases": (
+        "transactions",
+        "expected purchases in the next {horizon} {time_unit}",
+        "purchases made in the next {horizon} {time_unit}",
+    ),
+    "revenue": (
+        "currency",
+        "expected revenue (undiscounted) in the next {horizon} {time_unit}",
+        "revenue (undiscounted) in the next {horizon} {time_unit}",
+    ),
+    "clv": (
+        "currency",
+        "expected CLV (margin x discounted revenue, next {horizon} {time_unit})",
+        "realised CLV (margin x discounted revenue, next {horizon} {time_unit})",
+    ),
+}
+
+
+def _segment_quantity_columns() -> list[Column]:
+    cols = []
+    for q, (unit, expected, outcome) in _SEGMENT_QUANTITIES.items():
+        cols += [
+            Column(f"{q}_total_mean", "float64", unit,
+                   f"posterior mean of the segment total of {expected}"),
+            Column(f"{q}_total_ci_lower", "float64", unit,
+                   f"lower end of the {{prob}} credible interval of the total of {expected}, "
+                   "from per-draw sums"),
+            Column(f"{q}_total_ci_upper", "float64", unit,
+                   f"upper end of the {{prob}} credible interval of the total of {expected}, "
+                   "from per-draw sums"),
+            Column(f"{q}_total_pi_lower", "float64", unit,
+                   f"lower end of the {{prob}} predictive interval of the total of {outcome} "
+                   "(simulated outcomes summed per draw)"),
+            Column(f"{q}_total_pi_upper", "float64", unit,
+                   f"upper end of the {{prob}} predictive interval of the total of {outcome} "
+                   "(simulated outcomes summed per draw)"),
+            Column(f"{q}_per_customer_mean", "float64", unit,
+                   f"{q}_total_mean / n_customers"),
+            Column(f"{q}_per_customer_ci_lower", "float64", unit,
+                   f"{q}_total_ci_lower / n_customers"),
+            Column(f"{q}_per_customer_ci_upper", "float64", unit,
+                   f"{q}_total_ci_upper / n_customers"),
+        ]  # fmt: skip
+    return cols
+
+
+_SCORE_UNIT = f"score 1-{seg.RFM_QUANTILES}"
+_RULES_TEXT = "; ".join(f"{k}: {r.description}" for k, r in SEGMENT_RULES.items())
+
+#: Every column of every report table, in file order.  Columns from the input
+#: (``--group-by``) come right after ``segment`` in ``customers`` and are described in the
+#: data dictionary with source ``input``.
+SCHEMA: dict[str, tuple[Column, ...]] = {
+    "customers": (
+        Column("customer_id", "string", "", "customer id, as text (leading zeros kept)"),
+        Column("first_purchase", "datetime", "date", "date of the first purchase"),
+        Column("frequency", "int64", "transactions",
+               "repeat purchases in the calibration period (purchase days after the first)"),
+        Column("recency", "float64", "{time_unit}", "time from the first to the last purchase"),
+        Column("T", "float64", "{time_unit}",
+               "time from the first purchase to the end of the calibration period"),
+        Column("monetary_value", "float64", "currency",
+               "mean value of the repeat purchases (0 when frequency is 0)"),
+        Column("time_since_last_purchase", "float64", "{time_unit}", "T - recency"),
+        Column("r_score", "int64", _SCORE_UNIT,
+               f"recency score, {seg.RFM_QUANTILES} = most recent last purchase (quantile groups; "
+               "ties share a score)"),
+        Column("f_score", "int64", _SCORE_UNIT,
+               f"frequency score, {seg.RFM_QUANTILES} = most repeat purchases; frequency 0 scores 1"),
+        Column("m_score", "int64", _SCORE_UNIT,
+               f"monetary score among repeat customers, {seg.RFM_QUANTILES} = highest mean "
+               "repeat spend; frequency 0 scores 1"),
+        Column("rfm_code", "string", "", "R, F and M scores written together, e.g. '545'"),
+        Column("clv_decile", "int64", f"group 1-{seg.CLV_QUANTILES}",
+               f"CLV group by clv_mean (1 = top {100 / seg.CLV_QUANTILES:g} %)"),
+        Column("churn_risk", "bool", "",
+               f"high past value (repeat spend frequency x monetary_value above its "
+               f"{seg.CHURN_VALUE_QUANTILE:g} quantile) and P(alive) < "
+               f"{seg.CHURN_P_ALIVE_THRESHOLD:g}"),
+        Column("segment", "string", "", f"named segment, first matching rule: {_RULES_TEXT}; "
+               f"else {OTHERS}"),
+        *_prediction_columns(),
+        Column("clv_to_cac", "float64", "ratio", "clv_mean / customer acquisition cost (--cac)",
+               required=False),
+        Column("frequency_holdout", "int64", "transactions",
+               "actual purchases in the holdout period (calibration end, observation end]",
+               required=False),
+        Column("monetary_value_holdout", "float64", "currency",
+               "actual mean transaction value in the holdout period (0 if none)", required=False),
+        Column("total_value_holdout", "float64", "currency",
+               "actual total transaction value in the holdout period", required=False),
+    ),
+    "segments": (
+        Column("grouping", "string", "",
+               "what the rows group by: all, segment, clv_decile or an input column"),
+        Column("group", "string", "", "the group's value (as text)"),
+        Column("n_customers", "int64", "customers", "customers in the group"),
+        *_segment_quantity_columns(),
+        Column("clv_to_cac", "float64", "ratio", "clv_per_customer_mean / CAC", required=False),
+        Column("clv_to_cac_ci_lower", "float64", "ratio", "clv_per_customer_ci_lower / CAC",
+               required=False),
+        Column("clv_to_cac_ci_upper", "float64", "ratio", "clv_per_customer_ci_upper / CAC",
+               required=False),
+    ),
+}  # fmt: skip
+
+_BY_NAME = {t: {c.name: c for c in cols} for t, cols in SCHEMA.items()}
+#: Names an input grouping column may not take (they are report columns already).
+RESERVED_NAMES = frozenset(
+    {"all", "grouping", "group"} | {c.name for cols in SCHEMA.values() for c in cols}
+)
+
+
+def _logical_dtype(s: pd.Series) -> str:
+    """Logical type of an input (grouping) column after :func:`_canonical_input`."""
+    kind = s.dtype.kind if isinstance(s.dtype, np.dtype) else "O"
+    if kind == "b":
+        return "bool"
+    if kind in "iu":
+        return "int64"
+    if kind == "f":
+        return "float64"
+    if kind == "M":
+        return "datetime"
+    return "string"
+
+
+def _as_string(s: pd.Series) -> pd.Series:
+    """Text values with missing values kept missing (NaN), in pandas' text dtype."""
+    obj = s.astype(object)
+    obj = obj.where(s.notna(), np.nan)
+    obj = obj.map(lambda v: v if isinstance(v, str) else (np.nan if pd.isna(v) else str(v)))
+    return obj.astype(PANDAS_DTYPES["string"]) if _PANDAS_MAJOR >= 3 else obj
+
+
+def _canonical_input(s: pd.Series) -> pd.Series:
+    """An input column in one of the report's types (ints, floats, bools or text)."""
+    kind = s.dtype.kind if isinstance(s.dtype, np.dtype) else "O"
+    if kind in "biuf":
+        return s.astype({"b": "bool", "i": "int64", "u": "int64", "f": "float64"}[kind])
+    if kind == "M":
+        return s.astype(PANDAS_DTYPES["datetime"])
+    return _as_string(s)
+
+
+_BOOL_TEXT = {1: True, 0: False, "1": True, "0": False, "True": True, "False": False,
+              "true": True, "false": False}  # fmt: skip
+
+
+def _cast(s: pd.Series, logical: str) -> pd.Series:
+    if logical == "string":
+        return _as_string(s)
+    if logical == "datetime":
+        if isinstance(s.dtype, pd.DatetimeTZDtype):
+            s = s.dt.tz_localize(None)
+        if s.dtype.kind != "M":
+            s = pd.to_datetime(s, format="ISO8601")  # text from CSV or SQL
+        return s.astype(PANDAS_DTYPES["datetime"])
+    if logical == "bool" and s.dtype.kind != "b":
+        mapped = s.map(_BOOL_TEXT)
+        if mapped.isna().any():
+            bad = pd.unique(s[mapped.isna()])[:3].tolist()
+            raise ValueError(f"column {s.name!r}: values {bad} are not booleans.")
+        return mapped.astype(bool)
+    return s.astype(PANDAS_DTYPES[logical])
+
+
+def _schema_dtypes(table: str | None) -> dict[str, str]:
+    if table in SCHEMA:
+        return {c.name: c.dtype for c in SCHEMA[table]}
+    out: dict[str, str] = {}
+    for cols in SCHEMA.values():
+        for c in cols:
+            out.setdefault(c.name, c.dtype)
+    return out
+
+
+def data_dictionary(
+    tables: Mapping[str, pd.DataFrame], context: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
+    """Describe every column of the given report tables, from :data:`SCHEMA`.
+
+    Parameters
+    ----------
+    tables : mapping of str to DataFrame
+        Report tables by name (``customers``, ``segments``).
+    context : mapping, optional
+        ``time_unit``, ``horizon`` and ``prob`` of the run, filled into units and meanings.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``table``, ``column``, ``dtype`` (logical: string, int64, float64, bool,
+        datetime), ``unit``, ``meaning`` and ``source`` (``clvbayes`` or ``input``), one row
+        per column in file order.
+    """
+    ctx = {"time_unit": "time units", "horizon": "?", "prob": "90 %"}
+    point = _is_point_fit((context or {}).get("method"))
+    for k, v in (context or {}).items():
+        if v is None:
+            continue
+        if k == "prob":
+            v = f"{100 * float(v):g} %"
+        elif k == "horizon":
+            v = f"{float(v):g}"
+        ctx[k] = v
+    rows = []
+    for name, df in tables.items():
+        for c in df.columns:
+            spec = _BY_NAME[name].get(c)
+            if spec is None:
+                rows.append((name, c, _logical_dtype(df[c]), "", "input column (--group-by), "
+                             "one value per customer: its value on the first transaction", "input"))  # fmt: skip
+            else:
+                meaning = spec.meaning.format(**ctx)
+                if point and _is_uncertainty_column(c):
+                    meaning += _POINT_EMPTY if df[c].isna().all() else _POINT_FILLED
+                rows.append((name, c, spec.dtype, spec.unit.format(**ctx), meaning,
+                             "clvbayes"))  # fmt: skip
+    return pd.DataFrame(rows, columns=["table", "column", "dtype", "unit", "meaning", "source"])
+
+
+#: Fit methods that give a point estimate of the parameters (no parameter uncertainty).
+POINT_METHODS = ("map", "mle")
+
+_POINT_EMPTY = (
+    ". EMPTY in this report: the models were fitted by MAP, a point estimate of the "
+    "parameters, which carries no parameter uncertainty, so there is no credible interval "
+    "or posterior sd to show (refit with --method laplace or nuts for them)"
+)
+_POINT_FILLED = (
+    ". CAUTION: the models were fitted by MAP (a point estimate), so this is computed from "
+    "one parameter value and does not show parameter uncertainty"
+)
+_POINT_FIT_NOTE = (
+    "**This report comes from a MAP fit** (a point estimate of the parameters). A single "
+    "parameter value carries no parameter uncertainty, so the sd and credible-interval "
+    "(`*_sd`, `*_ci_lower`, `*_ci_upper`) columns of expectations are empty. The "
+    "predictive-interval (`*_pi_*`) columns still show each customer's own randomness, "
+    "without parameter uncertainty. Refit with `--method laplace` (fast) or `--method nuts` "
+    "for credible intervals."
+)
+
+
+def _is_point_fit(method: Any) -> bool:
+    return isinstance(method, str) and method.lower() in POINT_METHODS
+
+
+def _is_uncertainty_column(name: str) -> bool:
+    """sd and credible-interval columns: what a point fit cannot give."""
+    return name.endswith(("_sd", "_ci_lower", "_ci_upper"))

@@ -1,0 +1,140 @@
+"""Checking a report folder against its schema: :func:`validate_report`."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from clvbayes import segments as seg
+from clvbayes.report.folder import MANIFEST, _manifest_files, _sha256
+from clvbayes.report.schema import (
+    _BY_NAME,
+    PANDAS_DTYPES,
+    PLOTS,
+    REPORT_VERSION,
+    SCHEMA,
+    TABLES,
+    ReportError,
+    _is_point_fit,
+    _is_uncertainty_column,
+)
+from clvbayes.report.tablefiles import _read_dictionary, read_report_table
+
+
+def validate_report(out_dir: str | os.PathLike[str]) -> None:
+    """Check a report folder against :data:`SCHEMA`; raise :class:`ReportError` if it differs.
+
+    Checks that every file is there; that each table has every required column, no
+    column that is neither in the schema nor described as an input column, the schema's
+    dtype for every column (read with :func:`read_report_table`), one row per unique
+    customer id, probabilities in [0, 1], scores in range; that CSV and Parquet copies are
+    equal; and that the data dictionary describes exactly the columns of each table.
+    """
+    folder = Path(out_dir)
+    problems: list[str] = []
+    try:
+        summary = json.loads((folder / "model_summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ReportError(f"{folder}: cannot read model_summary.json ({err}).") from err
+    if summary.get("clvbayes_report") != REPORT_VERSION:
+        problems.append(
+            f"report version {summary.get('clvbayes_report')!r}, expected {REPORT_VERSION}"
+        )
+    formats = summary.get("formats") or []
+    methods = {
+        (m or {}).get("fit", {}).get("method") for m in (summary.get("models") or {}).values()
+    }
+    point = _is_point_fit((summary.get("settings") or {}).get("method")) or any(
+        _is_point_fit(m) for m in methods
+    )
+    plots = (summary.get("files") or {}).get("plots") or []
+    files = ["model_summary.md", "data_dictionary.csv", "data_dictionary.md"]
+    files += list(dict.fromkeys([*PLOTS, *plots]))
+    files += [f"{t}.{f}" for t in TABLES for f in formats]
+    files += list((summary.get("files") or {}).get("models", {}).values())
+    problems += [f"missing file {f}" for f in files if not (folder / f).is_file()]
+    if problems:
+        raise ReportError(f"{folder}: " + "; ".join(problems))
+    manifest = _manifest_files(folder)
+    if manifest is not None:  # reports from clvbayes versions without a manifest have none
+        problems += [f"{f} is not in the manifest" for f in files if f not in manifest]
+        for name, spec in manifest.items():
+            p = folder / name
+            if p.is_file() and (p.stat().st_size != spec["size"] or _sha256(p) != spec["sha256"]):
+                problems.append(f"{name} changed since clvbayes wrote it (manifest: {MANIFEST})")
+    dictionary = _read_dictionary(folder / "data_dictionary.csv")
+    for table in TABLES:
+        frames = {}
+        for f in formats:
+            try:
+                frames[f] = read_report_table(folder / f"{table}.{f}")
+            except Exception as err:  # any read failure is a report problem
+                problems.append(f"{table}.{f} cannot be read: {err}")
+        described = dictionary[dictionary["table"] == table]
+        described_dtype = dict(zip(described["column"], described["dtype"], strict=True))
+        for f, df in frames.items():
+            problems += [f"{table}.{f}: {p}"
+                         for p in _check_table(table, df, described_dtype, point)]  # fmt: skip
+        if len(frames) == 2:
+            try:
+                pd.testing.assert_frame_equal(frames["csv"], frames["parquet"])
+            except AssertionError as err:
+                problems.append(f"{table}: CSV and Parquet differ: {str(err).splitlines()[0]}")
+        if frames and table == "customers":
+            n = len(next(iter(frames.values())))
+            if summary.get("n_customers") != n:
+                problems.append(f"customers: {n} rows but n_customers={summary.get('n_customers')}")
+    if problems:
+        raise ReportError(f"{folder} does not match the report schema: " + "; ".join(problems))
+
+
+def _check_table(
+    table: str, df: pd.DataFrame, described: Mapping[str, str], point: bool = False
+) -> list[str]:
+    """Schema problems of one table; ``point``: a MAP fit, whose sd/ci columns may be empty."""
+    problems = []
+    schema = _BY_NAME[table]
+    missing = [c.name for c in SCHEMA[table] if c.required and c.name not in df.columns]
+    if missing:
+        problems.append(f"missing column(s) {missing}")
+    for c in df.columns:
+        if c not in schema and described.get(c) is None:
+            problems.append(f"column {c!r} is neither in the schema nor in the data dictionary")
+        if c not in described:
+            problems.append(f"column {c!r} is not in the data dictionary")
+        logical = schema[c].dtype if c in schema else described.get(c)
+        if c in schema and described.get(c) not in (None, logical):
+            problems.append(f"column {c!r}: dictionary says {described.get(c)}, schema {logical}")
+        if logical in PANDAS_DTYPES:
+            expected = pd.Series([], dtype=PANDAS_DTYPES[logical]).dtype
+            if df[c].dtype != expected:
+                problems.append(f"column {c!r} has dtype {df[c].dtype}, expected {expected}")
+    problems += [f"column {c!r} described but absent" for c in described if c not in df.columns]
+    order = [c.name for c in SCHEMA[table] if c.name in df.columns]
+    if [c for c in df.columns if c in schema] != order:
+        problems.append("columns are not in schema order")
+    if table == "customers" and "customer_id" in df.columns:
+        ids = df["customer_id"]
+        if ids.isna().any() or ids.duplicated().any():
+            problems.append("customer_id has missing or duplicated values")
+        for c in ("p_alive_mean", "p_alive_ci_lower", "p_alive_ci_upper"):
+            if c not in df.columns:
+                continue
+            values = df[c].dropna() if point and _is_uncertainty_column(c) else df[c]
+            if values.isna().any():
+                problems.append(f"{c} has missing values")
+            elif not values.between(0, 1).all():
+                problems.append(f"{c} outside [0, 1]")
+        for c in ("r_score", "f_score", "m_score"):
+            if c in df.columns and not df[c].between(1, seg.RFM_QUANTILES).all():
+                problems.append(f"{c} outside 1..{seg.RFM_QUANTILES}")
+        if "clv_decile" in df.columns and not df["clv_decile"].between(1, seg.CLV_QUANTILES).all():
+            problems.append(f"clv_decile outside 1..{seg.CLV_QUANTILES}")
+    if table == "segments" and "grouping" in df.columns:
+        if (df["grouping"] == "all").sum() != 1:
+            problems.append("segments needs exactly one 'all' row")
+    return problems
