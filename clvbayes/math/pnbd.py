@@ -776,7 +776,7 @@ def simulate_purchases(rng, alive, lam, mu, t) -> np.ndarray:
 def simulate_purchase_times(
     rng: np.random.Generator | int | None, alive, lam, mu, t, sort: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Purchase counts and purchase times in ``(0, t]`` of customers with latent state ``(alive, lam, mu)``.
+    """Purchase counts and times in ``(0, t]`` of customers with latent state ``(alive, lam, mu)``.
 
     The process of :func:`simulate_purchases`: an alive customer stays for ``omega ~
     Exponential(mu)`` more and buys ``Poisson(lam min(omega, t))`` times; given the count the
