@@ -2,7 +2,9 @@
 
 No image snapshots: each test counts the artists a plot promises (bars, lines, bands,
 errorbars, images) and checks the plotted numbers against an independent computation
-(pandas on the raw data, the model's own prediction methods, or simulation).
+(pandas on the raw data, the model's own prediction methods, or simulation).  The detailed
+tests use BG/NBD (MAP and a short NUTS run); every registered purchase model then runs each
+model plot on a MAP and a Laplace fit (``test_*_every_purchase_model``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from matplotlib.container import ErrorbarContainer
 from matplotlib.image import AxesImage
 
 from clvbayes import plotting
-from clvbayes.math import bgnbd
+from clvbayes.models.protocols import purchase_model_candidates
 
 K = 7  # categories 0..6 and 7+
 
@@ -54,6 +56,30 @@ def gg_map(cdnow):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return GammaGammaModel().fit(cdnow, method="map")
+
+
+PURCHASE_KEYS = tuple(purchase_model_candidates())
+
+
+def _fit(key, cdnow, method):
+    cls = purchase_model_candidates()[key][0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cls().fit(cdnow, method=method, seed=2)
+
+
+@pytest.fixture(scope="module", params=PURCHASE_KEYS)
+def purchase_map(request, cdnow):
+    """Each registered purchase model, fitted by MAP."""
+    return _fit(request.param, cdnow, "map")
+
+
+@pytest.fixture(scope="module", params=[(k, m) for k in PURCHASE_KEYS for m in ("map", "laplace")],
+                ids=lambda p: "-".join(p))  # fmt: skip
+def purchase_fit(request, cdnow):
+    """(method, model): each registered purchase model by MAP and by Laplace."""
+    key, method = request.param
+    return method, _fit(key, cdnow, method)
 
 
 @pytest.fixture(scope="module", params=["map", "nuts"])
@@ -112,13 +138,14 @@ def test_frequency_ppc_draws_observed_and_model_bars(fitted, cdnow):
     assert [t.get_text() for t in ax.get_xticklabels()][-1] == f"{K}+"
 
 
-def test_frequency_ppc_expected_counts_match_simulation(bg_map, cdnow):
-    """Closed-form expected histogram (FHL eq. 8) vs. the mean of many simulated data sets."""
-    ax = plotting.plot_frequency_ppc(bg_map, max_frequency=3, n_sims=2)
+def test_frequency_ppc_expected_counts_match_simulation(purchase_map, cdnow):
+    """Closed-form expected histogram (the model's P(X(t) = n)) vs. the mean of many data sets
+    simulated from the model's population."""
+    ax = plotting.plot_frequency_ppc(purchase_map, max_frequency=3, n_sims=2)
     model = np.array([p.get_height() for p in ax.patches[4:]])
-    d = {k: float(v.ravel()[0]) for k, v in bg_map.draws().items()}
-    sim = bgnbd.simulate(7, d["r"], d["alpha"], d["a"], d["b"], np.tile(cdnow["T"].to_numpy(), 100))
-    simulated = np.bincount(np.minimum(sim["frequency"], 3), minlength=4) / 100
+    params = [float(purchase_map.draws()[k].ravel()[0]) for k in purchase_map.param_names]
+    sim = purchase_map._math.simulate(7, *params, np.tile(cdnow["T"].to_numpy(), 100))
+    simulated = np.bincount(np.minimum(sim["frequency"], 3).astype(int), minlength=4) / 100
     np.testing.assert_allclose(model, simulated, rtol=0.03, atol=3)
 
 
@@ -335,9 +362,108 @@ def test_trace(fitted):
 
 
 def test_plots_refuse_wrong_or_unfitted_models(gg_map):
-    from clvbayes.models import BetaGeoModel, NotFittedError
+    from clvbayes.models import NotFittedError, ParetoNBDModel
 
-    with pytest.raises(TypeError, match="BetaGeoModel"):
-        plotting.plot_frequency_ppc(gg_map)
+    for plot in (plotting.plot_frequency_ppc, plotting.plot_p_alive_matrix):
+        with pytest.raises(
+            TypeError,
+            match=r"needs a fitted continuous-time purchase model: one of BetaGeoModel \(bgnbd\), "
+            r"ModifiedBetaGeoModel \(mbgnbd\), ParetoNBDModel \(pnbd\); got GammaGammaModel\. "
+            r"For any model, plot the output of clvbayes.predict.score_customers",
+        ):
+            plot(gg_map)
     with pytest.raises(NotFittedError, match="fit"):
-        plotting.plot_p_alive_matrix(BetaGeoModel())
+        plotting.plot_p_alive_matrix(ParetoNBDModel())
+
+
+# ------------------------------------------------------------------------------------------
+# every registered purchase model: each model plot draws finite numbers from the model's own
+# formulas (MAP: checked against the model's prediction methods; Laplace: bands drawn)
+# ------------------------------------------------------------------------------------------
+def test_every_registered_purchase_model_is_covered():
+    """The parametrisation below is the registry: a new purchase model gets these tests."""
+    assert set(PURCHASE_KEYS) >= {"bgnbd", "mbgnbd", "pnbd"}
+    for key, (cls, _reason) in purchase_model_candidates().items():
+        assert cls is not None, f"purchase model {key} does not import"
+        assert cls._math is not None and len(cls.param_names) > 0
+
+
+def test_frequency_ppc_every_purchase_model(purchase_fit, cdnow):
+    method, model = purchase_fit
+    ax = plotting.plot_frequency_ppc(model, max_frequency=K, n_draws=10, n_sims=20)
+    heights = np.array([p.get_height() for p in ax.patches])
+    assert len(heights) == 2 * (K + 1) and np.isfinite(heights).all()
+    assert heights[K + 1 :].sum() == pytest.approx(len(cdnow), rel=1e-9)
+    assert len(errorbars(ax)) == n_bands(method)
+
+
+def test_calibration_holdout_every_purchase_model(purchase_fit, cdnow):
+    method, model = purchase_fit
+    ax = plotting.plot_calibration_holdout(model, cdnow, max_frequency=K, n_draws=10, n_sims=20)
+    model_line, _actual = ax.lines
+    assert np.isfinite(model_line.get_ydata()).all() and len(model_line.get_ydata()) == K + 1
+    assert len(polys(ax)) == n_bands(method)
+    if method == "map":  # the plotted means are the model's own predictions
+        group = cdnow["frequency"].clip(upper=K).to_numpy()
+        predicted = model.expected_purchases(39.0, cdnow).mean(("chain", "draw")).to_numpy()
+        by_group = pd.Series(predicted).groupby(group).mean().to_numpy()
+        np.testing.assert_allclose(model_line.get_ydata(), by_group, rtol=1e-9)
+
+
+def test_tracking_every_purchase_model(purchase_fit, cdnow, transactions):
+    method, model = purchase_fit
+    table = plotting.tracking_data(model, transactions, cdnow, n_draws=10, n_sims=10)
+    assert len(table) == 78 and np.isfinite(table.to_numpy(dtype=float)).all()
+    assert (table["cum_pi_lower"] <= table["cum_pi_upper"]).all()
+    if method == "map":  # model total at the end: sum over customers of E[X(t_i)]
+        end = (pd.Timestamp("1998-06-30") - cdnow["first_purchase"]).dt.days.to_numpy() / 7
+        t_u, counts = np.unique(end, return_counts=True)
+        total = float(np.sum(counts * model.expected_purchases_new(t_u).values[0, 0]))
+        assert table["cum_expected"].iloc[-1] == pytest.approx(total, rel=1e-9)
+        # the simulated cohort scatters around the expectation
+        assert table["cum_pi_lower"].iloc[-1] < total < table["cum_pi_upper"].iloc[-1]
+    ax = plotting.plot_tracking(model, transactions, cdnow, n_draws=10, n_sims=10)
+    assert len(ax.lines) == 3 and len(polys(ax)) == n_bands(method)
+
+
+def test_customer_matrices_every_purchase_model(purchase_fit):
+    method, model = purchase_fit
+    stat = "mean" if method == "map" else "width"
+    ax = plotting.plot_p_alive_matrix(
+        model, T=39, max_frequency=6, n_recency=5, stat=stat, n_draws=10
+    )
+    grid = np.ma.filled(ax.get_images()[0].get_array(), np.nan)
+    valid = np.isfinite(grid)
+    assert valid[1:].all() and valid[0, 0] and not valid[0, 1:].any()
+    assert ((grid[valid] >= 0) & (grid[valid] <= 1)).all()
+    if method == "map":
+        one = pd.DataFrame({"frequency": [4], "recency": [39.0 / 2], "T": [39.0]}, index=["c"])
+        assert grid[4, 2] == pytest.approx(float(model.p_alive(one).mean()), rel=1e-9)
+    ax = plotting.plot_expected_purchases_matrix(
+        model, 10, T=39, max_frequency=6, n_recency=5, n_draws=10
+    )
+    grid = np.ma.filled(ax.get_images()[0].get_array(), np.nan)
+    assert (grid[np.isfinite(grid)] >= 0).all() and np.isfinite(grid[1:]).all()
+    assert np.all(np.diff(grid[1:, -1]) > 0)  # recent buyers: more past purchases, more future
+
+
+def test_customer_history_every_purchase_model(purchase_fit, cdnow, transactions):
+    method, model = purchase_fit
+    cid = cdnow.index[cdnow["frequency"] == 5][0]
+    ax = plotting.plot_customer_history(
+        model, transactions, cid, observation_end="1997-09-30", n_draws=10, n_points=50
+    )
+    line = ax.lines[0].get_ydata()
+    assert np.all((line >= 0) & (line <= 1)) and len(polys(ax)) == n_bands(method) - 1
+    if method == "map":
+        assert line[-1] == pytest.approx(float(model.p_alive(cdnow.loc[[cid]]).mean()), rel=1e-6)
+
+
+def test_parameter_plots_every_purchase_model(purchase_fit):
+    method, model = purchase_fit
+    axes = plotting.plot_posteriors(model)
+    assert [ax.get_title().split()[0] for ax in axes] == list(model.param_names)
+    for ax in axes:
+        assert len(polys(ax)) == 1 and np.isfinite(ax.lines[0].get_ydata()).all()
+    if method == "laplace":
+        assert plotting.plot_trace(model).shape == (len(model.param_names), 2)

@@ -10,6 +10,11 @@ shows it, in two kinds that mean different things:
 * **predictive** (lighter band, thin capped whisker): the range of what will actually be
   *observed*, which adds the customers' own randomness.
 
+The model checks and customer plots evaluate the fitted model's own formulas (its math
+module), so they work for every registered purchase model
+(:func:`clvbayes.models.protocols.purchase_models`); the CLV plots take the output of
+:func:`clvbayes.predict.score_customers`, and the parameter plots any fitted model.
+
 Model checks (:mod:`clvbayes.plotting.checks`)
     :func:`plot_frequency_ppc`, :func:`plot_calibration_holdout`, :func:`plot_tracking`
     (numbers in :func:`tracking_data`), :func:`plot_pit`.

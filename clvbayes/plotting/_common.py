@@ -23,8 +23,6 @@ MODEL_COLOR = "C0"
 CI_ALPHA = 0.45
 PI_ALPHA = 0.18
 
-BGNBD_PARAMS = ("r", "alpha", "a", "b")
-
 
 def get_ax(ax=None):
     """The given Axes, or a new figure's Axes."""
@@ -44,41 +42,52 @@ def check_fitted(model: Any) -> None:
         raise TypeError(f"Expected a fitted clvbayes model, got {type(model).__name__}.")
 
 
-def bgnbd_draws(model: Any, n_draws: int | None = N_DRAWS) -> dict[str, np.ndarray]:
-    """Evenly thinned posterior draws of a fitted beta-geometric model, each of shape (S, 1).
+def purchase_math(model: Any):
+    """The math module of a fitted continuous-time purchase model (its ``_math``), for the plots.
 
-    A MAP/MLE fit gives S = 1.  The plots that use this evaluate the model's own closed
-    forms (:func:`family_math`: :mod:`clvbayes.math.bgnbd` for BG/NBD,
-    :mod:`clvbayes.math.mbgnbd` for MBG/NBD) on the draws.
-
-    Raises
-    ------
-    TypeError
-        For any other model (the message names it and the plots that work for every model).
-    """
-    family_math(model)
-    return joint_draws(model, None, n_draws)[0]
-
-
-def family_math(model: Any):
-    """The math module of a fitted BG/NBD-family model (BG/NBD, MBG/NBD), for the model plots.
+    The model plots evaluate the model's own closed forms and simulation (for
+    ``ParetoNBDModel``, :mod:`clvbayes.math.pnbd`).  Every purchase model's math module has the
+    functions the plots call, with the parameters first, positionally in the order of
+    ``model.param_names``, then the same history, horizon and latent-state arguments.
 
     Raises
     ------
     TypeError
-        For a model outside the family (other formulas: plotting it with these would be wrong).
+        For a model that is not one of the purchase models registered in
+        :mod:`clvbayes.models.protocols` (the message names them).
     """
-    from clvbayes.models.bgnbd import BetaGeoFamily
+    from clvbayes.models.protocols import purchase_model_candidates
 
     check_fitted(model)
-    if not isinstance(model, BetaGeoFamily):
+    # every known purchase model, whether or not it yet has all the methods score_customers
+    # needs: the plots use only its math module
+    known = {k: cls for k, (cls, _) in purchase_model_candidates().items() if cls is not None}
+    if not isinstance(model, tuple(known.values())):
+        names = ", ".join(f"{cls.__name__} ({key})" for key, cls in known.items())
         raise TypeError(
-            "This plot evaluates the BG/NBD-family formulas and needs a fitted BetaGeoModel or "
-            f"ModifiedBetaGeoModel (parameters {', '.join(BGNBD_PARAMS)}), got "
-            f"{type(model).__name__}. For any purchase model, plot the output of "
-            "clvbayes.predict.score_customers instead (plot_clv_distribution, plot_segment_totals)."
+            "This plot evaluates a purchase model's own formulas and needs a fitted "
+            f"continuous-time purchase model: one of {names}; got {type(model).__name__}. "
+            "For any model, plot the output of clvbayes.predict.score_customers instead "
+            "(plot_clv_distribution, plot_segment_totals)."
         )
     return model._math
+
+
+def purchase_draws(model: Any, n_draws: int | None = N_DRAWS) -> dict[str, np.ndarray]:
+    """Evenly thinned posterior draws of a fitted purchase model, each of shape (S, 1).
+
+    Keyed and ordered by ``model.param_names``, so ``math.f(*draws.values(), ...)`` with
+    ``math = purchase_math(model)`` evaluates the model's own formula ``f``.  A MAP/MLE fit
+    gives S = 1.
+
+    Raises
+    ------
+    TypeError
+        For a model that is not a registered purchase model (see :func:`purchase_math`).
+    """
+    purchase_math(model)
+    draws = joint_draws(model, None, n_draws)[0]
+    return {p: draws[p] for p in model.param_names}
 
 
 def n_samples(draws: dict[str, np.ndarray]) -> int:

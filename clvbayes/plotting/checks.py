@@ -1,4 +1,4 @@
-"""Model checks for the BG/NBD purchase model: does the fitted model reproduce the data?
+"""Model checks for any purchase model: does the fitted model reproduce the data?
 
 Every plot puts what was observed (black) next to what the model says (blue), with two
 kinds of band:
@@ -17,7 +17,9 @@ credible band is not (single data sets scatter around their expectation).
 The plots follow Fader, Hardie & Lee (2005), "Counting your customers the easy way",
 Marketing Science 24(2): Figure 2 (repeat-purchase histogram), Figure 3/4 (tracking of
 cumulative and weekly repeat transactions) and Figure 5 (conditional expectations by
-calibration frequency).
+calibration frequency).  Each evaluates the fitted model's own closed forms and simulation
+(its math module, e.g. :mod:`clvbayes.math.pnbd` for ``ParetoNBDModel``), so they work for
+every registered purchase model (:func:`clvbayes.models.protocols.purchase_models`).
 """
 
 from __future__ import annotations
@@ -35,14 +37,14 @@ from clvbayes.plotting._common import (
     N_SIMS,
     OBSERVED_COLOR,
     band,
-    bgnbd_draws,
     cycle,
     days_per_unit,
-    family_math,
     get_ax,
     histories,
     interval,
     n_samples,
+    purchase_draws,
+    purchase_math,
 )
 from clvbayes.predict import DEFAULT_PROB
 from clvbayes.units import table_time_unit
@@ -92,17 +94,17 @@ def plot_frequency_ppc(
 
     For ``n = 0, 1, ..., max_frequency - 1`` and ``max_frequency+``, the bars show how many
     customers made ``n`` repeat purchases in their calibration period (observed, black) and
-    how many the model expects (blue): ``sum_i P(X(T_i) = n)`` over customers, with
-    ``P(X(t) = n)`` of FHL (2005) eq. (8) evaluated per posterior draw at each customer's own
-    observation length ``T_i``.  The thick whisker is the credible interval of that
-    expectation (NUTS fits only); the thin capped whisker the predictive interval of the
-    count, from ``n_sims`` data sets simulated with :func:`clvbayes.math.bgnbd.simulate`
-    (each customer keeps their ``T_i``).
+    how many the model expects (blue): ``sum_i P(X(T_i) = n)`` over customers, with the
+    model's ``P(X(t) = n)`` (its math module's ``prob_purchases``) evaluated per posterior
+    draw at each customer's own observation length ``T_i``.  The thick whisker is the
+    credible interval of that expectation (several draws only); the thin capped whisker the
+    predictive interval of the count, from ``n_sims`` data sets simulated from the model's
+    population (its ``simulate``; each customer keeps their ``T_i``).
 
     Parameters
     ----------
-    model : BetaGeoModel
-        Fitted purchase model.
+    model : fitted purchase model
+        Any registered purchase model (:func:`clvbayes.models.protocols.purchase_models`).
     rfm : DataFrame, optional
         Customer table (``frequency``, ``recency``, ``T``); default the model's training data.
     max_frequency : int
@@ -126,9 +128,9 @@ def plot_frequency_ppc(
     """
     k = _check_positive_int(max_frequency, "max_frequency")
     n_sims = _check_positive_int(n_sims, "n_sims")
-    draws = bgnbd_draws(model, n_draws)
+    math = purchase_math(model)
+    draws = purchase_draws(model, n_draws)
     data = histories(model, rfm)
-    r, alpha, a, b = (draws[p] for p in ("r", "alpha", "a", "b"))
     counts = data.counts
     n_customers = int(counts.sum())
     observed = np.bincount(
@@ -138,10 +140,11 @@ def plot_frequency_ppc(
     # expected number of customers in each category, per draw: (S, k + 1)
     t_unique, t_inverse = np.unique(data["T"], return_inverse=True)
     per_t = np.bincount(t_inverse.ravel(), weights=counts)
-    probs = family_math(model).prob_purchases(
-        r[:, :, None], alpha[:, :, None], a[:, :, None], b[:, :, None],
-        t_unique[None, :, None], np.arange(k)[None, None, :],
-    )  # fmt: skip
+    probs = math.prob_purchases(
+        *(v[:, :, None] for v in draws.values()),
+        t_unique[None, :, None],
+        np.arange(k)[None, None, :],
+    )
     head = np.einsum("u,suk->sk", per_t, np.atleast_3d(probs))
     expected = np.concatenate([head, n_customers - head.sum(axis=1, keepdims=True)], axis=1)
 
@@ -151,10 +154,9 @@ def plot_frequency_ppc(
     params = cycle(draws, n_sims)
     simulated = np.empty((n_sims, k + 1))
     for i0, i1 in _sim_chunks(n_sims, n_customers):
-        sim = family_math(model).simulate(
-            rng, *(params[p][i0:i1] for p in ("r", "alpha", "a", "b")), T_customers
-        )
-        cat = np.minimum(sim["frequency"], k) + (k + 1) * np.arange(i1 - i0)[:, None]
+        sim = math.simulate(rng, *(v[i0:i1] for v in params.values()), T_customers)
+        category = np.minimum(sim["frequency"], k).astype(np.int64)
+        cat = category + (k + 1) * np.arange(i1 - i0)[:, None]
         simulated[i0:i1] = np.bincount(cat.ravel(), minlength=(i1 - i0) * (k + 1)).reshape(
             i1 - i0, k + 1
         )
@@ -204,15 +206,15 @@ def plot_calibration_holdout(
     Customers are grouped by their number of repeat purchases in the calibration period
     (``0, 1, ..., max_frequency+``).  For each group the plot shows the mean number of
     purchases they actually made in the holdout period and the model's prediction, the
-    group mean of ``E[Y(t) | x, t_x, T]`` (FHL 2005 eq. 10, ``t`` = holdout length), with the
-    credible band of that mean (NUTS fits) and the predictive band of the group's realised
-    mean, simulated from each customer's exact latent posterior
-    (:func:`clvbayes.math.bgnbd.sample_latent`, :func:`~clvbayes.math.bgnbd.simulate_purchases`).
+    group mean of ``E[Y(t) | x, t_x, T]`` (the model's ``expected_purchases``, ``t`` = holdout
+    length), with the credible band of that mean (several draws) and the predictive band of
+    the group's realised mean, simulated from each customer's exact latent posterior (the
+    model's ``sample_latent``, then ``simulate_purchases``).
 
     Parameters
     ----------
-    model : BetaGeoModel
-        Purchase model fitted on the calibration period.
+    model : fitted purchase model
+        Any registered purchase model, fitted on the calibration period.
     rfm : DataFrame
         Table of :func:`clvbayes.data.calibration_holdout_split`: calibration ``frequency``,
         ``recency``, ``T`` and ``frequency_holdout``.
@@ -243,7 +245,8 @@ def plot_calibration_holdout(
     horizon = float(horizon)
     checked = validate_rfm(rfm)
     data = compress(checked, columns=("frequency", "recency", "T"))
-    draws = bgnbd_draws(model, n_draws)
+    math = purchase_math(model)
+    draws = purchase_draws(model, n_draws)
     x, t_x, T = (np.asarray(data[c], dtype=float) for c in ("frequency", "recency", "T"))
     group_of_history = np.minimum(x, k).astype(np.int64)
     n_group = np.bincount(group_of_history, weights=data.counts, minlength=k + 1)
@@ -256,8 +259,7 @@ def plot_calibration_holdout(
     )
     actual = actual_sum[keep] / n_group[keep]
 
-    args = [draws[p] for p in ("r", "alpha", "a", "b")]
-    expected = family_math(model).expected_purchases(*args, x, t_x, T, horizon)  # (S, u)
+    expected = math.expected_purchases(*draws.values(), x, t_x, T, horizon)  # (S, u)
     onehot = sparse.csr_matrix(
         (data.counts.astype(float), (np.arange(x.size), group_of_history)), shape=(x.size, k + 1)
     )
@@ -269,10 +271,10 @@ def plot_calibration_holdout(
     params = cycle(draws, n_sims)
     sim_means = np.empty((n_sims, k + 1))
     for i0, i1 in _sim_chunks(n_sims, rep.size):
-        state = family_math(model).sample_latent(
-            rng, *(params[p][i0:i1] for p in ("r", "alpha", "a", "b")), x[rep], t_x[rep], T[rep]
+        state = math.sample_latent(
+            rng, *(v[i0:i1] for v in params.values()), x[rep], t_x[rep], T[rep]
         )
-        bought = family_math(model).simulate_purchases(rng, *state, horizon)
+        bought = math.simulate_purchases(rng, *state, horizon)
         idx = group_c + (k + 1) * np.arange(i1 - i0)[:, None]
         sums = np.bincount(idx.ravel(), weights=bought.ravel(), minlength=(i1 - i0) * (k + 1))
         sim_means[i0:i1] = sums.reshape(i1 - i0, k + 1)
@@ -318,15 +320,15 @@ def tracking_data(
     A repeat transaction is any purchase occasion of a customer after their first (same-day
     transactions count once when ``rfm.attrs["merge_same_day"]``, as in the RFM summary).
     Customer ``i``, who first bought at time ``f_i``, is expected to have made
-    ``E[X(tau - f_i)]`` repeat purchases by time ``tau`` (FHL 2005 eq. 7, per draw); the model
-    totals are sums over customers, per draw (credible interval), and over customers simulated
-    from the population (:func:`clvbayes.math.bgnbd.simulate_purchase_times`, predictive
-    interval).
+    ``E[X(tau - f_i)]`` repeat purchases by time ``tau`` (the model's ``expected_purchases_new``,
+    per draw); the model totals are sums over customers, per draw (credible interval), and
+    over customers simulated from the population (the model's ``sample_latent`` for a new
+    customer, then ``simulate_purchase_times``: predictive interval).
 
     Parameters
     ----------
-    model : BetaGeoModel
-        Fitted purchase model.
+    model : fitted purchase model
+        Any registered purchase model (:func:`clvbayes.models.protocols.purchase_models`).
     transactions : DataFrame
         The transaction log the table was built from.
     rfm : DataFrame
@@ -388,8 +390,8 @@ def tracking_data(
     actual = np.bincount(np.searchsorted(edges, u, side="left") - 1, minlength=n_periods)
 
     # expected cumulative repeat transactions at each period end, per draw
-    draws = bgnbd_draws(model, n_draws)
-    args = [draws[p] for p in ("r", "alpha", "a", "b")]
+    math = purchase_math(model)
+    draws = purchase_draws(model, n_draws)
     f_unique, f_counts = np.unique(f, return_counts=True)
     t_grid = np.clip(edges[None, 1:] - f_unique[:, None], 0.0, None)  # (n_f, K)
     t_unique, t_index = np.unique(t_grid, return_inverse=True)
@@ -402,7 +404,7 @@ def tracking_data(
     )
     values = np.zeros((n_samples(draws), t_unique.size))
     positive = t_unique > 0
-    values[:, positive] = family_math(model).expected_purchases_new(*args, t_unique[positive])
+    values[:, positive] = math.expected_purchases_new(*draws.values(), t_unique[positive])
     cum_expected = np.asarray((weights.T @ values.T).T)  # (S, K)
     inc_expected = np.diff(cum_expected, axis=1, prepend=0.0)
 
@@ -414,10 +416,8 @@ def tracking_data(
     zeros = np.zeros(n)
     sim_inc = np.empty((n_sims, n_periods))
     for i0, i1 in _sim_chunks(n_sims, n):
-        state = family_math(model).sample_latent(
-            rng, *(params[p][i0:i1] for p in ("r", "alpha", "a", "b")), zeros, zeros, zeros
-        )
-        bought, times = family_math(model).simulate_purchase_times(rng, *state, window)
+        state = math.sample_latent(rng, *(v[i0:i1] for v in params.values()), zeros, zeros, zeros)
+        bought, times = math.simulate_purchase_times(rng, *state, window)
         owner = np.repeat(np.arange(bought.size), bought.ravel())
         calendar = f[owner % n] + times
         k_idx = np.clip(np.searchsorted(edges, calendar, side="left") - 1, 0, n_periods - 1)
@@ -460,9 +460,9 @@ def plot_tracking(
 ):
     """Tracking plot: repeat transactions per period over calibration + holdout, actual vs model.
 
-    The classic BG/NBD validation (FHL 2005, Figures 3 and 4): the cohort's cumulative
-    (``cumulative=True``) or per-period repeat transactions, observed and expected, with
-    the credible band of the expectation (NUTS fits) and the predictive band of a cohort
+    The classic validation of a purchase model (FHL 2005, Figures 3 and 4): the cohort's
+    cumulative (``cumulative=True``) or per-period repeat transactions, observed and
+    expected, with the credible band of the expectation (several draws) and the predictive band of a cohort
     simulated from the model.  The dashed vertical line marks the end of the calibration
     period: to its right the model predicts data it has not seen.  The numbers behind the
     plot come from :func:`tracking_data` (see there for parameters).

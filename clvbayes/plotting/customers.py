@@ -1,4 +1,4 @@
-"""What the BG/NBD model says about individual customers.
+"""What a purchase model says about individual customers.
 
 * :func:`plot_p_alive_matrix` and :func:`plot_expected_purchases_matrix`: heatmaps over
   (frequency, recency) for customers observed for ``T`` time units.  They show the model's
@@ -7,6 +7,10 @@
   2005, "RFM and CLV: using iso-value curves").
 * :func:`plot_customer_history`: one customer's purchases and their P(alive) through time,
   each point computed from the history known at that moment.
+
+Every plot evaluates the fitted model's own formulas (its math module, e.g.
+:mod:`clvbayes.math.pnbd` for ``ParetoNBDModel``), so they work for every registered purchase
+model (:func:`clvbayes.models.protocols.purchase_models`).
 """
 
 from __future__ import annotations
@@ -22,12 +26,12 @@ from clvbayes.plotting._common import (
     N_DRAWS,
     OBSERVED_COLOR,
     band,
-    bgnbd_draws,
     days_per_unit,
-    family_math,
     get_ax,
     interval,
     n_samples,
+    purchase_draws,
+    purchase_math,
 )
 from clvbayes.predict import DEFAULT_PROB
 
@@ -39,9 +43,11 @@ _STATS = ("mean", "lower", "upper", "width")
 def _rf_matrix(
     model, func, name, *, T, max_frequency, n_recency, stat, prob, n_draws, ax, cmap, vmin, vmax
 ):
+    """Heatmap of ``func(*parameters, frequency, recency, T)`` (a function of the model's math
+    module, parameters in the order of ``model.param_names``) over frequency and recency."""
     if stat not in _STATS:
         raise ValueError(f"stat must be one of {_STATS}, got {stat!r}.")
-    draws = bgnbd_draws(model, n_draws)
+    draws = purchase_draws(model, n_draws)
     if stat != "mean" and n_samples(draws) == 1:
         raise ValueError(
             f"stat={stat!r} is an interval statistic: it needs posterior draws (fit with method='nuts'); "
@@ -63,7 +69,7 @@ def _rf_matrix(
     x, t_x = np.meshgrid(freq, rec, indexing="ij")
     valid = (x > 0) | (t_x == 0)  # no repeat purchase means recency 0
     xv, tv = x[valid], t_x[valid]
-    values = func(*(draws[p] for p in ("r", "alpha", "a", "b")), xv, tv, np.full(xv.shape, T))
+    values = func(*draws.values(), xv, tv, np.full(xv.shape, T))
     values = np.atleast_2d(values)
     if stat == "mean":
         cell = values.mean(axis=0)
@@ -104,15 +110,15 @@ def plot_p_alive_matrix(
 ):
     """Heatmap of P(alive at T) over frequency (rows) and recency (columns).
 
-    ``P(alive | x, t_x, T)`` of Fader, Hardie & Lee (2008, "Computing P(alive) using the
-    BG/NBD model"), averaged over posterior draws (``stat="mean"``) or the bounds or width of
-    its credible interval (``"lower"``, ``"upper"``, ``"width"``; NUTS fits only).  Cells
-    with no repeat purchase and positive recency are impossible and left blank.
+    The model's ``P(alive | x, t_x, T)`` (its math module's ``p_alive``), averaged over
+    posterior draws (``stat="mean"``) or the bounds or width of its credible interval
+    (``"lower"``, ``"upper"``, ``"width"``; fits with several draws only).  Cells with no
+    repeat purchase and positive recency are impossible and left blank.
 
     Parameters
     ----------
-    model : BetaGeoModel
-        Fitted purchase model.
+    model : fitted purchase model
+        Any registered purchase model (:func:`clvbayes.models.protocols.purchase_models`).
     T : float, optional
         Observation length of the customers shown (data's time unit); default the longest
         ``T`` of the training data.
@@ -134,7 +140,7 @@ def plot_p_alive_matrix(
         With one image (and a colour bar beside it).
     """
     return _rf_matrix(
-        model, family_math(model).p_alive, "P(alive)", T=T, max_frequency=max_frequency, n_recency=n_recency,
+        model, purchase_math(model).p_alive, "P(alive)", T=T, max_frequency=max_frequency, n_recency=n_recency,
         stat=stat, prob=prob, n_draws=n_draws, ax=ax, cmap="viridis", vmin=0.0,
         vmax=1.0 if stat != "width" else None,
     )  # fmt: skip
@@ -154,8 +160,8 @@ def plot_expected_purchases_matrix(
 ):
     """Heatmap of the expected purchases in the next ``t`` time units over frequency and recency.
 
-    ``E[Y(t) | x, t_x, T]`` (FHL 2005 eq. 10); parameters as in :func:`plot_p_alive_matrix`,
-    with ``t`` the horizon in the data's time unit (default 1).
+    ``E[Y(t) | x, t_x, T]`` (the model's ``expected_purchases``); parameters as in
+    :func:`plot_p_alive_matrix`, with ``t`` the horizon in the data's time unit (default 1).
 
     Returns
     -------
@@ -165,8 +171,10 @@ def plot_expected_purchases_matrix(
     if t <= 0:
         raise ValueError(f"t (horizon) must be positive, got {t!r}.")
 
-    def func(r, alpha, a, b, x, t_x, T_):
-        return family_math(model).expected_purchases(r, alpha, a, b, x, t_x, T_, t)
+    math = purchase_math(model)
+
+    def func(*args):  # parameters, frequency, recency, T
+        return math.expected_purchases(*args, t)
 
     unit = getattr(model, "time_unit_", None) or "time units"
     return _rf_matrix(
@@ -221,15 +229,15 @@ def plot_customer_history(
 
     At every time ``tau`` after the first purchase the customer's history so far is
     ``x(tau)`` repeat purchases, the last at ``t_x(tau)``, observed for ``T = tau``; the line is
-    ``P(alive | x(tau), t_x(tau), tau)`` (posterior mean) with its credible band (NUTS fits).
-    P(alive) jumps to 1 at each purchase (no one drops out without buying first in the
-    BG/NBD model) and decays while the customer is silent, the faster the more often they
-    used to buy.
+    ``P(alive | x(tau), t_x(tau), tau)`` (the model's ``p_alive``, posterior mean) with its
+    credible band (fits with several draws).  P(alive) jumps up at each purchase (to 1 where
+    the model lets nobody drop out at the moment of a purchase) and decays while the customer
+    is silent, the faster the more often they used to buy.
 
     Parameters
     ----------
-    model : BetaGeoModel
-        Fitted purchase model.
+    model : fitted purchase model
+        Any registered purchase model (:func:`clvbayes.models.protocols.purchase_models`).
     transactions : DataFrame
         Transaction log.
     customer_id : object
@@ -256,7 +264,8 @@ def plot_customer_history(
         included), the calibration-end line when given, and, for several draws, a band.
     """
     time_unit = time_unit or getattr(model, "time_unit_", None)
-    draws = bgnbd_draws(model, n_draws)
+    math = purchase_math(model)
+    draws = purchase_draws(model, n_draws)
     first, times = customer_timeline(
         transactions, customer_id, time_unit=time_unit, customer_id_col=customer_id_col,
         datetime_col=datetime_col, merge_same_day=merge_same_day,
@@ -279,9 +288,7 @@ def plot_customer_history(
     )
     x = np.searchsorted(times, tau, side="right")
     t_x = np.where(x > 0, times[np.maximum(x - 1, 0)], 0.0)
-    values = np.atleast_2d(
-        family_math(model).p_alive(*(draws[p] for p in ("r", "alpha", "a", "b")), x, t_x, tau)
-    )
+    values = np.atleast_2d(math.p_alive(*draws.values(), x, t_x, tau))
 
     ax = get_ax(ax)
     if n_samples(draws) > 1:
