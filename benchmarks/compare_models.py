@@ -367,19 +367,20 @@ def _bayesian_spec(purchase_cls, spend_cls, method: str) -> ModelSpec:
 
 
 def bayesian_specs() -> list[ModelSpec]:
-    """One NUTS and one MAP spec per purchase model found in :mod:`clvbayes.models`.
+    """One NUTS and one MAP spec per registered purchase model.
 
-    A purchase model is a ``CLVModel`` subclass with the prediction interface used by
-    :func:`clvbayes.predict.score_customers` (``_simulate_arrays``); a spend model one with
-    ``_expected_spend_arrays``.  New models therefore join the comparison without editing
-    this file.
+    Purchase models are those of :func:`clvbayes.models.protocols.purchase_models` (every
+    model implementing the :class:`~clvbayes.models.protocols.PurchaseModel` protocol); the
+    spend model is the first model of :mod:`clvbayes.models` implementing ``SpendModel``.
+    New models therefore join the comparison without editing this file.
     """
     import clvbayes.models as registry
+    from clvbayes.models.protocols import SpendModel, missing_methods, purchase_models
 
     classes = [getattr(registry, n) for n in registry.__all__]
     classes = [c for c in classes if isinstance(c, type) and issubclass(c, registry.CLVModel)]
-    purchase = [c for c in classes if hasattr(c, "_simulate_arrays")]
-    spend = [c for c in classes if hasattr(c, "_expected_spend_arrays")]
+    purchase = list(purchase_models().values())
+    spend = [c for c in classes if not missing_methods(c, SpendModel)]
     if not spend:
         return []
     return [_bayesian_spec(p, spend[0], m) for p in purchase for m in ("nuts", "map")]

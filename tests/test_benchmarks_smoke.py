@@ -171,16 +171,13 @@ def test_historical_and_retention_baselines_follow_their_formulas(tiny):
 
 
 def test_model_registry_includes_every_purchase_model_with_both_methods():
-    import clvbayes.models as models
+    from clvbayes.models.protocols import purchase_models
 
     names = [m.name for m in cm.MODELS]
     assert "BG/NBD + GG NUTS" in names and "BG/NBD + GG MAP" in names
     assert {"bayesian", "baseline", "truth"} == {m.kind for m in cm.MODELS}
-    n_purchase = sum(
-        isinstance(c, type) and issubclass(c, models.CLVModel) and hasattr(c, "_simulate_arrays")
-        for c in (getattr(models, n) for n in models.__all__)
-    )
-    assert sum(m.kind == "bayesian" for m in cm.MODELS) == 2 * n_purchase
+    assert len(purchase_models()) == 3  # BG/NBD, MBG/NBD, Pareto/NBD
+    assert sum(m.kind == "bayesian" for m in cm.MODELS) == 2 * len(purchase_models())
 
 
 # ------------------------------------------------------------------------------------------

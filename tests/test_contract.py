@@ -6,9 +6,10 @@ continuous-time purchase model (then also ``score_customers`` with Gamma-Gamma).
 check runs on MAP fits or fake posteriors (``model.posterior_ = posterior_from_arrays``), so
 the battery takes seconds; the short NUTS fits are marked slow.
 
-Pareto/NBD joins automatically once it implements :class:`clvbayes.models.PurchaseModel`'s
-protocol (:func:`clvbayes.models.protocols.purchase_model_candidates`); until then its row is
-skipped with the reason shown by ``pytest -rs``.
+Membership of the registry is checked at run time
+(:func:`clvbayes.models.protocols.purchase_model_candidates`): a purchase row whose model lacks
+a protocol member is skipped with the reason shown by ``pytest -rs`` (and fails
+``test_every_registered_purchase_model_has_a_row``).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def _rows() -> list[Row]:
     cls, reason = purchase_model_candidates()["pnbd"]
     rows.append(
         Row(cls or object, _tiny_continuous, _purchase_predictions, purchase=True,
-            skip=None if reason is None else f"ParetoNBDModel not in the contract yet: {reason}")
+            skip=None if reason is None else f"ParetoNBDModel does not meet the contract: {reason}")
     )  # fmt: skip
     return rows
 
@@ -284,6 +285,11 @@ def test_score_customers_with_gamma_gamma_on_2x5(row, map_fits):
 
 
 # ---------------------------------------------------------------- the protocols themselves
+def test_every_registered_purchase_model_has_a_row():
+    rows = {row.cls for row in MODELS if row.purchase and row.skip is None}
+    assert set(purchase_models().values()) <= rows
+
+
 def test_registry_lists_the_continuous_purchase_models():
     models = purchase_models()
     assert models["bgnbd"] is BetaGeoModel and models["mbgnbd"] is ModifiedBetaGeoModel
@@ -297,13 +303,15 @@ def test_registry_lists_the_continuous_purchase_models():
 
 def test_protocol_members_are_the_methods_predict_calls():
     assert PURCHASE_METHODS == (
-        "draws", "_p_alive_arrays", "_alive_factors", "_active_futures", "_simulate_arrays"
+        "active_columns", "draws", "_p_alive_arrays", "_expected_active_arrays",
+        "_active_state", "_advance",
     )  # fmt: skip
-    for cls in (BetaGeoModel, ModifiedBetaGeoModel):
+    for cls in purchase_models().values():
         assert missing_methods(cls, PurchaseModel) == []
+    assert set(purchase_models()) == {"bgnbd", "mbgnbd", "pnbd"}
     assert missing_methods(GammaGammaModel, SpendModel) == []
     assert missing_methods(BetaGeoBetaBinomModel, PurchaseModel) == [
-        "_alive_factors", "_active_futures", "_simulate_arrays"
+        "active_columns", "_expected_active_arrays", "_active_state", "_advance"
     ]  # fmt: skip
 
 
@@ -313,8 +321,9 @@ def test_score_customers_refuses_a_model_without_the_protocol(map_fits):
     with pytest.raises(
         TypeError,
         match=r"purchase_model: GammaGammaModel does not implement the PurchaseModel interface "
-        r"that score_customers needs \(missing _p_alive_arrays, _alive_factors, _active_futures, "
-        r"_simulate_arrays\): pass a fitted continuous-time purchase model \(BetaGeoModel, "
+        r"that score_customers needs \(missing active_columns, _p_alive_arrays, "
+        r"_expected_active_arrays, _active_state, _advance\): pass a fitted continuous-time "
+        r"purchase model \(BetaGeoModel, "
         r"ModifiedBetaGeoModel",
     ):
         score_customers(rfm, gg, horizon=10.0)
@@ -322,7 +331,7 @@ def test_score_customers_refuses_a_model_without_the_protocol(map_fits):
     with pytest.raises(
         TypeError,
         match=r"spend_model: BetaGeoModel does not implement the SpendModel interface .*missing "
-        r"_expected_spend_arrays, .*pass a fitted spend model such as GammaGammaModel\.",
+        r"key_columns, _expected_spend_arrays, .*pass a fitted spend model such as GammaGammaModel\.",
     ):
         score_customers(rfm, bg, bg, horizon=10.0)
 
@@ -333,18 +342,19 @@ def test_check_implements_accepts_conforming_models(map_fits):
     assert isinstance(map_fits["ModifiedBetaGeoModel"], PurchaseModel)  # runtime_checkable
 
 
-def test_bgnbd_family_plots_use_the_models_own_formulas(map_fits):
-    """MBG/NBD has BG/NBD's parameter names but other formulas: its plots evaluate its own math,
-    and a model outside the family is refused."""
+def test_plots_use_each_purchase_models_own_formulas(map_fits):
+    """Each registered purchase model's plots evaluate its own math module (MBG/NBD has BG/NBD's
+    parameter names but other formulas), and a model that is not one is refused."""
     from clvbayes import plotting
-    from clvbayes.math import mbgnbd
-    from clvbayes.plotting._common import family_math
+    from clvbayes.plotting._common import purchase_math
 
-    assert family_math(map_fits["ModifiedBetaGeoModel"]) is mbgnbd
+    for cls in purchase_models().values():
+        if cls.__name__ in map_fits:
+            assert purchase_math(map_fits[cls.__name__]) is cls._math
     plotting.plot_frequency_ppc(map_fits["ModifiedBetaGeoModel"], n_sims=5)
     with pytest.raises(
         TypeError,
-        match=r"This plot evaluates the BG/NBD-family formulas and needs a fitted BetaGeoModel or "
-        r"ModifiedBetaGeoModel \(parameters r, alpha, a, b\), got GammaGammaModel\.",
+        match=r"needs a fitted continuous-time purchase model: one of BetaGeoModel \(bgnbd\), "
+        r"ModifiedBetaGeoModel \(mbgnbd\), ParetoNBDModel \(pnbd\); got GammaGammaModel\.",
     ):
         plotting.plot_frequency_ppc(map_fits["GammaGammaModel"])

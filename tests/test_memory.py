@@ -3,10 +3,10 @@
 The segment totals of small segments (< ``EXACT_SEGMENT_MIN`` customers) are simulated
 customer by customer.  That simulation once kept one purchase time (and several arrays of the
 same length) per simulated purchase: 1,500 customers buying ~2 times a week peaked at 6.7 GB
-at a 52-week horizon and raised MemoryError at 156 weeks.  It now accumulates each customer's
-(discounted) sums in a compiled loop (:func:`clvbayes.math.bgnbd.simulate_value_sums`), so
-memory is a few arrays of (outcome samples x customers in a chunk), whatever the purchase
-rate and horizon.
+at a 52-week horizon and raised MemoryError at 156 weeks.  The generic composition
+(:func:`clvbayes.predict.outcomes.generic_active_futures`) now advances each customer's latent
+state period by period and sums as it goes, so memory is a few arrays of (outcome samples x
+customers in a chunk), whatever the purchase model, the purchase rate and the horizon.
 
 Each measurement runs in a fresh subprocess: ``tracemalloc`` (every NumPy allocation) and the
 growth of the peak resident set size (``resource.getrusage``) over a warm-up run that
@@ -34,18 +34,8 @@ _SCRIPT = textwrap.dedent(
     """
     import json, resource, sys, time, tracemalloc
     import numpy as np, pandas as pd
-    from clvbayes.math import bgnbd
-    from clvbayes.models import BetaGeoModel, GammaGammaModel
+    from clvbayes.models import BetaGeoModel, GammaGammaModel, ParetoNBDModel
     from clvbayes.predict import score_customers
-
-    def _sums(self, rng, params, h, horizon, period=1.0, factors=None, value_shape=None,
-              value_rate=None):
-        r, alpha, a, b = (np.broadcast_to(v, (v.shape[0], h["T"].size)) for v in self._args(params))
-        return bgnbd.simulate_history_sums(rng, r, alpha, a, b, h["frequency"], h["recency"],
-                                           h["T"], horizon, period, factors, value_shape, value_rate)
-
-    if not hasattr(BetaGeoModel, "_simulate_sums_arrays"):
-        BetaGeoModel._simulate_sums_arrays = _sums  # the hook proposed for models/bgnbd.py
 
     def fixed(cls, **values):
         model = cls()
@@ -56,6 +46,7 @@ _SCRIPT = textwrap.dedent(
 
     n, horizon, samples = (float(v) for v in sys.argv[1:4])
     n = int(n)
+    family = sys.argv[4]
     rng = np.random.default_rng(0)
     rfm = pd.DataFrame(
         {"frequency": 104.0, "recency": 51.5, "T": 52.0, "monetary_value": 30.0,
@@ -63,7 +54,10 @@ _SCRIPT = textwrap.dedent(
         index=pd.Index([f"c{i}" for i in range(n)], name="customer_id"),
     )
     rfm.attrs["time_unit"] = "weeks"
-    bg = fixed(BetaGeoModel, r=2.0, alpha=1.0, a=0.05, b=20.0)  # ~2 purchases a week
+    if family == "pnbd":  # ~2 purchases a week, mean lifetime ~ 400 weeks
+        bg = fixed(ParetoNBDModel, r=2.0, alpha=1.0, s=0.05, beta=20.0)
+    else:
+        bg = fixed(BetaGeoModel, r=2.0, alpha=1.0, a=0.05, b=20.0)
     gg = fixed(GammaGammaModel, p=6.0, q=4.0, gamma=15.0)
     kw = dict(by="segment", n_outcome_samples=int(samples), annual_discount_rate=0.1, seed=1)
     score_customers(rfm.iloc[:30], bg, gg, horizon=2.0, **kw)  # compile the kernels
@@ -86,18 +80,19 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def _measure(n: int, horizon: float, samples: int) -> dict:
+def _measure(n: int, horizon: float, samples: int, family: str = "bgnbd") -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, str(n), str(horizon), str(samples)],
+        [sys.executable, "-c", _SCRIPT, str(n), str(horizon), str(samples), family],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_outcome_simulation_memory_is_bounded_for_frequent_buyers_over_156_weeks():
+@pytest.mark.parametrize("family", ["bgnbd", "pnbd"])
+def test_outcome_simulation_memory_is_bounded_for_frequent_buyers_over_156_weeks(family):
     """1,500 customers buying ~2 times a week, 156-week horizon, three small segments."""
-    got = _measure(1500, 156.0, 20)
+    got = _measure(1500, 156.0, 20, family)
     assert got["traced_mib"] < TRACED_BOUND_MIB, got
     assert got["rss_growth_mib"] < RSS_GROWTH_BOUND_MIB, got
     # and the totals are sane: ~500 customers x ~300 purchases each, inside their interval
@@ -112,11 +107,3 @@ def test_outcome_simulation_memory_is_bounded_at_full_sample_size():
     got = _measure(1500, 156.0, 1000)
     assert got["traced_mib"] < 2 * TRACED_BOUND_MIB, got
     assert got["rss_growth_mib"] < 2 * RSS_GROWTH_BOUND_MIB, got
-
-
-@pytest.mark.parametrize("name", ["BetaGeoModel", "ModifiedBetaGeoModel"])
-def test_purchase_models_provide_the_bounded_simulation_hook(name):
-    """Without the hook score_customers falls back to storing one time per simulated purchase."""
-    import clvbayes.models
-
-    assert callable(getattr(getattr(clvbayes.models, name), "_simulate_sums_arrays", None))

@@ -143,39 +143,31 @@ def test_predict_before_fit_says_call_fit():
         ParetoNBDModel().p_alive()
 
 
-def test_simulate_arrays_match_expectations(pnbd_mle, cdnow, rng):
-    data = pnbd_mle.data_
-    params = {k: np.full((400, 1), v) for k, v in pnbd_mle.summary()["mean"].items()}
-    h = {c: data[c] for c in ParetoNBDModel.history_columns}
-    alive, counts, times = pnbd_mle._simulate_arrays(rng, params, h, 39.0)
-    assert alive.shape == counts.shape == (400, data.n_unique)
-    assert times.size == counts.sum() and (times >= 0).all() and (times <= 39.0).all()
-    expected = pnbd_mle._p_alive_arrays(params, h) * pnbd_mle._expected_alive_arrays(
-        params, h, 39.0
-    )
-    total = float(np.sum(data.counts * counts.mean(axis=0)))
-    assert total == pytest.approx(float(np.sum(data.counts * expected[0])), rel=0.03)
+def test_active_state_and_advance_match_expectations(pnbd_mle):
+    """The protocol's simulation of active customers reproduces E[purchases | alive] and P(alive)."""
+    from clvbayes.predict import outcomes
 
-
-def test_alive_factors_and_active_futures_agree(pnbd_mle):
-    """Simulated futures of active customers match the exact per-alive expectations."""
     data = pnbd_mle.data_
     params = {k: np.full((4000, 1), v) for k, v in pnbd_mle.summary()["mean"].items()}
     h = {c: data[c] for c in ParetoNBDModel.history_columns}
-    ends = np.arange(1.0, 40.0)
-    factors = 0.99 ** np.arange(1, 40)
-    f = pnbd_mle._alive_factors(params, h, ends, factors)
-    assert f["p_alive"].shape == (4000, data.n_unique)
+    ends, factors = np.arange(1.0, 40.0), 0.99 ** np.arange(1, 40)
+    keys, _ = outcomes.future_keys(pnbd_mle, None, h)
+    discounted, total = pnbd_mle._expected_active_arrays(params, keys, ends, factors)
+    assert total.shape == (4000, keys["T"].size) and (discounted < total).all()
     np.testing.assert_allclose(
-        f["total"][0], pnbd_mle._expected_alive_arrays(params, f["pairs"], 39.0)[0], rtol=1e-10
+        total[0],
+        pnbd.expected_purchases_alive(*params.values(), keys["frequency"], keys["T"], 39.0)[0],
+        rtol=1e-10,
     )
-    assert (f["discounted"] < f["total"]).all()
-    marks = (np.full(4000, 6.0), np.full((4000, f["pairs"]["T"].size), 30.0))
-    fut = pnbd_mle._active_futures(5, params, f["pairs"], 39.0, 1.0, factors, marks)
+    fut = outcomes.generic_active_futures(
+        np.random.default_rng(5), pnbd_mle, None, params, None, keys, ends, factors
+    )
     sim = fut["purchases"].mean(axis=0)
     se = fut["purchases"].std(axis=0) / np.sqrt(4000) + 1e-9
-    assert np.all(np.abs(sim - f["total"][0]) < 5 * se)
-    # values: E[g / G] = 6 / 29 per purchase
-    ratio = fut["value"].sum() / fut["purchases"].sum()
-    assert ratio == pytest.approx(6 / 29, rel=0.02)
-    assert (fut["discounted"] <= fut["value"] + 1e-12).all()
+    assert np.all(np.abs(sim - total[0]) < 5 * se)
+    # survival over the horizon: P(still active at T + 39 | active at T) = ((beta+T)/(beta+T+39))^s
+    rng = np.random.default_rng(6)
+    state = pnbd_mle._active_state(rng, params, {"frequency": np.zeros(1), "T": np.array([20.0])})
+    _, alive = pnbd_mle._advance(rng, {k: v.ravel() for k, v in state.items()}, 39.0)
+    s_, beta = float(params["s"][0, 0]), float(params["beta"][0, 0])
+    assert alive.mean() == pytest.approx(((beta + 20) / (beta + 59)) ** s_, abs=0.025)

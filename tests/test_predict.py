@@ -41,7 +41,7 @@ def _expected_by_quadrature(r, alpha, a, b, x, tx, T, t):
 def test_annual_rate_converts_exactly():
     assert rate_per_period(0.10, "weeks") == pytest.approx(1.10 ** (7 / 365.25) - 1, rel=1e-14)
     assert rate_per_period(0.10, "days", period=365.25) == pytest.approx(0.10, rel=1e-14)
-    with pytest.raises(ValueError, match="Unknown time_unit .months."):
+    with pytest.raises(ValueError, match=r"Unknown time_unit .months."):
         rate_per_period(0.1, "months")
 
 

@@ -40,6 +40,7 @@ import pandas as pd
 
 from clvbayes.data import CompressedRFM, compress, validate_rfm
 from clvbayes.math import bgnbd
+from clvbayes.math._random import geometric, poisson
 from clvbayes.math._xp import NUMPY
 from clvbayes.models.base import CLVModel
 from clvbayes.models.priors import Prior
@@ -63,6 +64,7 @@ class BetaGeoFamily(CLVModel):
     _math: ClassVar[Any] = bgnbd
     param_names: ClassVar[tuple[str, ...]] = ("r", "alpha", "a", "b")
     history_columns: ClassVar[tuple[str, ...]] = ("frequency", "recency", "T")
+    active_columns: ClassVar[tuple[str, ...]] = ("frequency", "T")
 
     def _compress(self, rfm: pd.DataFrame) -> CompressedRFM:
         return compress(validate_rfm(rfm), columns=self.history_columns)
@@ -160,73 +162,51 @@ class BetaGeoFamily(CLVModel):
         )
 
     # ------------------------------------------------------------------ array interface
-    # Used by clvbayes.predict: ``params`` holds arrays of shape (S, 1) (S posterior draws),
-    # ``h`` holds history arrays of shape (n,) with the model's history_columns.
+    # The PurchaseModel protocol (clvbayes.models.protocols): ``params`` holds arrays of shape
+    # (S, 1) (S posterior draws), ``h`` history arrays of shape (n,), ``keys`` (P,).
     def _p_alive_arrays(self, params, h):
         return self._math.p_alive(*self._args(params), h["frequency"], h["recency"], h["T"])
 
-    def _alive_factors(self, params, h, ends, factors):
-        """P(alive) per history and the per-alive expectations per distinct (frequency, T).
-
-        E[purchases] = P(alive) x E[purchases | alive]; the second factor depends on the
-        history only through (frequency, T), so it is computed once per distinct pair.
-        Returns a dict: ``p_alive`` (S, n); ``pair`` (n,) index into the pairs;
-        ``pairs`` (dict of ``frequency``, ``T``, each (P,)); ``discounted`` and ``total``
-        (S, P): discounted and undiscounted expected purchases to ``ends[-1]`` if alive.
-        """
+    def _expected_active_arrays(self, params, keys, ends, factors):
+        """Discounted and total expected purchases to ``ends[-1]`` if active at T, (S, P) each."""
         from clvbayes.math.discount import discounted_increments
 
-        keys, inv = np.unique(np.stack([h["frequency"], h["T"]]), axis=1, return_inverse=True)
         r, alpha, a, b = (v[..., None] for v in self._args(params))
-        x, T = keys[0][:, None], keys[1][:, None]
-        discounted, total = discounted_increments(
+        x, T = keys["frequency"][:, None], keys["T"][:, None]
+        return discounted_increments(
             lambda t: self._math.expected_purchases_alive(r, alpha, a, b, x, T, t),
             scale=np.min(alpha) + np.min(T), ends=ends, factors=factors, with_total=True,
         )  # fmt: skip
-        return {
-            "p_alive": self._p_alive_arrays(params, h), "pair": inv.ravel(),
-            "pairs": {"frequency": keys[0], "T": keys[1]},
-            "discounted": discounted, "total": total,
-        }  # fmt: skip
 
-    def _simulate_arrays(self, rng, params, h, horizon):
-        """Simulate each customer's purchase times in (T, T + horizon] from the exact latent posterior.
-
-        Returns (alive, counts, each of shape (S, n), flat purchase times measured from T).
-        """
-        r, alpha, a, b = (np.broadcast_to(v, (v.shape[0], h["T"].size)) for v in self._args(params))
-        alive, lam, p = self._math.sample_latent(
-            rng, r, alpha, a, b, h["frequency"], h["recency"], h["T"]
+    def _active_state(self, rng, params, keys):
+        """``lam`` and ``p`` of customers active at T (:func:`sample_latent_alive`), (S, P) each."""
+        lam, p = self._math.sample_latent_alive(
+            rng, *self._args(params), keys["frequency"], keys["T"]
         )
-        # unsorted: the caller only sums (discounted) values over each customer's purchases
-        counts, times = self._math.simulate_purchase_times(rng, alive, lam, p, horizon, sort=False)
-        return np.asarray(alive), np.asarray(counts).reshape(r.shape), times
+        return {"lam": lam, "p": p}
 
-    def _simulate_sums_arrays(self, rng, params, h, horizon, period=1.0, factors=None,
-                              value_shape=None, value_rate=None):  # fmt: skip
-        """Alive at T and per-(draw, customer) sums of purchases, value and discounted value.
+    def _advance(self, rng, state, dt):
+        """``Poisson(lam dt)`` purchase opportunities; each purchase ends activity with prob. p.
 
-        The same exact latent posterior as :meth:`_simulate_arrays`, with the future summed
-        as it is simulated (:func:`clvbayes.math.bgnbd.simulate_history_sums`), so memory does
-        not grow with the number of purchases.
+        After every purchase the customer drops out with probability ``p`` (in every member
+        of the family, once active at T), so the purchases in the step are ``min(N, G)`` with
+        ``N ~ Poisson(lam dt)`` and ``G ~ Geometric(p)`` the purchase that ends activity;
+        the customer is still active iff ``G > N`` (memoryless: a fresh ``G`` each step).
         """
-        r, alpha, a, b = (np.broadcast_to(v, (v.shape[0], h["T"].size)) for v in self._args(params))
-        # an active customer's future is the same process in every member of the family
-        return bgnbd.simulate_history_sums(
-            rng, r, alpha, a, b, h["frequency"], h["recency"], h["T"], horizon, period, factors,
-            value_shape, value_rate, latent=self._math.sample_latent,
-        )  # fmt: skip
+        n = poisson(rng, state["lam"] * dt)
+        g = np.full(n.shape, np.iinfo(np.int64).max)
+        buy = n > 0
+        g[buy] = geometric(rng, state["p"][buy])
+        return np.minimum(n, g), g > n
 
-    def _active_futures(self, seed, params, pairs, horizon, period, factors, marks=None):
-        """Futures of active customers per (draw, distinct (frequency, T)): dict of (S, P) arrays.
-
-        ``marks`` = (value shape (S,), spend-rate shape (S, P)) adds unit-scale values;
-        see :func:`clvbayes.math.bgnbd.simulate_active_futures`.
-        """
+    def _fused_futures(self, seed, params, keys, horizon, period, factors, marks=None):
+        """The futures of :func:`clvbayes.predict.outcomes.generic_active_futures` in one
+        compiled pass (:func:`clvbayes.math.bgnbd.simulate_active_futures`); ``marks`` from
+        :meth:`GammaGammaModel._fused_marks` adds the unit-scale values."""
         r, alpha, a, b = (np.ravel(v) for v in self._args(params))
         shape, rate_shape = marks if marks is not None else (None, None)
         return self._math.simulate_active_futures(
-            seed, r, alpha, a, b, pairs["frequency"], pairs["T"], horizon, period, factors,
+            seed, r, alpha, a, b, keys["frequency"], keys["T"], horizon, period, factors,
             mark_shape=shape, mark_rate_shape=rate_shape,
         )  # fmt: skip
 

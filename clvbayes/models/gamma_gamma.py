@@ -75,6 +75,7 @@ class GammaGammaModel(CLVModel):
     param_names: ClassVar[tuple[str, ...]] = ("p", "q", "gamma")
     default_priors: ClassVar[dict[str, Prior]] = DEFAULT_PRIORS
     history_columns: ClassVar[tuple[str, ...]] = ("frequency", "monetary_value")
+    key_columns: ClassVar[tuple[str, ...]] = ("frequency",)
     _exclusion_reason: ClassVar[str] = "frequency 0: no repeat transaction to learn spend from"
 
     def _compress(self, rfm: pd.DataFrame) -> CompressedRFM:
@@ -160,37 +161,34 @@ class GammaGammaModel(CLVModel):
         return xr.DataArray(values, dims=("chain", "draw"), name="population_mean_spend")
 
     # ------------------------------------------------------------------ array interface
-    # Used by clvbayes.predict: ``params`` arrays of shape (S, 1); ``h`` history arrays (n,).
+    # The SpendModel protocol (clvbayes.models.protocols): ``params`` arrays of shape (S, 1);
+    # ``h`` history arrays (n,), ``keys`` (P,).
     def _expected_spend_arrays(self, params, h):
         return gamma_gamma.expected_spend(
             params["p"], params["q"], params["gamma"], h["frequency"], h["monetary_value"]
         )
 
-    def _sample_rate_arrays(self, rng, params, h):
-        """Exact posterior draws of each customer's spend rate nu, shape (S, n)."""
-        shape = (params["p"].shape[0], h["frequency"].size)
-        p, q, g = (np.broadcast_to(params[k], shape) for k in ("p", "q", "gamma"))
-        return gamma_gamma.sample_spend_rate(rng, p, q, g, h["frequency"], h["monetary_value"])
-
-    def _spend_rate_posterior_arrays(self, params, h):
-        """Shape and rate of each history's spend-rate posterior, each (S, n)."""
-        shape = (params["p"].shape[0], h["frequency"].size)
-        p, q, g = (np.broadcast_to(params[k], shape) for k in ("p", "q", "gamma"))
-        return gamma_gamma.spend_rate_posterior(p, q, g, h["frequency"], h["monetary_value"])
-
-    def _spend_scale_parts(self, params, h):
-        """Spend-rate posterior rate ``gamma + x z-bar`` as its two parts: (S,) and (n,)."""
+    def _value_scale_arrays(self, params, h):
+        """Scale ``gamma + x z-bar`` (currency) of each history's values, (S, n)."""
         x = np.asarray(h["frequency"], dtype=float)
-        return np.ravel(params["gamma"]), x * np.where(x > 0, h["monetary_value"], 0.0)
+        xz = x * np.where(x > 0, h["monetary_value"], 0.0)
+        return np.asarray(params["gamma"]) + xz
 
-    def _value_shapes_arrays(self, params, frequency):
-        """(value shape p (S,), spend-rate posterior shape p x + q (S, n)) for unit-scale values."""
-        shape, _ = self._spend_rate_posterior_arrays(
-            params, {"frequency": frequency, "monetary_value": np.ones(np.size(frequency))}
-        )
-        return np.ravel(params["p"]), shape
+    def _unit_state(self, rng, params, keys):
+        """Value shape ``p`` and unit spend rate ``G ~ Gamma(p x + q, 1)`` per (draw, key)."""
+        p, q = np.asarray(params["p"]), np.asarray(params["q"])
+        rate_shape = p * keys["frequency"] + q
+        return {"shape": np.broadcast_to(p, rate_shape.shape), "rate": rng.gamma(rate_shape)}
 
-    def _simulate_values_arrays(self, rng, params, nu, counts):
-        """Transaction values for ``counts`` purchases per (draw, customer); flat, in order."""
-        p = np.broadcast_to(params["p"], nu.shape)
-        return gamma_gamma.simulate_transaction_values(rng, p.ravel(), nu.ravel(), counts.ravel())
+    def _unit_value_sums(self, rng, state, counts):
+        """Sum of ``counts`` unit values ``g / G``, ``g ~ Gamma(p)``: ``Gamma(counts p) / G``."""
+        counts = np.asarray(counts)
+        out = np.zeros(counts.shape)
+        some = counts > 0
+        out[some] = rng.gamma(counts[some] * state["shape"][some]) / state["rate"][some]
+        return out
+
+    def _fused_marks(self, params, keys):
+        """(value shape p (S,), spend-rate posterior shape p x + q (S, P)) for the fused kernel."""
+        p, q = np.asarray(params["p"]), np.asarray(params["q"])
+        return np.ravel(p), p * keys["frequency"] + q

@@ -37,6 +37,7 @@ import pandas as pd
 
 from clvbayes.data import CompressedRFM, compress, validate_rfm
 from clvbayes.math import pnbd
+from clvbayes.math._random import poisson
 from clvbayes.math._xp import NUMPY
 from clvbayes.models.base import CLVModel
 from clvbayes.models.priors import Prior
@@ -75,6 +76,7 @@ class ParetoNBDModel(CLVModel):
     preferred_nuts_sampler: ClassVar[str | None] = "pymc"
     default_priors: ClassVar[dict[str, Prior]] = DEFAULT_PRIORS
     history_columns: ClassVar[tuple[str, ...]] = ("frequency", "recency", "T")
+    active_columns: ClassVar[tuple[str, ...]] = ("frequency", "T")
 
     def _compress(self, rfm: pd.DataFrame) -> CompressedRFM:
         return compress(validate_rfm(rfm), columns=self.history_columns)
@@ -176,85 +178,38 @@ class ParetoNBDModel(CLVModel):
         )
 
     # ------------------------------------------------------------------ array interface
-    # For the coming model protocol of clvbayes.predict: ``params`` holds arrays of shape
-    # (S, 1) (S posterior draws), ``h`` history arrays of shape (n,).
+    # The PurchaseModel protocol (clvbayes.models.protocols): ``params`` holds arrays of shape
+    # (S, 1) (S posterior draws), ``h`` history arrays of shape (n,), ``keys`` (P,).
     def _p_alive_arrays(self, params, h):
         return pnbd.p_alive(*self._args(params), h["frequency"], h["recency"], h["T"])
 
-    def _expected_alive_arrays(self, params, h, t):
-        """E[purchases in (T, T + t] | alive at T]: depends on the history via (frequency, T)."""
-        return pnbd.expected_purchases_alive(*self._args(params), h["frequency"], h["T"], t)
+    def _expected_active_arrays(self, params, keys, ends, factors):
+        """Discounted and total expected purchases to ``ends[-1]`` if active at T, (S, P) each.
 
-    def _alive_factors(self, params, h, ends, factors):
-        """P(alive) per history and the per-alive expectations per distinct (frequency, T).
-
-        Returns a dict: ``p_alive`` (S, n); ``pair`` (n,) index into the pairs; ``pairs``
-        (dict of ``frequency``, ``T``, each (P,)); ``discounted`` and ``total`` (S, P):
-        discounted and undiscounted expected purchases to ``ends[-1]`` if alive.  The
-        cumulative expectation is analytic in ``t`` off ``(-inf, -(beta + T)]``.
+        The cumulative expectation is analytic in ``t`` off ``(-inf, -(beta + T)]``.
         """
         from clvbayes.math.discount import discounted_increments
 
-        keys, inv = np.unique(np.stack([h["frequency"], h["T"]]), axis=1, return_inverse=True)
         r, alpha, s, beta = (v[..., None] for v in self._args(params))
-        x, T = keys[0][:, None], keys[1][:, None]
-        discounted, total = discounted_increments(
+        x, T = keys["frequency"][:, None], keys["T"][:, None]
+        return discounted_increments(
             lambda t: pnbd.expected_purchases_alive(r, alpha, s, beta, x, T, t),
             scale=np.min(beta) + np.min(T), ends=ends, factors=factors, with_total=True,
         )  # fmt: skip
-        return {
-            "p_alive": self._p_alive_arrays(params, h), "pair": inv.ravel(),
-            "pairs": {"frequency": keys[0], "T": keys[1]},
-            "discounted": discounted, "total": total,
-        }  # fmt: skip
 
-    def _active_futures(self, seed, params, pairs, horizon, period, factors, marks=None):
-        """One future per (draw, distinct (frequency, T)) of a customer active at T.
-
-        ``lambda ~ Gamma(r + x, alpha + T)``, ``mu ~ Gamma(s, beta + T)``, remaining lifetime
-        ``omega ~ Exp(mu)``, ``Poisson(lambda min(omega, horizon))`` purchases at uniform times
-        in the active window.  ``marks`` = (value shape (S,), spend-rate shape (S, P)): each
-        purchase is worth ``g / G`` with ``g ~ Gamma(value shape)`` and ``G ~ Gamma(rate
-        shape)`` per customer (units of the spend-rate scale).  Plain NumPy: memory grows
-        with the number of simulated purchases.
-        """
-        rng = np.random.default_rng(seed)
-        r, alpha, s, beta = (np.ravel(v)[:, None] for v in self._args(params))
-        x, T = pairs["frequency"][None, :], pairs["T"][None, :]
-        shape = (r.shape[0], x.shape[1])
+    def _active_state(self, rng, params, keys):
+        """Customers active at T: ``lam ~ Gamma(r + x, alpha + T)``, ``mu ~ Gamma(s, beta + T)``."""
+        r, alpha, s, beta = self._args(params)
+        x, T = keys["frequency"], keys["T"]
+        shape = np.broadcast_shapes(np.shape(r), np.shape(x))
         lam = rng.gamma(np.broadcast_to(r + x, shape)) / (alpha + T)
         mu = rng.gamma(np.broadcast_to(s, shape)) / (beta + T)
-        window = np.minimum(rng.exponential(size=shape) / mu, horizon)
-        counts = rng.poisson(lam * window)
-        out = {"purchases": counts.astype(float)}
-        if marks is None:
-            return out
-        value_shape, rate_shape = marks
-        owner = np.repeat(np.arange(counts.size), counts.ravel())
-        times = rng.random(owner.size) * window.ravel()[owner]
-        factors = np.asarray(factors, dtype=float)
-        k = np.clip(np.ceil(times / period - 1e-12).astype(np.int64), 1, factors.size)
-        G = rng.gamma(np.broadcast_to(rate_shape, shape))
-        v_shape = np.broadcast_to(np.asarray(value_shape, dtype=float).reshape(-1, 1), shape)
-        values = rng.gamma(v_shape.ravel()[owner]) / G.ravel()[owner]
-        out["value"] = np.bincount(owner, values, counts.size).reshape(shape)
-        out["discounted"] = np.bincount(owner, values * factors[k - 1], counts.size).reshape(shape)
-        out["one"] = rng.gamma(v_shape) / G
-        return out
+        return {"lam": lam, "mu": mu}
 
-    def _simulate_arrays(self, rng, params, h, horizon):
-        """Purchase times in (T, T + horizon] per draw and customer from the exact latent posterior.
-
-        Returns (alive, counts), each of shape (S, n), and the flat purchase times measured
-        from T, customer by customer in C order of ``counts`` (unsorted within a customer).
-        """
-        alive, lam, mu = pnbd.sample_latent(
-            rng, *self._args(params), h["frequency"], h["recency"], h["T"]
-        )
-        window = np.where(alive, np.minimum(rng.exponential(size=alive.shape) / mu, horizon), 0.0)
-        counts = rng.poisson(lam * window)
-        times = rng.random(int(counts.sum())) * np.repeat(window.ravel(), counts.ravel())
-        return alive, counts, times
+    def _advance(self, rng, state, dt):
+        """Remaining lifetime ``Exp(mu)`` (memoryless); ``Poisson(lam min(lifetime, dt))`` purchases."""
+        life = rng.exponential(size=state["mu"].shape) / state["mu"]
+        return poisson(rng, state["lam"] * np.minimum(life, dt)), life > dt
 
     @staticmethod
     def _args(params):

@@ -1,11 +1,16 @@
 """The interfaces :func:`clvbayes.predict.score_customers` drives models through.
 
-:class:`PurchaseModel` and :class:`SpendModel` declare, with shapes and units, exactly the
-methods :mod:`clvbayes.predict.clv` calls today (their names keep the leading underscore of
-the array layer: they take plain arrays of posterior draws and distinct histories, not
-customer tables).  A model implements a protocol by having these methods; nothing needs to
-inherit from it.  :func:`missing_methods` says which ones a model lacks and
-:func:`check_implements` turns that into a :class:`TypeError` that names them.
+:class:`PurchaseModel` and :class:`SpendModel` declare, with shapes and units, the methods
+:mod:`clvbayes.predict` calls (their names keep the leading underscore of the array layer:
+they take plain arrays of posterior draws and distinct histories, not customer tables).  A
+model implements a protocol by having these methods; nothing needs to inherit from it.
+:func:`missing_methods` says which ones a model lacks and :func:`check_implements` turns that
+into a :class:`TypeError` that names them.
+
+The protocols hold only what differs between families.  Composition -- P(alive) times the
+future of an active customer, spend marks on purchases, discounting by period, the sharing
+of simulated futures across histories, and the memory bound -- lives once, in
+:mod:`clvbayes.predict.outcomes`, and works for any pair of models.
 
 Conventions shared by every method:
 
@@ -14,8 +19,19 @@ Conventions shared by every method:
 * ``h``: dict of history column to array of shape ``(n,)``, one entry per distinct history
   (``frequency`` repeat purchases, ``recency`` and ``T`` in the data's time unit and, for a
   spend model, ``monetary_value`` in currency units);
+* ``keys``: the same, restricted to the columns the future of an active customer depends
+  on (:attr:`PurchaseModel.active_columns` and :attr:`SpendModel.key_columns`), one entry per
+  distinct key (``(P,)``); work done per key is shared by every history with that key;
+* ``state``: dict of latent-variable name to a flat array, one entry per simulated
+  customer (a cell of draws x keys), for the customers still active;
 * times, horizons and discount periods are in the time unit of the customer table
-  (``rfm.attrs["time_unit"]``), money in the currency of the ``monetary_value`` column.
+  (:func:`clvbayes.units.table_time_unit`), money in the currency of ``monetary_value``.
+
+Optional accelerators (looked up with ``getattr``, never required): a purchase model may
+have ``_fused_futures(seed, params, keys, horizon, period, factors, marks=None)`` and a
+spend model ``_fused_marks(params, keys)`` -- the same futures as the generic path, in one
+compiled pass (BG/NBD family x Gamma-Gamma).  ``tests/test_outcomes.py`` pins each one to
+the generic path.
 
 :func:`purchase_models` is the registry of continuous-time purchase models that implement
 :class:`PurchaseModel`, keyed by the short name the CLI and the report use (``bgnbd``,
@@ -26,7 +42,7 @@ unfinished is simply left out (see :func:`purchase_model_candidates` for the rea
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -47,13 +63,14 @@ class PurchaseModel(Protocol):
     """A fitted continuous-time purchase model, as :func:`~clvbayes.predict.score_customers`
     uses it.
 
-    Optional accelerator (looked up with ``getattr``, not part of the protocol):
-    ``_simulate_sums_arrays(rng, params, h, horizon, period=1.0, factors=None,
-    value_shape=None, value_rate=None) -> (alive, sums)`` -- the same outcomes as
-    :meth:`_simulate_arrays` summed inside a compiled loop (``sums`` holds ``purchases``,
-    ``value`` and ``discounted``, each ``(S, n)``), so memory does not grow with the number
-    of simulated purchases.  Models without it are simulated through :meth:`_simulate_arrays`.
+    Attributes
+    ----------
+    active_columns : tuple of str
+        History columns on which the future of a customer *known to be active at T*
+        depends (``("frequency", "T")`` for BG/NBD, MBG/NBD and Pareto/NBD: not recency).
     """
+
+    active_columns: ClassVar[tuple[str, ...]]
 
     def draws(self) -> dict[str, np.ndarray]:
         """Posterior draws of each parameter, arrays of shape (chain, draw)."""
@@ -78,109 +95,78 @@ class PurchaseModel(Protocol):
         """
         ...
 
-    def _alive_factors(
+    def _expected_active_arrays(
         self,
         params: dict[str, np.ndarray],
-        h: dict[str, np.ndarray],
+        keys: dict[str, np.ndarray],
         ends: np.ndarray,
         factors: np.ndarray,
-    ) -> dict[str, Any]:
-        """P(alive) per history and the expectations of an *active* customer per (frequency, T).
-
-        The expected purchases of a customer who is active at ``T`` depend only on
-        ``(frequency, T)`` (not on recency), so they are computed once per distinct pair.
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Expected purchases of a customer active at ``T``, discounted and in total.
 
         Parameters
         ----------
         params : dict of str to ndarray
             Posterior draws, each ``(S, 1)``.
-        h : dict of str to ndarray
-            Distinct histories, each ``(n,)``.
+        keys : dict of str to ndarray
+            Distinct :attr:`active_columns` values, each ``(P,)``.
         ends : ndarray
-            Ends of the discount periods, measured from ``T`` (time unit), shape ``(K,)``;
+            Ends of the discount periods measured from ``T`` (time unit), ``(K,)``;
             ``ends[-1]`` is the horizon.
         factors : ndarray
-            Discount factor of each period (1 = undiscounted), shape ``(K,)``.
+            Discount factor of each period (1 = undiscounted), ``(K,)``.
 
         Returns
         -------
-        dict
-            ``p_alive`` ``(S, n)``; ``pair`` ``(n,)`` integer index of each history's pair;
-            ``pairs`` dict with ``frequency`` and ``T``, each ``(P,)``; ``total`` ``(S, P)``
-            expected purchases in ``(T, T + ends[-1]]`` given active at ``T``; ``discounted``
-            ``(S, P)`` the same with purchases in period ``k`` weighted by ``factors[k - 1]``.
+        discounted, total : ndarray
+            ``(S, P)``: expected purchases in ``(T, T + ends[-1]]`` with those in period
+            ``k`` weighted by ``factors[k - 1]``, and unweighted.
         """
         ...
 
-    def _active_futures(
-        self,
-        seed: int,
-        params: dict[str, np.ndarray],
-        pairs: dict[str, np.ndarray],
-        horizon: float,
-        period: float,
-        factors: np.ndarray,
-        marks: tuple[np.ndarray, np.ndarray] | None = None,
+    def _active_state(
+        self, rng: np.random.Generator, params: dict[str, np.ndarray], keys: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        """One simulated future per (draw, pair) of a customer active at ``T``.
-
-        Parameters
-        ----------
-        seed : int
-            Seed of the simulation (a non-negative 32-bit integer).
-        params : dict of str to ndarray
-            Draws, each ``(S, 1)`` (one simulated future per row).
-        pairs : dict of str to ndarray
-            Distinct ``frequency`` and ``T`` (time unit), each ``(P,)``.
-        horizon : float
-            Length of the future window (time unit).
-        period : float
-            Discount period (time unit); a purchase at time ``t`` after ``T`` falls in
-            period ``ceil(t / period)``.
-        factors : ndarray
-            Discount factor of each period, ``(K,)``.
-        marks : (ndarray, ndarray), optional
-            Spend marks from :meth:`SpendModel._value_shapes_arrays`: the transaction-value
-            shape ``(S,)`` and the spend-rate posterior shape ``(S, P)``.  With them, values
-            are drawn in units of the spend-rate scale (``gamma + x z-bar``).
-
-        Returns
-        -------
-        dict of str to ndarray
-            ``purchases`` ``(S, P)``; with ``marks`` also ``one`` (the value of one
-            transaction), ``value`` (sum of the values) and ``discounted`` (discounted sum),
-            each ``(S, P)`` in units of the spend-rate scale.
-        """
-        ...
-
-    def _simulate_arrays(
-        self,
-        rng: np.random.Generator,
-        params: dict[str, np.ndarray],
-        h: dict[str, np.ndarray],
-        horizon: float,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each customer's purchase times in ``(T, T + horizon]`` from the exact latent posterior.
+        """Latent variables of customers known to be active at ``T``, from their exact posterior.
 
         Parameters
         ----------
         rng : numpy.random.Generator
         params : dict of str to ndarray
             Draws, each ``(S, 1)``.
-        h : dict of str to ndarray
-            Customers' histories, each ``(n,)``.
-        horizon : float
-            Length of the future window (time unit).
+        keys : dict of str to ndarray
+            Each ``(P,)`` (distinct keys, or one entry per customer).
 
         Returns
         -------
-        alive : ndarray of bool, ``(S, n)``
-            Active at ``T``.
-        counts : ndarray of int, ``(S, n)``
-            Purchases in the window.
-        times : ndarray of float, ``(counts.sum(),)``
-            The purchase times measured from ``T`` (time unit), customer by customer in
-            C order of ``counts``.
+        dict of str to ndarray
+            Each ``(S, P)``: one independent draw per (draw, key), e.g. the purchase rate
+            ``lam`` (per time unit) and the dropout probability ``p``.
+        """
+        ...
+
+    def _advance(
+        self, rng: np.random.Generator, state: dict[str, np.ndarray], dt: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Simulate the next ``dt`` (time unit) of customers active now.
+
+        The model must be Markov in ``state``: given it, the future after ``dt`` does not
+        depend on what happened before.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+        state : dict of str to ndarray
+            Latent variables of the active customers, flat arrays of one length ``m``.
+        dt : float
+            Length of the step (> 0, time unit).
+
+        Returns
+        -------
+        counts : ndarray of int, ``(m,)``
+            Purchases in the step.
+        alive : ndarray of bool, ``(m,)``
+            Still active at the end of the step.
         """
         ...
 
@@ -189,11 +175,20 @@ class PurchaseModel(Protocol):
 class SpendModel(Protocol):
     """A fitted spend model, as :func:`~clvbayes.predict.score_customers` uses it.
 
-    The value of one transaction of a customer with spend rate ``nu`` is drawn with shape
-    ``p`` and rate ``nu`` (currency units); ``nu``'s posterior given the history has rate
-    ``gamma + x z-bar`` (Gamma-Gamma).  Histories ``h`` carry ``frequency`` and
-    ``monetary_value`` (mean repeat-transaction value, currency units).
+    A transaction value is ``scale x unit value``: ``scale`` depends on the whole history
+    (:meth:`_value_scale_arrays`, currency units), the law of the unit values only on the
+    history's :attr:`key_columns` -- so simulated unit values are shared by every history
+    with the same key.  (Gamma-Gamma: scale ``gamma + x z-bar``, unit value ``g / G`` with
+    ``g ~ Gamma(p)`` per transaction and ``G ~ Gamma(p x + q)`` per customer.)  Histories
+    ``h`` carry ``frequency`` and ``monetary_value`` (mean repeat-transaction value, currency).
+
+    Attributes
+    ----------
+    key_columns : tuple of str
+        History columns the law of the unit values depends on (``("frequency",)``).
     """
+
+    key_columns: ClassVar[tuple[str, ...]]
 
     def draws(self) -> dict[str, np.ndarray]:
         """Posterior draws of each parameter, arrays of shape (chain, draw)."""
@@ -206,54 +201,50 @@ class SpendModel(Protocol):
         currency units."""
         ...
 
-    def _value_shapes_arrays(
-        self, params: dict[str, np.ndarray], frequency: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Marks for :meth:`PurchaseModel._active_futures`: the value shape ``(S,)`` and the
-        spend-rate posterior shape ``(S, P)`` per distinct ``frequency`` ``(P,)``."""
-        ...
-
-    def _spend_scale_parts(
+    def _value_scale_arrays(
         self, params: dict[str, np.ndarray], h: dict[str, np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The spend-rate posterior rate ``gamma + x z-bar`` as its parts: ``(S,)`` and ``(n,)``,
-        currency units (values simulated in scale units are multiplied by their sum)."""
-        ...
-
-    def _sample_rate_arrays(
-        self, rng: np.random.Generator, params: dict[str, np.ndarray], h: dict[str, np.ndarray]
     ) -> np.ndarray:
-        """Exact posterior draws of each customer's spend rate ``nu`` (1/currency), ``(S, n)``."""
+        """Currency scale of each history's transaction values per draw, ``(S, n)``."""
         ...
 
-    def _simulate_values_arrays(
-        self,
-        rng: np.random.Generator,
-        params: dict[str, np.ndarray],
-        nu: np.ndarray,
-        counts: np.ndarray,
+    def _unit_state(
+        self, rng: np.random.Generator, params: dict[str, np.ndarray], keys: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Latent spend variables per (draw, key) from their exact posterior, each ``(S, P)``."""
+        ...
+
+    def _unit_value_sums(
+        self, rng: np.random.Generator, state: dict[str, np.ndarray], counts: np.ndarray
     ) -> np.ndarray:
-        """``counts[s, i]`` transaction values (currency) per (draw, customer) with rate
-        ``nu[s, i]``; flat, customer by customer in C order, shape ``(counts.sum(),)``."""
+        """Sum of ``counts[i]`` independent unit values of customer ``i`` (0 where none).
+
+        ``state`` holds flat arrays of one length ``m``; ``counts`` is ``(m,)`` (int);
+        returns ``(m,)`` floats (unit scale).
+        """
         ...
 
 
-def _protocol_methods(protocol: type) -> tuple[str, ...]:
+def _protocol_members(protocol: type) -> tuple[str, ...]:
     own = [k for k, v in vars(protocol).items() if callable(v) and not k.startswith("__")]
-    return tuple(own)
+    return tuple(getattr(protocol, "__annotations__", {})) + tuple(own)
 
 
-#: Methods a purchase model needs, in the order :class:`PurchaseModel` declares them.
-PURCHASE_METHODS: tuple[str, ...] = _protocol_methods(PurchaseModel)
-#: Methods a spend model needs, in the order :class:`SpendModel` declares them.
-SPEND_METHODS: tuple[str, ...] = _protocol_methods(SpendModel)
+#: Attributes and methods a purchase model needs, in the order :class:`PurchaseModel` declares them.
+PURCHASE_METHODS: tuple[str, ...] = _protocol_members(PurchaseModel)
+#: Attributes and methods a spend model needs, in the order :class:`SpendModel` declares them.
+SPEND_METHODS: tuple[str, ...] = _protocol_members(SpendModel)
 _METHODS = {PurchaseModel: PURCHASE_METHODS, SpendModel: SPEND_METHODS}
 
 
 def missing_methods(model: Any, protocol: type) -> list[str]:
-    """Names of the ``protocol`` methods (:class:`PurchaseModel` or :class:`SpendModel`) that
+    """Names of the ``protocol`` members (:class:`PurchaseModel` or :class:`SpendModel`) that
     ``model`` (an instance or a class) lacks; empty when it implements the protocol."""
-    return [m for m in _METHODS[protocol] if not callable(getattr(model, m, None))]
+    annotated = getattr(protocol, "__annotations__", {})
+    return [
+        m
+        for m in _METHODS[protocol]
+        if not (hasattr(model, m) if m in annotated else callable(getattr(model, m, None)))
+    ]
 
 
 def check_implements(model: Any, protocol: type, role: str) -> None:

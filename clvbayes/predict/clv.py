@@ -57,8 +57,9 @@ from scipy import sparse
 from clvbayes.data import compress, validate_rfm
 from clvbayes.math.discount import schedule
 from clvbayes.models.protocols import PurchaseModel, SpendModel, check_implements
+from clvbayes.predict import outcomes as outcomes_lib
 from clvbayes.predict.summary import DEFAULT_PROB, draw_stats, tail_probs
-from clvbayes.units import annual_to_period_rate, period_index, table_time_unit
+from clvbayes.units import annual_to_period_rate, table_time_unit
 
 OUTCOMES = ("purchases", "spend", "revenue", "clv")
 SEGMENT_QUANTITIES = ("alive", "purchases", "revenue", "clv")
@@ -377,7 +378,7 @@ def _score_chunk(ctx, bounds, seed_seq) -> dict:
     data = ctx["data"]
     rng = np.random.default_rng(seed_seq)
     h = {c: np.asarray(data[c])[h0:h1] for c in ctx["columns"]}
-    expect, alive_f = _expectations(
+    expect, keys, inverse = outcomes_lib.expectations(
         ctx["purchase_model"], ctx["spend_model"], ctx["pparams"], ctx["sparams"], h,
         ctx["ends"], ctx["factors"], ctx["margin"],
     )  # fmt: skip
@@ -393,7 +394,7 @@ def _score_chunk(ctx, bounds, seed_seq) -> dict:
         out["totals_e"][g] = {q: (m_hist @ expect[q]).T for q in ctx["seg_quants"]}
     if not ctx["outcomes"]:
         return out
-    outcome, var = _history_outcomes(rng, ctx, h, expect, alive_f)
+    outcome, var = _history_outcomes(rng, ctx, h, expect, keys, inverse)
     for q in OUTCOMES:
         if q in outcome:
             stats = draw_stats(outcome[q], ctx["prob"], axis=1, kind="pi")
@@ -410,31 +411,15 @@ def _score_chunk(ctx, bounds, seed_seq) -> dict:
     return out
 
 
-def _expectations(purchase_model, spend_model, pparams, sparams, h, ends, factors, margin):
-    """Posterior draws of each expected quantity for distinct histories ``h``: arrays (S, u).
-
-    Also returns the purchase model's per-alive factors (see ``_alive_factors``).
-    """
-    f = purchase_model._alive_factors(pparams, h, ends, factors)
-    expect = {"p_alive": f["p_alive"]}
-    expect["purchases"] = f["p_alive"] * f["total"][:, f["pair"]]
-    if spend_model is None:
-        return expect, f
-    disc = f["p_alive"] * f["discounted"][:, f["pair"]]
-    expect["spend"] = spend_model._expected_spend_arrays(sparams, h)
-    expect["revenue"] = expect["spend"] * expect["purchases"]
-    expect["clv"] = margin * expect["spend"] * disc
-    return expect, f
-
-
-def _history_outcomes(rng, ctx, h, expect, alive_f):
+def _history_outcomes(rng, ctx, h, expect, keys, inverse):
     """Simulated outcomes, one per (distinct history, outcome sample): arrays (u, n_sim).
 
     Each sample ``m`` uses parameter draw ``sample_draw[m]``.  A history is alive with its own
-    probability; given alive, its future (purchase times, transaction values in units of the
-    spend-rate scale) depends only on (frequency, T) and the draw, so one future per
-    (sample, distinct pair) is simulated and shared by the histories of that pair.  Every
-    history's samples are exact, independent draws from its predictive distribution.
+    probability; given alive, its future (purchases, transaction values in units of the
+    spend model's scale) depends only on its key (:func:`outcomes.future_keys`) and the draw,
+    so one future per (sample, distinct key) is simulated and shared by the histories with
+    that key.  Every history's samples are exact, independent draws from its predictive
+    distribution.
 
     Also returns, per segment quantity, each history's mean squared deviation of the
     outcome from its conditional expectation given the draw, ``(u,)``: an unbiased estimate
@@ -442,31 +427,26 @@ def _history_outcomes(rng, ctx, h, expect, alive_f):
     """
     sample_draw = ctx["sample_draw"]
     spend_model = ctx["spend_model"]
-    pairs = alive_f["pairs"]
-    marks = None
-    if spend_model is not None:
-        marks = spend_model._value_shapes_arrays(ctx["sim_sparams"], pairs["frequency"])
-    future = ctx["purchase_model"]._active_futures(
-        int(rng.integers(2**32)), ctx["sim_pparams"], pairs, float(ctx["ends"][-1]),
-        ctx["period"], ctx["factors"], marks,
-    )  # fmt: skip
     has_spend = spend_model is not None
-    n_sim, u = sample_draw.size, alive_f["pair"].size
-    fut = np.stack(
-        [future[k].T for k in (("purchases", "one", "value", "discounted") if has_spend else ("purchases",))]
+    future = outcomes_lib.active_futures(
+        int(rng.integers(2**32)), ctx["purchase_model"], spend_model, ctx["sim_pparams"],
+        ctx["sim_sparams"], keys, ctx["ends"], ctx["factors"], ctx["period"],
     )  # fmt: skip
+    n_sim, u = sample_draw.size, inverse.size
+    names = ("purchases", "one", "value", "discounted") if has_spend else ("purchases",)
+    fut = np.stack([future[k].T for k in names])
     if has_spend:
-        gamma, xz = spend_model._spend_scale_parts(ctx["sim_sparams"], h)
+        scale = np.ascontiguousarray(spend_model._value_scale_arrays(ctx["sim_sparams"], h).T)
         e_rev, e_clv = expect["revenue"], expect["clv"]
     else:
-        gamma, xz = np.zeros(n_sim), np.zeros(u)
+        scale = np.zeros((u, 1))
         e_rev = e_clv = expect["purchases"]
     n_q = 5 if has_spend else 2
     samples = np.empty((n_q, u, n_sim))
     resid = np.empty((4, u))
     _outcome_kernel(
-        rng.random((u, n_sim)), expect["p_alive"], sample_draw, alive_f["pair"], fut, has_spend,
-        gamma, xz, float(ctx["margin"]), expect["purchases"], e_rev, e_clv, samples, resid,
+        rng.random((u, n_sim)), expect["p_alive"], sample_draw, inverse, fut, has_spend,
+        scale, float(ctx["margin"]), expect["purchases"], e_rev, e_clv, samples, resid,
     )  # fmt: skip
     names = ("alive", "purchases", "spend", "revenue", "clv")[:n_q]
     outcome = dict(zip(names, samples, strict=True))
@@ -475,9 +455,9 @@ def _history_outcomes(rng, ctx, h, expect, alive_f):
 
 
 @numba.njit(nogil=True, cache=True)
-def _outcome_kernel(uniform, p_alive, sample_draw, pair, fut, has_spend, gamma, xz, margin,
+def _outcome_kernel(uniform, p_alive, sample_draw, pair, fut, has_spend, scale, margin,
                     e_purch, e_rev, e_clv, out, resid):  # pragma: no cover - compiled  # fmt: skip
-    """Compose each history's outcome samples from its alive draws and its pair's futures."""
+    """Compose each history's outcome samples from its alive draws and its key's futures."""
     n_hist, n_sim = uniform.shape
     for i in range(n_hist):
         k = pair[i]
@@ -492,10 +472,10 @@ def _outcome_kernel(uniform, p_alive, sample_draw, pair, fut, has_spend, gamma, 
             acc0 += ((1.0 if alive else 0.0) - pa) ** 2
             acc1 += (n - e_purch[i, d]) ** 2
             if has_spend:
-                scale = gamma[m] + xz[i]
-                rev = scale * fut[2, k, m] if alive else 0.0
-                clv = margin * scale * fut[3, k, m] if alive else 0.0
-                out[2, i, m] = scale * fut[1, k, m]
+                sc = scale[i, m]
+                rev = sc * fut[2, k, m] if alive else 0.0
+                clv = margin * sc * fut[3, k, m] if alive else 0.0
+                out[2, i, m] = sc * fut[1, k, m]
                 out[3, i, m] = rev
                 out[4, i, m] = clv
                 acc2 += (rev - e_rev[i, d]) ** 2
@@ -504,64 +484,6 @@ def _outcome_kernel(uniform, p_alive, sample_draw, pair, fut, has_spend, gamma, 
         resid[1, i] = acc1 / n_sim
         resid[2, i] = acc2 / n_sim
         resid[3, i] = acc3 / n_sim
-
-
-def _simulate_outcomes(rng, purchase_model, spend_model, pparams, sparams, hc, horizon, period,
-                       factors, margin):  # fmt: skip
-    """One simulated outcome per (draw, customer) for customers ``hc``: arrays (S, c).
-
-    Each customer's latent state is drawn from its exact posterior given the draw's
-    parameters, then the future is simulated: purchases, each purchase's value, and the
-    discounted sum (a purchase in period k is discounted by ``factors[k - 1]``).
-    Customers are independent (used for the outcome totals of small segments).
-
-    Memory: a purchase model with ``_simulate_sums_arrays`` (BG/NBD family; see
-    :func:`clvbayes.math.bgnbd.simulate_value_sums`) accumulates each customer's sums in a
-    compiled loop, so memory is a few arrays of shape (S, c) -- bounded by the chunk size --
-    whatever the purchase rate and horizon.  Other models fall back to their
-    ``_simulate_arrays`` (one stored time per simulated purchase).
-    """
-    nu = value_shape = None
-    if spend_model is not None:
-        nu = spend_model._sample_rate_arrays(rng, sparams, hc)
-        value_shape = np.broadcast_to(np.asarray(sparams["p"], dtype=float), nu.shape)
-    sums = getattr(purchase_model, "_simulate_sums_arrays", None)
-    if sums is not None:
-        alive, res = sums(
-            rng, pparams, hc, horizon, period=period, factors=factors, value_shape=value_shape,
-            value_rate=nu,
-        )  # fmt: skip
-    else:
-        alive, res = _sums_from_purchase_times(
-            rng, purchase_model, spend_model, pparams, sparams, nu, hc, horizon, period, factors
-        )
-    outcome = {"alive": np.asarray(alive, dtype=float), "purchases": res["purchases"]}
-    if spend_model is None:
-        return outcome
-    outcome["revenue"] = res["value"]
-    outcome["clv"] = margin * res["discounted"]
-    one_each = np.ones(nu.shape, dtype=np.int64)
-    outcome["spend"] = spend_model._simulate_values_arrays(rng, sparams, nu, one_each).reshape(
-        nu.shape
-    )
-    return outcome
-
-
-def _sums_from_purchase_times(rng, purchase_model, spend_model, pparams, sparams, nu, hc,
-                              horizon, period, factors):  # fmt: skip
-    """Fallback of :func:`_simulate_outcomes` for purchase models without
-    ``_simulate_sums_arrays``: from stored purchase times (memory grows with purchases)."""
-    alive, n_buy, times = purchase_model._simulate_arrays(rng, pparams, hc, horizon)
-    res = {"purchases": n_buy.astype(float)}
-    if spend_model is None:
-        return alive, res
-    values = spend_model._simulate_values_arrays(rng, sparams, nu, n_buy)
-    owner = np.repeat(np.arange(n_buy.size), n_buy.ravel())
-    k = np.clip(period_index(times, period), 1, factors.size)
-    res["value"] = np.bincount(owner, values, minlength=n_buy.size).reshape(n_buy.shape)
-    discounted = np.bincount(owner, values * factors[k - 1], minlength=n_buy.size)
-    res["discounted"] = discounted.reshape(n_buy.shape)
-    return alive, res
 
 
 def _segment_outcome_totals(ctx, rng, tot_e, resid_var, codes, n_groups, max_elements):
@@ -592,9 +514,9 @@ def _segment_outcome_totals(ctx, rng, tot_e, resid_var, codes, n_groups, max_ele
     for c0, c1 in _chunks(members.size, n_sim, max_elements):
         sl = slice(c0, c1)
         hc = {c: np.asarray(data[c])[hist[sl]] for c in ctx["columns"]}
-        sim = _simulate_outcomes(
+        sim = outcomes_lib.simulate_customers(
             rng, ctx["purchase_model"], ctx["spend_model"], ctx["sim_pparams"], ctx["sim_sparams"],
-            hc, float(ctx["ends"][-1]), ctx["period"], ctx["factors"], ctx["margin"],
+            hc, ctx["ends"], ctx["factors"], ctx["margin"],
         )  # fmt: skip
         onehot = sparse.csr_matrix(
             (np.ones(hist[sl].size), (np.arange(hist[sl].size), member_codes[sl])),
