@@ -4,7 +4,8 @@ A model class (see :mod:`clvbayes.models.bgnbd`) only says which parameters it h
 their default priors, how to turn a customer table into compressed data, and how
 to compute the per-history log-likelihood with the array namespace of
 :mod:`clvbayes.math._xp`.  Inference itself (MAP, Laplace, NUTS set-up, diagnostics)
-lives in :mod:`clvbayes.inference`; this module holds what is written once per model:
+lives in :mod:`clvbayes.inference` (MAP, Laplace, diagnostics) and :mod:`clvbayes.sampling`
+(the PyMC model and NUTS); this module holds what is written once per model:
 
 * ``fit(method="nuts" | "laplace" | "map" | "mle")`` -- all produce the same posterior
   structure (``draws()``: arrays of shape (chain, draw); ``posterior_``: the same as an
@@ -24,7 +25,6 @@ on 1.x; see :mod:`clvbayes.compat`), built on access.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -47,6 +47,7 @@ from clvbayes.errors import (
 from clvbayes.inference import check_convergence
 from clvbayes.math._xp import NUMPY
 from clvbayes.models.priors import Prior
+from clvbayes.sampling import default_nuts_sampler
 
 __all__ = [
     "ELPD",
@@ -65,52 +66,11 @@ FORMAT_VERSION = 2
 METHODS = ("nuts", "laplace", "map", "mle")
 """Fit methods: full posterior, fast approximate posterior, posterior mode, likelihood maximum."""
 
-NUTS_SAMPLERS = ("pymc", "nutpie", "numpyro")
-
-# options of pymc.NUTS that pymc.sample passes to the step it builds
-_NUTS_STEP_OPTIONS = ("target_accept", "max_treedepth", "step_scale", "early_max_treedepth")
-
 BOUNDARY_LOG10 = 6.0
 """A fitted parameter whose median is below 1e-6 or above 1e6 is reported as at the boundary."""
 
 FEW_CUSTOMERS = 20
 """Fits on fewer customers than this get a :class:`~clvbayes.errors.FitWarning`."""
-
-
-def default_nuts_sampler() -> str:
-    """The NUTS back-end used when ``nuts_sampler`` is not given: nutpie if installed, else PyMC.
-
-    Chosen from measurements (``benchmarks/speed.py``, CDNOW sample, 4 chains x 1000 draws
-    after 1000 tuning steps, bulk ESS per second of fitting with compilation included, the
-    smallest over each model's parameters, 2-core machine):
-
-    ============================  ===============  =================  ==============
-    stack                         back-end         BG/NBD ESS/s       Gamma-Gamma ESS/s
-    ============================  ===============  =================  ==============
-    PyMC 6.4 / PyTensor 3.3       nutpie 0.16      125                256
-    PyMC 6.4 / PyTensor 3.3       pymc             81                 156
-    PyMC 5.x (earlier run)        nutpie / pymc    within noise of each other
-    ============================  ===============  =================  ==============
-
-    (``benchmarks/results/speed_pymc6.md``; both measured in one run, while other work
-    loaded the machine, so absolute figures are low and the ratio, ~1.6x for nutpie, is the
-    finding.)  nutpie is therefore preferred when installed (``pip install
-    clvbayes[nutpie]``); PyMC's own NUTS, which needs nothing extra and starts from our
-    Laplace approximation, is the fallback.  numpyro was 3-5x slower on both stacks and
-    is never the default.  The slow CDNOW reference fit (posterior means within 0.5 sd of the
-    published MLE, r_hat <= 1.01, no divergences) passes with nutpie and with PyMC's NUTS.
-    Pareto/NBD keeps PyMC's NUTS (``preferred_nuts_sampler``): nutpie would compile its
-    quadrature graph for many minutes.
-    """
-    import importlib.util
-
-    for name in _SAMPLER_PREFERENCE:
-        if name == "pymc" or importlib.util.find_spec(name) is not None:
-            return name
-    return "pymc"
-
-
-_SAMPLER_PREFERENCE = ("nutpie", "pymc")
 
 
 @dataclass(frozen=True)
@@ -244,7 +204,7 @@ class CLVModel:
         seed : int, optional
             Random seed (a non-negative integer); the same seed gives the same draws.
         nuts_sampler : {"pymc", "nutpie", "numpyro"}, optional
-            NUTS back-end; default :func:`default_nuts_sampler`.
+            NUTS back-end; default :func:`clvbayes.sampling.default_nuts_sampler`.
         **sampler_kwargs
             Passed unchanged to :func:`pymc.sample` (NUTS) or, for MAP/MLE/Laplace, to
             :func:`scipy.optimize.minimize` as ``options``.
@@ -298,8 +258,10 @@ class CLVModel:
             draws_dict, info = inference.fit_laplace(self, data, draws=draws, seed=seed,
                                                      options=sampler_kwargs)  # fmt: skip
         else:
-            draws_dict, stats, info = self._fit_nuts(
-                data, draws=draws, tune=tune, chains=chains, seed=seed,
+            from clvbayes import sampling
+
+            draws_dict, stats, info = sampling.fit_nuts(
+                self, data, draws=draws, tune=tune, chains=chains, seed=seed,
                 nuts_sampler=nuts_sampler, **sampler_kwargs,
             )  # fmt: skip
         info["fit_seconds"] = time.perf_counter() - t0
@@ -337,100 +299,10 @@ class CLVModel:
         return messages
 
     def build_pymc_model(self, data: CompressedRFM | None = None, fast: bool = False):
-        """The PyMC model: priors plus the log-likelihood of the distinct histories, weighted.
+        """The PyMC model of this model's posterior (see :func:`clvbayes.sampling.pymc_model`)."""
+        from clvbayes import sampling
 
-        Parameters
-        ----------
-        data : CompressedRFM, optional
-            Compressed histories (default: the training data).
-        fast : bool, default False
-            Evaluate the likelihood and its gradient with the model's NumPy function
-            (:meth:`_loglik_sum_function`, e.g. :func:`clvbayes.math.bgnbd.loglik_sum_and_grad`)
-            wrapped in one PyTensor Op that runs in Python, instead of a symbolic graph with
-            one node per history; 3-10x faster gradients on large data.  Only PyMC's own
-            NUTS can run it: nutpie and numpyro compile the graph and need ``fast=False``.
-            Ignored by models without such a function.
-        """
-        import pymc as pm
-
-        data = self.data_ if data is None else data
-        loglik_sum = self._loglik_sum_function(data) if fast else None
-        with pm.Model() as model:
-            if loglik_sum is not None:
-                params = [self.priors[k].to_pymc(k) for k in self.param_names]
-                total, _ = _loglik_op(loglik_sum, len(params))(*params)
-                pm.Potential("loglik", total)
-            else:
-                self._symbolic_loglik(data)
-        return model
-
-    def _symbolic_loglik(self, data: CompressedRFM) -> None:
-        """Priors and the weighted log-likelihood as a PyTensor graph, in the current PyMC model."""
-        import pymc as pm
-
-        from clvbayes.math._xp import pytensor_namespace
-
-        shared = {c: pm.Data(c, np.asarray(data[c], dtype=float)) for c in data.columns}
-        counts = pm.Data("counts", self._likelihood_weights(data).astype(float))
-        params = {k: self.priors[k].to_pymc(k) for k in self.param_names}
-        view = _SharedView(shared, data)
-        if "frequency" in data.columns:
-            # costly special functions of the frequency alone: once per distinct value
-            uniq, index = np.unique(data["frequency"], return_inverse=True)
-            view.frequency_unique = pm.Data("frequency_unique", uniq.astype(float))
-            view.frequency_index = pm.Data("frequency_index", index.ravel().astype(np.int64))
-        ll = self._loglik(params, view, xp=pytensor_namespace())
-        pm.Potential("loglik", (counts * ll).sum())
-
-    def _fit_nuts(self, data, *, draws, tune, chains, seed, nuts_sampler, **kwargs):
-        from clvbayes import compat, inference
-
-        sampler = nuts_sampler or self.preferred_nuts_sampler or default_nuts_sampler()
-        if sampler not in NUTS_SAMPLERS:
-            raise ValueError(f"nuts_sampler must be one of {NUTS_SAMPLERS}, got {sampler!r}.")
-        # PyMC's NUTS can call NumPy code; nutpie and numpyro compile a symbolic graph
-        model = self.build_pymc_model(data, fast=sampler == "pymc")
-        kwargs.setdefault("cores", min(chains, os.cpu_count() or 1))
-        kwargs.setdefault("compute_convergence_checks", False)
-        init = {k: v for k, v in self._initial_point(data).items()}
-        for key, value in self.nuts_defaults.items():
-            if key not in kwargs and key not in kwargs.get("nuts", {}):
-                kwargs[key] = value
-        if sampler == "pymc":
-            if "step" not in kwargs and "init" not in kwargs and "initvals" not in kwargs:
-                # options of the NUTS step itself must reach the step we build here (PyMC
-                # applies them only to a step it builds)
-                step_kw = {**kwargs.get("nuts", {})}
-                step_kw.update({k: kwargs[k] for k in _NUTS_STEP_OPTIONS if k in kwargs})
-                start = inference.nuts_start(self, data, model, chains, seed, **step_kw)
-                if start is not None:
-                    for k in _NUTS_STEP_OPTIONS:
-                        kwargs.pop(k, None)
-                    kwargs.pop("nuts", None)
-                    kwargs["step"], kwargs["initvals"] = start
-            kwargs.setdefault("initvals", init)
-            # dense mass matrix: the CLV posteriors are strongly correlated in log space
-            # (Gamma-Gamma: corr(log p, log gamma) ~ -0.97); measured on CDNOW it cuts
-            # leapfrog steps per draw from ~28 to ~3 and raises ESS 3-6x
-            kwargs.setdefault("init", "jitter+adapt_full")
-        elif sampler == "numpyro":
-            opts = kwargs.setdefault("nuts_sampler_kwargs", {})
-            opts.setdefault("nuts_kwargs", {}).setdefault("dense_mass", True)
-            opts.setdefault("chain_method", "vectorized")
-        elif sampler == "nutpie":
-            kwargs.setdefault("nuts_sampler_kwargs", {}).setdefault(
-                "low_rank_modified_mass_matrix", True
-            )
-        groups = compat.sample_nuts(
-            model, draws=draws, tune=tune, chains=chains, random_seed=seed,
-            nuts_sampler=sampler, **kwargs,
-        )  # fmt: skip
-        posterior = groups["posterior"]
-        draws_dict = {k: posterior[k].values for k in self.param_names}
-        stats = groups.get("sample_stats")
-        info = {"nuts_sampler": sampler, "draws": draws, "tune": tune, "chains": chains}
-        info.update(check_convergence(posterior, stats, self.param_names))
-        return draws_dict, stats, info
+        return sampling.pymc_model(self, self.data_ if data is None else data, fast=fast)
 
     # ------------------------------------------------------------------ fitted state
     def _check_fitted(self) -> None:
@@ -851,68 +723,6 @@ def _content_hash(groups: dict, attrs: dict) -> str:
     clean = {k: _canonical(v) for k, v in attrs.items() if k != "clvbayes_sha256"}
     h.update(json.dumps(clean, sort_keys=True, default=str).encode())
     return h.hexdigest()
-
-
-def _loglik_op(func, n_params: int):
-    """One PyTensor Op computing ``func(*params) -> (total, gradient)`` (see :func:`_loglik_op_class`)."""
-    return _loglik_op_class()(func, n_params)
-
-
-@functools.cache
-def _loglik_op_class():
-    """The Op class, defined on first use so that importing clvbayes does not import PyTensor."""
-    import pytensor.tensor as pt
-    from pytensor.gradient import DisconnectedType
-    from pytensor.graph.basic import Apply
-    from pytensor.graph.op import Op
-
-    class LoglikOp(Op):
-        """Inputs: the parameter scalars.  Outputs: the log-likelihood and its gradient vector.
-
-        ``perform`` calls ``func`` once for both outputs; the gradient of the first output is
-        ``output_grad * gradient`` (no second derivatives).  Pickles by ``(func, n_params)``,
-        so ``func`` must pickle (a module-level function with its prepared data).
-        """
-
-        def __init__(self, func, n_params: int) -> None:
-            self.func = func
-            self.n_params = n_params
-
-        def __reduce__(self):
-            return _loglik_op, (self.func, self.n_params)
-
-        def make_node(self, *params):
-            if len(params) != self.n_params:
-                raise TypeError(f"expected {self.n_params} parameters, got {len(params)}")
-            inputs = [pt.cast(pt.as_tensor_variable(v), "float64") for v in params]
-            if any(v.ndim != 0 for v in inputs):
-                raise TypeError("the parameters must be scalars")
-            return Apply(self, inputs, [pt.dscalar(), pt.dvector()])
-
-        def perform(self, node, inputs, output_storage):
-            total, grad = self.func(*(float(v) for v in inputs))
-            output_storage[0][0] = np.asarray(total, dtype=np.float64)
-            output_storage[1][0] = np.asarray(grad, dtype=np.float64)
-
-        def L_op(self, inputs, outputs, output_grads):
-            g_total, g_grad = output_grads
-            if not isinstance(g_grad.type, DisconnectedType):
-                raise NotImplementedError("the log-likelihood Op has no second derivatives")
-            return [g_total * outputs[1][i] for i in range(self.n_params)]
-
-    return LoglikOp
-
-
-class _SharedView:
-    """Lets ``_loglik`` index PyTensor shared data exactly like a CompressedRFM."""
-
-    def __init__(self, shared: dict, data: CompressedRFM) -> None:
-        self._shared = shared
-        self.counts = data.counts
-        self.frequency_unique = self.frequency_index = None
-
-    def __getitem__(self, name: str):
-        return self._shared[name]
 
 
 def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:

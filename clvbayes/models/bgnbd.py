@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from clvbayes import sampling
 from clvbayes.data import CompressedRFM, compress, validate_rfm
 from clvbayes.math import bgnbd
 from clvbayes.math._random import geometric, poisson
@@ -71,15 +72,18 @@ class BetaGeoFamily(CLVModel):
 
     def _loglik(self, params, data, xp=NUMPY):
         terms = None
-        if getattr(data, "frequency_index", None) is not None:  # PyMC model: per distinct frequency
-            unique = self._math.loglik_frequency_terms(
-                params["r"], params["a"], params["b"], data.frequency_unique, xp=xp
-            )
-            terms = unique[data.frequency_index]
+        if getattr(data, "terms", None) is not None:  # PyMC graph: once per distinct frequency
+            unique, index = data.terms
+            terms = self._math.loglik_frequency_terms(
+                params["r"], params["a"], params["b"], unique, xp=xp
+            )[index]
         return self._math.loglik(
             params["r"], params["alpha"], params["a"], params["b"],
             data["frequency"], data["recency"], data["T"], xp=xp, frequency_terms=terms,
         )  # fmt: skip
+
+    def _symbolic_terms(self, data: CompressedRFM, pm):
+        return sampling.distinct_values(data, "frequency", pm)
 
     def _loglik_sum_function(self, data: CompressedRFM):
         prepared = self._math.prepare_loglik_sum(

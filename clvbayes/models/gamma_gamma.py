@@ -49,6 +49,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from clvbayes import sampling
 from clvbayes.data import CompressedRFM, compress, validate_rfm
 from clvbayes.errors import FitWarning
 from clvbayes.math import gamma_gamma
@@ -90,14 +91,17 @@ class GammaGammaModel(CLVModel):
         x_safe = xp.maximum(x, 1)
         z_safe = xp.where(x > 0, data["monetary_value"], 1.0)
         terms = None
-        if getattr(data, "frequency_index", None) is not None:  # PyMC model: per distinct frequency
-            unique = gamma_gamma.loglik_frequency_terms(
-                params["p"], params["q"], xp.maximum(data.frequency_unique, 1), xp=xp
-            )
-            terms = unique[data.frequency_index]
+        if getattr(data, "terms", None) is not None:  # PyMC graph: once per distinct frequency
+            unique, index = data.terms
+            terms = gamma_gamma.loglik_frequency_terms(
+                params["p"], params["q"], xp.maximum(unique, 1), xp=xp
+            )[index]
         return gamma_gamma.loglik(
             params["p"], params["q"], params["gamma"], x_safe, z_safe, xp=xp, frequency_terms=terms
         )
+
+    def _symbolic_terms(self, data: CompressedRFM, pm):
+        return sampling.distinct_values(data, "frequency", pm)
 
     def _loglik_sum_function(self, data: CompressedRFM):
         prepared = gamma_gamma.prepare_loglik_sum(
