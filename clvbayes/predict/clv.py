@@ -1,7 +1,9 @@
 """Per-customer and per-segment predictions with both interval kinds, in bounded memory.
 
-:func:`score_customers` combines a fitted purchase model (BG/NBD) and, optionally, a
-fitted spend model (Gamma-Gamma) **draw by draw**: posterior draw ``s`` of one model is
+:func:`score_customers` combines a fitted purchase model (any
+:class:`~clvbayes.models.protocols.PurchaseModel`: BG/NBD, MBG/NBD, Pareto/NBD) and,
+optionally, a fitted spend model (:class:`~clvbayes.models.protocols.SpendModel`:
+Gamma-Gamma) **draw by draw**: posterior draw ``s`` of one model is
 paired with draw ``s`` of the other (the two posteriors are independent, so the pairs
 are draws from the joint posterior), and every expectation is computed per draw.
 
@@ -23,15 +25,16 @@ How it scales: everything is computed per *distinct* history (customers with ide
 parallel threads, reducing to summaries as it goes, so memory is bounded by
 ``max_chunk_elements`` and never holds customers x draws x periods.
 
-* Expectations: P(alive) per history and draw; the expected (discounted) purchases of an
-  *active* customer depend only on (frequency, T), so they are computed once per distinct
-  pair and draw (a compiled series, all discount nodes in one pass).
+* Expectations (:func:`clvbayes.predict.outcomes.expectations`): P(alive) per history and
+  draw; the expected (discounted) purchases of an *active* customer depend only on the
+  model's ``active_columns`` (frequency, T), so they are computed once per distinct key.
 * Outcomes: for outcome sample ``m`` (parameter draw ``m``) each history is alive with its
-  own probability; the future of an active customer -- purchase times, and transaction
-  values in units of the spend-rate scale ``gamma + x z-bar`` -- is drawn from the exact
-  latent posterior given (frequency, T) and the draw, once per distinct pair, and shared
-  by that pair's histories.  Each history's samples are therefore exact, independent draws
-  from its own predictive distribution (predictive intervals: their quantiles).
+  own probability; the future of an active customer -- purchases, and transaction values in
+  units of the spend model's scale -- is drawn from the exact latent posterior given the key
+  and the draw, once per distinct key (:func:`clvbayes.predict.outcomes.active_futures`),
+  and shared by that key's histories.  Each history's samples are therefore exact,
+  independent draws from its own predictive distribution (predictive intervals: their
+  quantiles).
 * Segment totals are computed per draw (sums over customers within each draw), never by
   adding up per-customer intervals.  Expected totals are exact.  Outcome totals of a
   segment with at least ``EXACT_SEGMENT_MIN`` customers are, given each draw, a sum of that
@@ -209,16 +212,7 @@ def score_customers(
         check_implements(spend_model, SpendModel, "spend_model")
     tail_probs(prob)
     time_unit = table_time_unit(rfm, purchase_model)
-    if annual_discount_rate is not None:
-        if discount_rate:
-            raise ValueError(
-                "Give either discount_rate (per period) or annual_discount_rate, not both."
-            )
-        if not time_unit:
-            raise ValueError(
-                "annual_discount_rate needs the data's time unit (rfm.attrs['time_unit'])."
-            )
-        discount_rate = annual_to_period_rate(annual_discount_rate, time_unit, period)
+    discount_rate = _rate_per_period(discount_rate, annual_discount_rate, time_unit, period)
     ends, factors = schedule(horizon, discount_rate, period)
     by = [by] if isinstance(by, str) else list(by or [])
     missing = [c for c in by if c not in rfm.columns]
@@ -226,7 +220,95 @@ def score_customers(
         raise ValueError(
             f"Grouping column(s) {missing} not in the customer table; columns: {list(rfm.columns)}."
         )
+    job = _prepare(
+        rfm, purchase_model, spend_model, n_draws=n_draws, n_outcome_samples=n_outcome_samples,
+        ends=ends, factors=factors, margin=margin, period=period, prob=prob, by=by,
+        outcomes=outcomes, observed=observed,
+    )  # fmt: skip
+    data, n_s = job.data, job.n_draws
+    chunks = _chunks(data.n_unique, max(n_s, job.sample_draw.size), max_chunk_elements)
+    seeds = np.random.SeedSequence(seed).spawn(len(chunks) + 1)
+    per_hist, totals_e, resid_var, pit = _run_chunks(job, chunks, seeds, n_jobs, progress)
 
+    customers = _customer_table(per_hist, data, rfm.index)
+    for q, vals in pit.items():
+        obs = np.empty(data.n_customers)
+        obs[job.order] = job.observed[q]
+        customers[f"{q}_pi_covered"] = (customers[f"{q}_pi_lower"] <= obs) & (
+            obs <= customers[f"{q}_pi_upper"]
+        )
+        customers[f"{q}_pit"] = np.empty(data.n_customers)
+        customers.iloc[job.order, customers.columns.get_loc(f"{q}_pit")] = vals
+    segments = {}
+    rng_total = np.random.default_rng(seeds[-1])
+    for g, codes in job.groupings.items():
+        n_groups = len(job.labels[g])
+        totals_r = None
+        if outcomes:
+            totals_r = _segment_outcome_totals(
+                job, rng_total, totals_e[g], resid_var[g], codes, n_groups, max_chunk_elements
+            )
+        segments[g] = _segment_table(totals_e[g], totals_r, job.labels[g], job.hist_group[g], prob)
+    settings = {
+        "horizon": float(horizon), "time_unit": time_unit, "discount_rate_per_period": float(discount_rate),
+        "annual_discount_rate": annual_discount_rate, "period": float(period), "margin": float(margin),
+        "prob": float(prob), "n_draws": int(n_s), "n_outcome_samples": int(job.sample_draw.size),
+        "seed": seed, "by": by, "n_customers": int(data.n_customers),
+        "n_histories": int(data.n_unique), "parameter_uncertainty": bool(n_s > 1),
+    }  # fmt: skip
+    return CustomerScores(customers=customers, segments=segments, settings=settings)
+
+
+@dataclass
+class _Job:
+    """Everything the chunks of one :func:`score_customers` call share (read-only)."""
+
+    purchase_model: Any
+    spend_model: Any
+    data: Any  # CompressedRFM of the distinct histories, ordered by (frequency, T, ...)
+    columns: tuple[str, ...]
+    pparams: dict[str, np.ndarray]  # paired posterior draws, (S, 1) each
+    sparams: dict[str, np.ndarray] | None
+    sample_draw: np.ndarray  # outcome sample m uses posterior draw sample_draw[m]
+    sim_pparams: dict[str, np.ndarray]
+    sim_sparams: dict[str, np.ndarray] | None
+    ends: np.ndarray
+    factors: np.ndarray
+    margin: float
+    period: float
+    prob: float
+    quantities: list[str]
+    seg_quants: list[str]
+    groupings: dict[str, np.ndarray]  # segment code of each customer, per grouping
+    labels: dict[str, pd.Index]
+    hist_group: dict[str, Any]  # sparse (history x segment) customer counts, per grouping
+    outcomes: bool
+    observed: dict[str, np.ndarray]  # in history order (see ``order``)
+    order: np.ndarray  # customers sorted by history
+    starts: np.ndarray  # first customer (in ``order``) of each history
+
+    @property
+    def n_draws(self) -> int:
+        return next(iter(self.pparams.values())).shape[0]
+
+
+def _rate_per_period(discount_rate, annual_discount_rate, time_unit, period) -> float:
+    if annual_discount_rate is None:
+        return discount_rate
+    if discount_rate:
+        raise ValueError(
+            "Give either discount_rate (per period) or annual_discount_rate, not both."
+        )
+    if not time_unit:
+        raise ValueError(
+            "annual_discount_rate needs the data's time unit (rfm.attrs['time_unit'])."
+        )
+    return annual_to_period_rate(annual_discount_rate, time_unit, period)
+
+
+def _prepare(rfm, purchase_model, spend_model, *, n_draws, n_outcome_samples, ends, factors,
+             margin, period, prob, by, outcomes, observed) -> _Job:  # fmt: skip
+    """Validate and compress the table, pair the draws, index the segments and observations."""
     has_spend = spend_model is not None
     checked = validate_rfm(rfm, require_monetary=has_spend)
     columns = ("frequency", "recency", "T") + (("monetary_value",) if has_spend else ())
@@ -236,14 +318,8 @@ def score_customers(
         _check_spend_exists(sparams, checked)
     n_s = next(iter(pparams.values())).shape[0]
     reps = int(np.ceil(max(n_outcome_samples, 1) / n_s))
-    n_sim = n_s * reps
-    sample_draw = np.arange(n_sim) % n_s  # outcome sample m uses posterior draw m mod S
-    sim_pparams = {k: v[sample_draw] for k, v in pparams.items()}
-    sim_sparams = {k: v[sample_draw] for k, v in sparams.items()} if has_spend else None
-
-    # customers ordered by history, so each history's customers are contiguous
+    sample_draw = np.arange(n_s * reps) % n_s
     order = np.argsort(data.inverse, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(data.counts)])
     groupings = {"all": np.zeros(data.n_customers, dtype=np.int64)}
     labels = {"all": pd.Index(["all"], name="segment")}
     for col in by:
@@ -259,85 +335,70 @@ def score_customers(
     }
     quantities = ["p_alive", "purchases"] + (["spend", "revenue", "clv"] if has_spend else [])
     seg_quants = [q for q in SEGMENT_QUANTITIES if has_spend or q in ("alive", "purchases")]
+    observed = _check_observed(observed, quantities, data.n_customers, outcomes, order)
+    return _Job(
+        purchase_model=purchase_model, spend_model=spend_model, data=data, columns=columns,
+        pparams=pparams, sparams=sparams, sample_draw=sample_draw,
+        sim_pparams={k: v[sample_draw] for k, v in pparams.items()},
+        sim_sparams={k: v[sample_draw] for k, v in sparams.items()} if has_spend else None,
+        ends=ends, factors=factors, margin=float(margin), period=float(period), prob=prob,
+        quantities=quantities, seg_quants=seg_quants, groupings=groupings, labels=labels,
+        hist_group=hist_group, outcomes=outcomes, observed=observed, order=order,
+        starts=np.concatenate([[0], np.cumsum(data.counts)]),
+    )  # fmt: skip
 
-    observed = {q: np.asarray(v, dtype=float)[order] for q, v in (observed or {}).items()}
+
+def _check_observed(observed, quantities, n_customers, outcomes, order) -> dict[str, np.ndarray]:
+    observed = {q: np.asarray(v, dtype=float) for q, v in (observed or {}).items()}
     valid = [q for q in quantities if q in OUTCOMES]
     unknown = sorted(set(observed) - set(valid))
     if unknown:
         raise ValueError(f"observed has unknown outcome(s) {unknown}; valid: {valid}.")
     for q, v in observed.items():
-        if v.shape != (data.n_customers,):
+        if v.shape != (n_customers,):
             raise ValueError(
-                f"observed[{q!r}] needs one value per customer ({data.n_customers}), got shape {v.shape}."
+                f"observed[{q!r}] needs one value per customer ({n_customers}), got shape {v.shape}."
             )
     if observed and not outcomes:
         raise ValueError("observed outcomes need outcomes=True (the predictive distribution).")
+    return {q: v[order] for q, v in observed.items()}
 
-    chunks = _chunks(data.n_unique, max(n_s, n_sim), max_chunk_elements)
-    seeds = np.random.SeedSequence(seed).spawn(len(chunks) + 1)
-    ctx = {
-        "purchase_model": purchase_model, "spend_model": spend_model, "pparams": pparams,
-        "sparams": sparams, "sim_pparams": sim_pparams, "sim_sparams": sim_sparams,
-        "sample_draw": sample_draw, "ends": ends, "factors": factors, "margin": margin,
-        "period": period, "prob": prob, "quantities": quantities, "seg_quants": seg_quants,
-        "hist_group": hist_group, "outcomes": outcomes, "observed": observed, "starts": starts,
-        "columns": columns, "data": data,
-    }  # fmt: skip
 
-    per_hist = {q: {} for q in quantities}
-    totals_e = {g: {q: np.zeros((n_s, len(labels[g]))) for q in seg_quants} for g in groupings}
-    resid_var = {g: {q: np.zeros(len(labels[g])) for q in seg_quants} for g in groupings}
-    pit = {q: np.empty(data.n_customers) for q in observed}
+def _run_chunks(job: _Job, chunks, seeds, n_jobs, progress):
+    """Score every chunk of histories (in parallel threads) and reduce the results."""
+    data, n_s = job.data, job.n_draws
+    per_hist = {q: {} for q in job.quantities}
+    totals_e = {
+        g: {q: np.zeros((n_s, len(job.labels[g]))) for q in job.seg_quants} for g in job.groupings
+    }
+    resid_var = {
+        g: {q: np.zeros(len(job.labels[g])) for q in job.seg_quants} for g in job.groupings
+    }
+    pit = {q: np.empty(data.n_customers) for q in job.observed}
     t_start = time.perf_counter()
     n_workers = max(1, min(n_jobs or os.cpu_count() or 1, len(chunks)))
     pool = ThreadPoolExecutor(n_workers) if n_workers > 1 else None
     mapper = pool.map if pool else map  # numpy and the compiled kernels release the GIL
     try:
-        results = mapper(lambda i: _score_chunk(ctx, chunks[i], seeds[i]), range(len(chunks)))
+        results = mapper(lambda i: _score_chunk(job, chunks[i], seeds[i]), range(len(chunks)))
         for i_chunk, res in enumerate(results):
             h0, h1 = chunks[i_chunk]
             for q, stats in res["per_hist"].items():
                 for key, val in stats.items():
                     per_hist[q].setdefault(key, []).append(val)
-            for g in groupings:
-                for q in seg_quants:
+            for g in job.groupings:
+                for q in job.seg_quants:
                     totals_e[g][q] += res["totals_e"][g][q]
-                    if outcomes:
+                    if job.outcomes:
                         resid_var[g][q] += res["resid_var"][g][q]
             for q, vals in res["pit"].items():
-                pit[q][starts[h0] : starts[h1]] = vals
+                pit[q][job.starts[h0] : job.starts[h1]] = vals
             if progress:
-                _report(i_chunk + 1, len(chunks), starts[h1], data.n_customers, t_start)
+                _report(i_chunk + 1, len(chunks), job.starts[h1], data.n_customers, t_start)
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
-
-    customers = _customer_table(per_hist, data, rfm.index)
-    for q, vals in pit.items():
-        obs = np.empty(data.n_customers)
-        obs[order] = observed[q]
-        customers[f"{q}_pi_covered"] = (customers[f"{q}_pi_lower"] <= obs) & (
-            obs <= customers[f"{q}_pi_upper"]
-        )
-        customers[f"{q}_pit"] = np.empty(data.n_customers)
-        customers.iloc[order, customers.columns.get_loc(f"{q}_pit")] = vals
-    segments = {}
-    rng_total = np.random.default_rng(seeds[-1])
-    for g, codes in groupings.items():
-        totals_r = None
-        if outcomes:
-            totals_r = _segment_outcome_totals(
-                ctx, rng_total, totals_e[g], resid_var[g], codes, len(labels[g]), max_chunk_elements
-            )
-        segments[g] = _segment_table(totals_e[g], totals_r, labels[g], hist_group[g], prob)
-    settings = {
-        "horizon": float(horizon), "time_unit": time_unit, "discount_rate_per_period": float(discount_rate),
-        "annual_discount_rate": annual_discount_rate, "period": float(period), "margin": float(margin),
-        "prob": float(prob), "n_draws": int(n_s), "n_outcome_samples": int(n_sim), "seed": seed, "by": by,
-        "n_customers": int(data.n_customers), "n_histories": int(data.n_unique),
-        "parameter_uncertainty": bool(n_s > 1),
-    }  # fmt: skip
-    return CustomerScores(customers=customers, segments=segments, settings=settings)
+    return per_hist, totals_e, resid_var, pit
 
 
 def _check_spend_exists(sparams, rfm: pd.DataFrame) -> None:
@@ -372,46 +433,46 @@ def _check_spend_exists(sparams, rfm: pd.DataFrame) -> None:
     )
 
 
-def _score_chunk(ctx, bounds, seed_seq) -> dict:
+def _score_chunk(job: _Job, bounds, seed_seq) -> dict:
     """Expectations, outcome samples and their reductions for the distinct histories in ``bounds``."""
     h0, h1 = bounds
-    data = ctx["data"]
+    data = job.data
     rng = np.random.default_rng(seed_seq)
-    h = {c: np.asarray(data[c])[h0:h1] for c in ctx["columns"]}
+    h = {c: np.asarray(data[c])[h0:h1] for c in job.columns}
     expect, keys, inverse = outcomes_lib.expectations(
-        ctx["purchase_model"], ctx["spend_model"], ctx["pparams"], ctx["sparams"], h,
-        ctx["ends"], ctx["factors"], ctx["margin"],
+        job.purchase_model, job.spend_model, job.pparams, job.sparams, h,
+        job.ends, job.factors, job.margin,
     )  # fmt: skip
     # (history, draw) layout: each history's draws are contiguous for the summaries
     expect = {q: np.ascontiguousarray(v.T) for q, v in expect.items()}
     expect["alive"] = expect["p_alive"]
     out = {"per_hist": {}, "totals_e": {}, "resid_var": {}, "pit": {}}
-    for q in ctx["quantities"]:
-        stats = draw_stats(expect[q], ctx["prob"], axis=1, kind="ci")
+    for q in job.quantities:
+        stats = draw_stats(expect[q], job.prob, axis=1, kind="ci")
         out["per_hist"][q] = {f"ci_{k}": v for k, v in stats.items()}
-    for g, m in ctx["hist_group"].items():
+    for g, m in job.hist_group.items():
         m_hist = m[h0:h1].T
-        out["totals_e"][g] = {q: (m_hist @ expect[q]).T for q in ctx["seg_quants"]}
-    if not ctx["outcomes"]:
+        out["totals_e"][g] = {q: (m_hist @ expect[q]).T for q in job.seg_quants}
+    if not job.outcomes:
         return out
-    outcome, var = _history_outcomes(rng, ctx, h, expect, keys, inverse)
+    outcome, var = _history_outcomes(rng, job, h, expect, keys, inverse)
     for q in OUTCOMES:
         if q in outcome:
-            stats = draw_stats(outcome[q], ctx["prob"], axis=1, kind="pi")
+            stats = draw_stats(outcome[q], job.prob, axis=1, kind="pi")
             out["per_hist"][q]["pi_lower"], out["per_hist"][q]["pi_upper"] = (
                 stats["lower"],
                 stats["upper"],
             )
-    for g, m in ctx["hist_group"].items():
-        out["resid_var"][g] = {q: m[h0:h1].T @ var[q] for q in ctx["seg_quants"]}
-    starts = ctx["starts"]
-    for q, obs in ctx["observed"].items():
+    for g, m in job.hist_group.items():
+        out["resid_var"][g] = {q: m[h0:h1].T @ var[q] for q in job.seg_quants}
+    starts = job.starts
+    for q, obs in job.observed.items():
         hist_of_customer = np.repeat(np.arange(h1 - h0), data.counts[h0:h1])
         out["pit"][q] = _pit(rng, outcome[q], hist_of_customer, obs[starts[h0] : starts[h1]])
     return out
 
 
-def _history_outcomes(rng, ctx, h, expect, keys, inverse):
+def _history_outcomes(rng, job: _Job, h, expect, keys, inverse):
     """Simulated outcomes, one per (distinct history, outcome sample): arrays (u, n_sim).
 
     Each sample ``m`` uses parameter draw ``sample_draw[m]``.  A history is alive with its own
@@ -425,18 +486,18 @@ def _history_outcomes(rng, ctx, h, expect, keys, inverse):
     outcome from its conditional expectation given the draw, ``(u,)``: an unbiased estimate
     of the posterior mean of ``Var(outcome | parameters)`` (for the segment totals).
     """
-    sample_draw = ctx["sample_draw"]
-    spend_model = ctx["spend_model"]
+    sample_draw = job.sample_draw
+    spend_model = job.spend_model
     has_spend = spend_model is not None
     future = outcomes_lib.active_futures(
-        int(rng.integers(2**32)), ctx["purchase_model"], spend_model, ctx["sim_pparams"],
-        ctx["sim_sparams"], keys, ctx["ends"], ctx["factors"], ctx["period"],
+        int(rng.integers(2**32)), job.purchase_model, spend_model, job.sim_pparams,
+        job.sim_sparams, keys, job.ends, job.factors, job.period,
     )  # fmt: skip
     n_sim, u = sample_draw.size, inverse.size
     names = ("purchases", "one", "value", "discounted") if has_spend else ("purchases",)
     fut = np.stack([future[k].T for k in names])
     if has_spend:
-        scale = np.ascontiguousarray(spend_model._value_scale_arrays(ctx["sim_sparams"], h).T)
+        scale = np.ascontiguousarray(spend_model._value_scale_arrays(job.sim_sparams, h).T)
         e_rev, e_clv = expect["revenue"], expect["clv"]
     else:
         scale = np.zeros((u, 1))
@@ -446,7 +507,7 @@ def _history_outcomes(rng, ctx, h, expect, keys, inverse):
     resid = np.empty((4, u))
     _outcome_kernel(
         rng.random((u, n_sim)), expect["p_alive"], sample_draw, inverse, fut, has_spend,
-        scale, float(ctx["margin"]), expect["purchases"], e_rev, e_clv, samples, resid,
+        scale, float(job.margin), expect["purchases"], e_rev, e_clv, samples, resid,
     )  # fmt: skip
     names = ("alive", "purchases", "spend", "revenue", "clv")[:n_q]
     outcome = dict(zip(names, samples, strict=True))
@@ -486,7 +547,7 @@ def _outcome_kernel(uniform, p_alive, sample_draw, pair, fut, has_spend, scale, 
         resid[3, i] = acc3 / n_sim
 
 
-def _segment_outcome_totals(ctx, rng, tot_e, resid_var, codes, n_groups, max_elements):
+def _segment_outcome_totals(job: _Job, rng, tot_e, resid_var, codes, n_groups, max_elements):
     """Simulated outcome totals per segment, arrays (n_sim, n_groups) per quantity.
 
     Segments of at least ``EXACT_SEGMENT_MIN`` customers: given the parameters, the total is
@@ -495,7 +556,7 @@ def _segment_outcome_totals(ctx, rng, tot_e, resid_var, codes, n_groups, max_ele
     (estimated without bias from the outcome samples).  Smaller segments: every customer's
     outcome is simulated independently (as a full posterior-predictive draw) and summed.
     """
-    sample_draw = ctx["sample_draw"]
+    sample_draw = job.sample_draw
     n_sim = sample_draw.size
     out = {}
     for q, e in tot_e.items():
@@ -505,7 +566,7 @@ def _segment_outcome_totals(ctx, rng, tot_e, resid_var, codes, n_groups, max_ele
     small = np.flatnonzero(sizes < EXACT_SEGMENT_MIN)
     if small.size == 0:
         return out
-    data = ctx["data"]
+    data = job.data
     members = np.flatnonzero(np.isin(codes, small))
     hist = data.inverse[members]
     member_codes = codes[members]
@@ -513,10 +574,10 @@ def _segment_outcome_totals(ctx, rng, tot_e, resid_var, codes, n_groups, max_ele
         out[q][:, small] = 0.0
     for c0, c1 in _chunks(members.size, n_sim, max_elements):
         sl = slice(c0, c1)
-        hc = {c: np.asarray(data[c])[hist[sl]] for c in ctx["columns"]}
+        hc = {c: np.asarray(data[c])[hist[sl]] for c in job.columns}
         sim = outcomes_lib.simulate_customers(
-            rng, ctx["purchase_model"], ctx["spend_model"], ctx["sim_pparams"], ctx["sim_sparams"],
-            hc, ctx["ends"], ctx["factors"], ctx["margin"],
+            rng, job.purchase_model, job.spend_model, job.sim_pparams, job.sim_sparams,
+            hc, job.ends, job.factors, job.margin,
         )  # fmt: skip
         onehot = sparse.csr_matrix(
             (np.ones(hist[sl].size), (np.arange(hist[sl].size), member_codes[sl])),
