@@ -70,3 +70,52 @@ def scalar_if_0d(out: np.ndarray) -> np.ndarray | float:
     """A Python float for 0-d results, the array otherwise."""
     out = np.asarray(out, dtype=float)
     return out[()] if out.ndim == 0 else out
+
+
+def check_history(
+    frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate the customer columns (frequency, recency, T); return them as float arrays."""
+    x = as_float("frequency", frequency)
+    t_x = as_float("recency", recency)
+    T = as_float("T", T)
+    for name, arr, what in (
+        ("frequency", x, "a finite, non-negative number of repeat purchases"),
+        ("recency", t_x, "a finite, non-negative time"),
+        ("T", T, "a finite, non-negative time"),
+    ):
+        bad = ~(np.isfinite(arr) & (arr >= 0))
+        if bad.any():
+            raise ValueError(
+                f"{name} must be {what}; {int(bad.sum())} entries violate it at positions "
+                f"{positions(bad)} (values {arr.ravel()[bad.ravel()][:MAX_SHOWN].tolist()})."
+            )
+    try:
+        t_x_b, T_b = np.broadcast_arrays(t_x, T)
+        np.broadcast_shapes(x.shape, T.shape)
+    except ValueError as exc:
+        raise ValueError(
+            f"frequency (shape {x.shape}), recency (shape {t_x.shape}) and T (shape {T.shape}) "
+            "must have the same length, one entry per customer."
+        ) from exc
+    bad = t_x_b > T_b
+    if bad.any():
+        raise ValueError(
+            f"recency must not exceed T; {int(bad.sum())} customers have recency > T at "
+            f"positions {positions(bad)} (recency {t_x_b[bad][:MAX_SHOWN].tolist()}, "
+            f"T {T_b[bad][:MAX_SHOWN].tolist()}).  recency is the time from the first to the "
+            "last repeat purchase and T the time from the first purchase to the end of the "
+            "calibration period, both in the same time unit."
+        )
+    return x, t_x, T
+
+
+def check_horizon(t: ArrayLike, name: str = "t") -> np.ndarray:
+    t = as_float(name, t)
+    bad = ~(np.isfinite(t) & (t >= 0))
+    if bad.any():
+        raise ValueError(
+            f"{name} (a time horizon in the data's time unit) must be finite and >= 0; "
+            f"got {t.ravel()[bad.ravel()][:MAX_SHOWN].tolist()}."
+        )
+    return t

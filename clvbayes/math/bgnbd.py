@@ -97,12 +97,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import special
 
-from clvbayes.math._checks import MAX_SHOWN as _MAX_SHOWN
 from clvbayes.math._checks import as_counts as _as_counts
 from clvbayes.math._checks import as_float as _as_float
+from clvbayes.math._checks import check_history as _check_history
+from clvbayes.math._checks import check_horizon as _check_horizon
 from clvbayes.math._checks import check_parameters
-from clvbayes.math._checks import positions as _positions
 from clvbayes.math._checks import scalar_if_0d as _scalar_if_0d
+from clvbayes.math._special import betaln_accurate as _betaln
 from clvbayes.math._xp import NUMPY, betaln
 
 __all__ = [
@@ -129,55 +130,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 def _check_parameters(**params: ArrayLike) -> list[np.ndarray]:
     return check_parameters("BG/NBD", **params)
-
-
-def _check_history(
-    frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validate the customer columns (frequency, recency, T); return them as float arrays."""
-    x = _as_float("frequency", frequency)
-    t_x = _as_float("recency", recency)
-    T = _as_float("T", T)
-    for name, arr, what in (
-        ("frequency", x, "a finite, non-negative number of repeat purchases"),
-        ("recency", t_x, "a finite, non-negative time"),
-        ("T", T, "a finite, non-negative time"),
-    ):
-        bad = ~(np.isfinite(arr) & (arr >= 0))
-        if bad.any():
-            raise ValueError(
-                f"{name} must be {what}; {int(bad.sum())} entries violate it at positions "
-                f"{_positions(bad)} (values {arr.ravel()[bad.ravel()][:_MAX_SHOWN].tolist()})."
-            )
-    try:
-        t_x_b, T_b = np.broadcast_arrays(t_x, T)
-        np.broadcast_shapes(x.shape, T.shape)
-    except ValueError as exc:
-        raise ValueError(
-            f"frequency (shape {x.shape}), recency (shape {t_x.shape}) and T (shape {T.shape}) "
-            "must have the same length, one entry per customer."
-        ) from exc
-    bad = t_x_b > T_b
-    if bad.any():
-        raise ValueError(
-            f"recency must not exceed T; {int(bad.sum())} customers have recency > T at "
-            f"positions {_positions(bad)} (recency {t_x_b[bad][:_MAX_SHOWN].tolist()}, "
-            f"T {T_b[bad][:_MAX_SHOWN].tolist()}).  recency is the time from the first to the "
-            "last repeat purchase and T the time from the first purchase to the end of the "
-            "calibration period, both in the same time unit."
-        )
-    return x, t_x, T
-
-
-def _check_horizon(t: ArrayLike, name: str = "t") -> np.ndarray:
-    t = _as_float(name, t)
-    bad = ~(np.isfinite(t) & (t >= 0))
-    if bad.any():
-        raise ValueError(
-            f"{name} (a time horizon in the data's time unit) must be finite and >= 0; "
-            f"got {t.ravel()[bad.ravel()][:_MAX_SHOWN].tolist()}."
-        )
-    return t
 
 
 # --------------------------------------------------------------------------------------------
@@ -719,37 +671,6 @@ def _beta_window(a, bb, cut_left, cut_right) -> tuple[np.ndarray, np.ndarray]:
             v = v + np.where(np.isfinite(step), step, 0.0)
         ends.append(v)
     return ends[0], ends[1]
-
-
-_STIRLING = (1.0 / 12, -1.0 / 360, 1.0 / 1260, -1.0 / 1680, 1.0 / 1188)
-
-
-def _lgamma_correction(x):
-    """``log Gamma(x) - [(x - 1/2) log x - x + log(2 pi) / 2]`` for ``x >= 20`` (Stirling)."""
-    x2 = 1.0 / (x * x)
-    acc = np.zeros_like(x)
-    for c in reversed(_STIRLING):
-        acc = acc * x2 + c
-    return acc / x
-
-
-def _betaln(a, b):
-    """``log B(a, b)`` to ~1e-15 absolute, also when one argument is large.
-
-    :func:`scipy.special.betaln` loses ~1e-11 to cancellation between ``log Gamma(b)`` and
-    ``log Gamma(a + b)`` for small ``a`` and ``b ~ 1e4``; here that difference is taken from
-    Stirling's series, ``-(b - 1/2) log1p(a / b) - a log(a + b) + a + corr(b) - corr(a + b)``.
-    """
-    small, big = np.minimum(a, b), np.maximum(a, b)
-    safe = np.maximum(big, 20.0)
-    diff = (
-        -(safe - 0.5) * np.log1p(small / safe)
-        - small * np.log(safe + small)
-        + small
-        + _lgamma_correction(safe)
-        - _lgamma_correction(safe + small)
-    )
-    return np.where(big >= 20.0, special.gammaln(small) + diff, special.betaln(a, b))
 
 
 @functools.lru_cache(maxsize=64)

@@ -210,11 +210,11 @@ def loglik_frequency_terms(p, q, frequency, xp: SimpleNamespace = NUMPY):
     """``-log B(p x, q)``: the costly term of :func:`loglik` that depends only on ``x`` (>= 1).
 
     With NumPy ``log B`` is taken from Stirling's series when one argument is large
-    (:func:`clvbayes.math.bgnbd._betaln`): ``gammaln(p x) - gammaln(p x + q)`` would lose
+    (:func:`clvbayes.math._special.betaln_accurate`): ``gammaln(p x) - gammaln(p x + q)`` would lose
     ~1e-5 absolute to cancellation at ``p x ~ 1e10``.
     """
     if xp is NUMPY:
-        from clvbayes.math.bgnbd import _betaln
+        from clvbayes.math._special import betaln_accurate as _betaln
 
         return -_betaln(np.asarray(p * frequency, dtype=float), np.asarray(q, dtype=float))
     return -betaln(xp, p * frequency, q)

@@ -76,12 +76,12 @@ from scipy import special
 from clvbayes.math import bgnbd
 from clvbayes.math._checks import MAX_SHOWN as _MAX_SHOWN
 from clvbayes.math._checks import as_counts as _as_counts
-from clvbayes.math._checks import check_parameters
+
+# Shared with BG/NBD (same validation messages, same Beta-expectation engine)
+from clvbayes.math._checks import check_history, check_parameters
 from clvbayes.math._checks import positions as _positions
 from clvbayes.math._checks import scalar_if_0d as _scalar_if_0d
 from clvbayes.math._xp import NUMPY, betaln
-
-# Shared with BG/NBD (same validation messages, same Beta-expectation engine)
 from clvbayes.math.bgnbd import _PURCHASES, _SURVIVAL, _beta_expectation, _check_horizon
 
 __all__ = [
@@ -116,7 +116,7 @@ def _check_history(frequency, recency, T) -> tuple[np.ndarray, np.ndarray, np.nd
     BG/NBD ignores the recency of a customer without repeat purchases; here it would be read as
     the time of a dropout, so a non-zero value is an error rather than silently used.
     """
-    x, t_x, T = bgnbd._check_history(frequency, recency, T)
+    x, t_x, T = check_history(frequency, recency, T)
     x_b, t_x_b = np.broadcast_arrays(x, t_x)
     bad = (x_b == 0) & (t_x_b != 0)
     if bad.any():

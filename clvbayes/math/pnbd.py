@@ -99,12 +99,13 @@ from numpy.typing import ArrayLike
 from scipy import special
 
 from clvbayes.math._checks import as_counts as _as_counts
+
+# BG/NBD and Pareto/NBD share the history columns and their rules: one set of checks.
+from clvbayes.math._checks import check_history as _check_history
+from clvbayes.math._checks import check_horizon as _check_horizon
 from clvbayes.math._checks import check_parameters
 from clvbayes.math._checks import scalar_if_0d as _scalar_if_0d
 from clvbayes.math._xp import NUMPY
-
-# BG/NBD and Pareto/NBD share the history columns and their rules: one set of checks.
-from clvbayes.math.bgnbd import _check_history, _check_horizon
 
 __all__ = [
     "LoglikSumData",
