@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clvbayes import cli
+from clvbayes import cli, pipeline
+from clvbayes.progress import _is_contract_warning
 from clvbayes.report import read_report_table, validate_report
+from clvbayes.run_options import StrictWarningError
 from clvbayes.segments import named_segments
 
 REPO = Path(__file__).resolve().parents[1]
@@ -409,7 +411,7 @@ def no_slow_steps(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the job read the data before refusing the options")
 
-    monkeypatch.setattr(cli, "_read_input", refuse)
+    monkeypatch.setattr(pipeline, "_read_input", refuse)
 
 
 OPTION_REFUSALS = {
@@ -695,7 +697,7 @@ def test_strict_escalates_after_the_step_and_names_the_warning(capsys):
     from clvbayes.errors import DataWarning
 
     progress = cli._Progress(quiet=True, strict=True)
-    with pytest.raises(cli.StrictWarningError) as exc:
+    with pytest.raises(StrictWarningError) as exc:
         with progress.step("summarising per customer"):
             warnings.warn("3 rows are exact copies; pass duplicate_rows='drop'", DataWarning)
     text = str(exc.value)
@@ -736,7 +738,7 @@ def _crash_with(monkeypatch, exc):
     def boom(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(cli, "_summarise", boom)
+    monkeypatch.setattr(pipeline, "_summarise", boom)
 
 
 def test_unexpected_error_is_a_bug_message_with_a_log(tmp_path, capsys, monkeypatch):
@@ -791,7 +793,7 @@ def test_interrupt_and_sigterm(tmp_path, capsys, monkeypatch):
         os.kill(os.getpid(), signal.SIGTERM)
         raise AssertionError("SIGTERM did not stop the job")
 
-    monkeypatch.setattr(cli, "_summarise", terminate)
+    monkeypatch.setattr(pipeline, "_summarise", terminate)
     before = signal.getsignal(signal.SIGTERM)
     rc, _, err = _exit(["run", "--method", "map", "-q", "-o", str(tmp_path / "r")], capsys)
     assert rc == 143 and "terminated (SIGTERM); no report was written" in err
@@ -843,13 +845,13 @@ def test_strict_escalates_convergence_warnings_but_not_exclusions():
         from clvbayes.inference import ConvergenceWarning
     except ImportError:
         from clvbayes.models import ConvergenceWarning
-    assert cli._is_contract_warning(ConvergenceWarning)
-    assert not cli._is_contract_warning(ExcludedCustomersWarning)
+    assert _is_contract_warning(ConvergenceWarning)
+    assert not _is_contract_warning(ExcludedCustomersWarning)
     progress = cli._Progress(quiet=True, strict=True)
     with progress.step("fitting"):  # only recorded
         warnings.warn("12 customers excluded", ExcludedCustomersWarning)
     assert progress.warnings == ["ExcludedCustomersWarning: 12 customers excluded"]
-    with pytest.raises(cli.StrictWarningError, match="ConvergenceWarning: 3 divergences"):
+    with pytest.raises(StrictWarningError, match="ConvergenceWarning: 3 divergences"):
         with progress.step("fitting"):
             warnings.warn("3 divergences", ConvergenceWarning)
 

@@ -1,0 +1,560 @@
+"""The job behind ``clvbayes run``: transactions in, a validated report folder out.
+
+:func:`run_report` reads and checks the transactions, summarises them per customer, fits
+the purchase model(s) and the Gamma-Gamma spend model, predicts every customer, segments
+them and writes the report folder (:mod:`clvbayes.report`).  ``clvbayes run`` parses its
+arguments and calls it; Python code can call it directly with the same options as plain
+arguments (flag ``--time-unit`` is parameter ``time_unit``, and so on)::
+
+    from clvbayes.pipeline import run_report
+
+    result = run_report(method="laplace", output="clvbayes-report", quiet=True)
+    result.path, result.total["clv_total_mean"]
+
+Every check runs before the slow steps (:func:`clvbayes.run_options.check_run`); messages
+name the options by their command-line flags.  Errors: :class:`UserError` (input, option or
+output location; ``clvbayes run`` exits 2), :class:`clvbayes.errors.DataError` and
+:class:`clvbayes.errors.ModelError` (data the models cannot use; exit 2); anything else is a
+bug.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from importlib.resources import as_file
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from clvbayes.errors import DataError
+from clvbayes.progress import Progress
+from clvbayes.run_options import (
+    DEFAULT_ANNUAL_DISCOUNT_RATE,
+    DEFAULT_HORIZON,
+    DEFAULT_PREDICTION_DRAWS,
+    DEFAULT_PURCHASE_MODEL,
+    PURCHASE_MODELS,
+    StrictWarningError,
+    UserError,
+    _bundled_file,
+    _csv_options,
+    _ends,
+    check_run,
+    purchase_model_classes,
+)
+
+if TYPE_CHECKING:
+    from clvbayes.run_options import Options
+
+__all__ = ["Progress", "RunResult", "StrictWarningError", "UserError", "run_report"]
+
+# ---------------------------------------------------------------------------------------
+# the entry point
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run_report` made.
+
+    Attributes
+    ----------
+    path : Path
+        The report folder (absolute).
+    n_customers : int
+        Customers in the report.
+    seconds : float
+        Wall time of the whole job, seconds.
+    horizon : float
+        Prediction horizon, in ``time_unit``.
+    time_unit : str
+        ``"weeks"`` or ``"days"``.
+    method : str
+        How the models were fitted (``nuts``, ``laplace``, ``map``).
+    prob : float
+        Probability of every interval.
+    purchase_model : str
+        Key of the purchase model the tables use (``bgnbd``, ``mbgnbd``, ``pnbd``).
+    total : dict
+        The report's ``all`` row of ``segments``: totals over every customer with their
+        intervals (e.g. ``clv_total_mean``, ``clv_total_ci_lower``; currency, over the
+        horizon).
+    """
+
+    path: Path
+    n_customers: int
+    seconds: float
+    horizon: float
+    time_unit: str
+    method: str
+    prob: float
+    purchase_model: str
+    total: dict[str, Any]
+
+
+def run_report(
+    path: str | None = None,
+    *,
+    output: str = "clvbayes-report",
+    customer_id_col: str = "customer_id",
+    date_col: str = "date",
+    amount_col: str = "amount",
+    date_format: str | None = None,
+    sep: str | None = None,
+    encoding: str | None = None,
+    negative_amounts: str = "error",
+    duplicate_rows: str | None = None,
+    outlying_dates: str = "error",
+    group_by: Sequence[str] = (),
+    time_unit: str = "weeks",
+    calibration_end: str | None = None,
+    observation_end: str | None = None,
+    horizon: float | None = None,
+    discount_rate: float | None = None,
+    discount_rate_per_period: float | None = None,
+    margin: float = 1.0,
+    allow_margin_above_1: bool = False,
+    cac: float | None = None,
+    prob: float = 0.9,
+    purchase_model: str = DEFAULT_PURCHASE_MODEL,
+    method: str = "nuts",
+    priors: str | None = None,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    seed: int = 0,
+    prediction_draws: int = DEFAULT_PREDICTION_DRAWS,
+    format: str = "both",
+    strict: bool = False,
+    quiet: bool = False,
+    command: str | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Transactions -> RFM summary -> fitted models -> predictions and segments -> report folder.
+
+    The job of ``clvbayes run``; each parameter is the option of the same name (``python -m
+    clvbayes run --help`` explains them all), checked before anything slow runs.
+
+    Parameters
+    ----------
+    path : str, optional
+        Transactions file (``.csv[.gz]``, ``.txt``, ``.tsv`` or ``.parquet``), one row per
+        transaction.  None: the bundled CDNOW sample (Fader, Hardie & Lee 2005), with a
+        39-week calibration (to 1997-09-30) and a 39-week holdout (to 1998-06-30).
+    output : str
+        Report folder, replaced only if it holds nothing but a previous clvbayes report.
+    customer_id_col, date_col, amount_col : str
+        Columns of the customer id, the transaction date and its value (currency).
+    date_format : str, optional
+        ``strftime`` format of the dates (default: inferred).
+    sep, encoding : str, optional
+        CSV field separator (``"\\t"`` or ``"tab"`` for tabs) and text encoding.
+    negative_amounts : {"error", "drop", "keep"}
+        Rows with negative amounts (returns).
+    duplicate_rows : {"warn", "drop", "keep"}, optional
+        Exact duplicate rows; default ``"warn"``, ``"keep"`` for the bundled sample.
+    outlying_dates : {"error", "drop", "keep"}
+        Rows dated far outside the bulk of the data.
+    group_by : sequence of str
+        Input columns to total the predictions by (each customer's value on its first
+        transaction).
+    time_unit : {"weeks", "days"}
+        Unit of recency, T, ``horizon`` and ``discount_rate_per_period``.
+    calibration_end, observation_end : str, optional
+        Last day of the calibration period (later transactions form the holdout period the
+        report checks the predictions against) and of observation (dates, e.g.
+        ``"1997-09-30"``).
+    horizon : float, optional
+        Prediction horizon in ``time_unit``, from one day to 100 years (default one year:
+        52 weeks or 365 days).
+    discount_rate : float, optional
+        Annual discount rate, a fraction in [0, 1] (default 0.10 = 10 % a year), converted
+        exactly to ``time_unit``.
+    discount_rate_per_period : float, optional
+        Instead of ``discount_rate``: the rate per ``time_unit`` (a fraction).
+    margin : float
+        Profit margin, a fraction of revenue in (0, 1] (1: CLV in revenue terms).
+    allow_margin_above_1 : bool
+        Accept a ``margin`` above 1 (a deliberate scale factor such as a currency rate).
+    cac : float, optional
+        Customer acquisition cost (currency): adds CLV-to-CAC ratios.
+    prob : float
+        Probability of every interval (equal-tailed), in (0, 1).
+    purchase_model : {"bgnbd", "mbgnbd", "pnbd"}
+        The purchase model.
+    method : {"nuts", "laplace", "map"}
+        Full posterior by NUTS; Gaussian (Laplace) approximation at the mode with ``draws``
+        draws; or the posterior mode only (a point estimate: no credible intervals).
+    priors : str, optional
+        JSON file of priors by model key (the purchase model key and ``gamma_gamma``),
+        e.g. ``{"gamma_gamma": {"q": {"dist": "Gamma", "alpha": 20, "beta": 5}}}``.
+    draws, tune, chains : int
+        NUTS draws per chain, tuning steps per chain and chains (Laplace: ``draws`` draws).
+    seed : int
+        Random seed, 0 to 2**32 - 3: the purchase-model fit uses ``seed``, Gamma-Gamma
+        ``seed + 1``, the predictions ``seed + 2``.
+    prediction_draws : int
+        Posterior draws used for the predictions, evenly thinned (0: all).
+    format : {"csv", "parquet", "both"}
+        Table file format(s).
+    strict : bool
+        Treat DataWarning, FitWarning and ConvergenceWarning as errors.
+    quiet : bool
+        No progress output on stderr (data and fit warnings still print).
+    command : str, optional
+        The command line recorded in ``model_summary`` (default: this call, written out).
+    progress : Progress, optional
+        Progress reporter (default: ``Progress(quiet, strict)``).
+
+    Returns
+    -------
+    RunResult
+        The report folder and the headline figures.
+
+    Raises
+    ------
+    UserError
+        Unusable option, input file or output location (the message names the flag).
+    clvbayes.errors.DataError, clvbayes.errors.ModelError
+        Data the models cannot use.
+    """
+    given = dict(locals())
+    opts = SimpleNamespace(**{k: v for k, v in given.items() if k != "progress"})
+    opts.group_by = list(group_by)
+    if command is None:  # this call, with the arguments that differ from the defaults
+        defaults = {k: p.default for k, p in inspect.signature(run_report).parameters.items()}
+        shown = [f"{k}={v!r}" for k, v in given.items()
+                 if k not in ("command", "progress") and v != defaults[k]]  # fmt: skip
+        opts.command = f"clvbayes.pipeline.run_report({', '.join(shown)})"
+    progress = progress or Progress(quiet, strict=strict)
+    from clvbayes.report import output_lock
+
+    out_dir = Path(output)
+    with progress.step("checking options and input"):
+        loaded_priors = check_run(opts)
+    with ExitStack() as stack:
+        try:  # one writer per report folder, from the first check to the published report
+            stack.enter_context(output_lock(out_dir))
+        except OSError as err:  # ReportBusy, or a lock file that cannot be created
+            raise UserError(str(err)) from err
+        return _job(opts, progress, out_dir, loaded_priors)
+
+
+# ---------------------------------------------------------------------------------------
+# the steps
+
+
+def _read_input(args: Options) -> tuple[pd.DataFrame, dict[str, Any]]:
+    from clvbayes.data import read_transactions
+    from clvbayes.report import file_provenance
+
+    if args.path is None:
+        from clvbayes.datasets import load_cdnow_transactions
+
+        with as_file(_bundled_file()) as p:
+            prov = {"source": "bundled CDNOW sample (Fader, Hardie & Lee 2005)",
+                    **file_provenance(p)}  # fmt: skip
+        return load_cdnow_transactions(), prov
+    path = Path(args.path)
+    opts = _csv_options(args)
+    try:
+        tx = read_transactions(path, customer_id_col=args.customer_id_col, **opts)
+    except DataError:
+        raise
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"cannot read {path} as text in {opts.get('encoding', 'utf-8')} ({err.reason}). "
+            "Pass the file's encoding, e.g. --encoding latin-1 or --encoding cp1252."
+        ) from err
+    except (ValueError, OSError, ImportError, EOFError) as err:
+        # pandas/pyarrow parse errors (ValueError subclasses), unreadable files
+        raise UserError(f"cannot read {path} as a table: {err}") from err
+    prov = {"source": "file", **(file_provenance(path) if path.is_file() else {"path": str(path)})}
+    if opts:
+        prov["csv_options"] = opts
+    return tx, prov
+
+
+def _summarise(tx: pd.DataFrame, args: Options) -> pd.DataFrame:
+    from clvbayes.data import calibration_holdout_split, summarize_transactions
+
+    cal, obs = _ends(args)
+    common: dict[str, Any] = dict(
+        customer_id_col=args.customer_id_col,
+        datetime_col=args.date_col,
+        monetary_value_col=args.amount_col,
+        time_unit=args.time_unit,
+        datetime_format=args.date_format,
+        negative_amounts=args.negative_amounts,
+    )
+    if getattr(args, "duplicate_rows", None) is None:
+        # the bundled sample's exact duplicates are real purchases (load_cdnow_transactions)
+        args.duplicate_rows = "keep" if args.path is None else "warn"
+    common.update(duplicate_rows=args.duplicate_rows, outlying_dates=args.outlying_dates)
+    if cal is not None:
+        rfm = calibration_holdout_split(tx, cal, obs, **common)
+    else:
+        rfm = summarize_transactions(tx, observation_end=obs, **common)
+    if not (rfm["frequency"] > 0).any():
+        raise DataError(
+            f"None of the {len(rfm):,} customers made a repeat purchase in the calibration "
+            "period, so neither model can learn anything. Use a longer calibration period "
+            "(--calibration-end) or more data."
+        )
+    return rfm
+
+
+def _group_values(
+    tx: pd.DataFrame, rfm: pd.DataFrame, args: Options
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Each customer's value of the --group-by columns: the one on its first transaction."""
+    from clvbayes.report import RESERVED_NAMES
+
+    cols = list(dict.fromkeys(args.group_by))
+    missing = [c for c in cols if c not in tx.columns]
+    if missing:
+        raise DataError(
+            f"--group-by column(s) {missing} not in the transactions; columns present: "
+            f"{list(map(str, tx.columns))}."
+        )
+    clash = [c for c in cols if c in RESERVED_NAMES or c == args.customer_id_col]
+    if clash:
+        raise DataError(
+            f"--group-by column(s) {clash} have the name of a report column; rename them in "
+            "the input first."
+        )
+    dates = tx[args.date_col]
+    if dates.dtype.kind in "iu":
+        dates = dates.astype(str)
+    try:  # the data layer has validated the dates already; this only orders them
+        t = pd.to_datetime(dates, format=args.date_format, utc=True).to_numpy()
+    except (ValueError, TypeError):
+        t = np.arange(len(tx))  # file order
+    order = pd.DataFrame({"id": tx[args.customer_id_col].to_numpy(), "t": t})
+    order = order.sort_values(["id", "t"], kind="stable")
+    first = order.drop_duplicates("id", keep="first").index.to_numpy()
+    per_customer = tx[cols].iloc[first].set_axis(order.loc[first, "id"].to_numpy())
+    out = per_customer.reindex(rfm.index)
+    n_multi = {
+        c: int((tx.groupby(args.customer_id_col, sort=False)[c].nunique(dropna=False) > 1).sum())
+        for c in cols
+    }
+    return out, n_multi
+
+
+def _holdout_check(rfm, bg, gg, common) -> dict[str, Any]:
+    from clvbayes.predict import score_customers
+
+    duration = float(rfm.attrs["holdout_duration"])
+    observed = {"purchases": rfm["frequency_holdout"].to_numpy(float),
+                "revenue": rfm["total_value_holdout"].to_numpy(float)}  # fmt: skip
+    # purchases and revenue only: no discounting, one period (the CLV columns are not used)
+    settings = {k: v for k, v in common.items() if "discount_rate" not in k}
+    settings.update(discount_rate=0.0, period=duration, margin=1.0)
+    scores = score_customers(rfm, bg, gg, horizon=duration, observed=observed, **settings)
+    c, total = scores.customers, scores.segments["all"].iloc[0]
+    out: dict[str, Any] = {
+        "calibration_end": rfm.attrs.get("calibration_end"),
+        "observation_end": rfm.attrs.get("observation_end"),
+        "duration": duration,
+        "time_unit": rfm.attrs.get("time_unit"),
+        "interval_prob": common["prob"],
+    }
+    for q, actual in observed.items():
+        lo, hi = total[f"{q}_total_pi_lower"], total[f"{q}_total_pi_upper"]
+        out[q] = {
+            "actual_total": float(actual.sum()),
+            "predicted_total_mean": float(total[f"{q}_total_mean"]),
+            "predicted_total_ci": [
+                float(total[f"{q}_total_ci_lower"]),
+                float(total[f"{q}_total_ci_upper"]),
+            ],
+            "predicted_total_pi": [float(lo), float(hi)],
+            "actual_total_in_pi": bool(lo <= actual.sum() <= hi),
+            "customer_pi_coverage": float(c[f"{q}_pi_covered"].mean()),
+            "mean_pit": float(c[f"{q}_pit"].mean()),
+            "mean_abs_error_per_customer": float(np.mean(np.abs(actual - c[f"{q}_mean"]))),
+        }
+    return out
+
+
+def _fit_options(args: Options) -> dict[str, Any]:
+    if args.method == "nuts":
+        return dict(draws=args.draws, tune=args.tune, chains=args.chains,
+                    progressbar=not args.quiet)  # fmt: skip
+    if args.method == "laplace":
+        return dict(draws=args.draws)
+    return {}
+
+
+def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any]) -> RunResult:
+    """The slow steps of :func:`run_report`, once the options, input and output are checked."""
+    with progress.step("reading transactions"):
+        tx, source = _read_input(args)
+    with progress.step("summarising per customer"):
+        rfm = _summarise(tx, args)
+        groups = list(dict.fromkeys(args.group_by))
+        n_multi = {}
+        if groups:
+            values, n_multi = _group_values(tx, rfm, args)
+            attrs = dict(rfm.attrs)
+            rfm = rfm.join(values)
+            rfm.attrs = attrs  # the time unit and period ends travel in attrs
+    n_rows = len(tx)
+    del tx
+
+    from clvbayes.models import GammaGammaModel
+    from clvbayes.predict import score_customers
+    from clvbayes.report import customer_table, segment_table
+    from clvbayes.segments import label_customers
+
+    fit_kw = _fit_options(args)
+    key = args.purchase_model
+    fitted = {}
+    for k, cls in purchase_model_classes(key).items():
+        with progress.step(
+            f"fitting the {PURCHASE_MODELS.get(k, k)} purchase model ({args.method})"
+        ):
+            fitted[k] = cls(priors=priors.get(k)).fit(
+                rfm, method=args.method, seed=args.seed, **fit_kw
+            )
+    with progress.step(f"fitting the Gamma-Gamma spend model ({args.method})"):
+        gg = GammaGammaModel(priors=priors.get("gamma_gamma")).fit(
+            rfm, method=args.method, seed=args.seed + 1, **fit_kw
+        )
+
+    horizon = args.horizon or DEFAULT_HORIZON[args.time_unit]
+    common: dict[str, Any] = dict(margin=args.margin, prob=args.prob, seed=args.seed + 2,
+                                  progress=not args.quiet,
+                                  n_draws=args.prediction_draws or None)  # fmt: skip
+    if args.discount_rate_per_period is not None:
+        common["discount_rate"] = args.discount_rate_per_period
+    else:
+        common["annual_discount_rate"] = (
+            DEFAULT_ANNUAL_DISCOUNT_RATE if args.discount_rate is None else args.discount_rate
+        )
+    chosen = key
+    bg = fitted[chosen]
+    with progress.step("segmenting customers"):
+        # the labels need only expectations (P(alive), E[CLV]): no outcome simulation here
+        quick = score_customers(rfm, bg, gg, horizon=horizon, outcomes=False,
+                                **{**common, "progress": False})  # fmt: skip
+        labels = label_customers(rfm.join(quick.customers[["p_alive_mean", "clv_mean"]]))
+    with progress.step("predicting every customer and segment totals"):
+        keyed = rfm.assign(segment=labels["segment"], clv_decile=labels["clv_decile"])
+        scores = score_customers(keyed, bg, gg, horizon=horizon,
+                                 by=["segment", "clv_decile", *groups], **common)  # fmt: skip
+        customers = customer_table(rfm, scores, labels=labels, group_cols=groups, cac=args.cac)
+        segments = segment_table(scores.segments, cac=args.cac)
+    holdout = None
+    if "frequency_holdout" in rfm.columns:
+        with progress.step("checking predictions against the holdout period"):
+            holdout = _holdout_check(rfm, bg, gg, common)
+
+    provenance = _provenance(args, source, rfm, gg, n_rows, n_multi)
+    settings = {
+        **scores.settings,
+        "by": ["segment", "clv_decile", *groups],
+        "method": args.method,
+        "purchase_model": chosen,
+        "cac": args.cac,
+        "currency": f"units of the {args.amount_col!r} column",
+        "priors_file": getattr(args, "priors", None),
+        "priors_sha256": _sha256(args.priors) if getattr(args, "priors", None) else None,
+        "duplicate_rows": getattr(args, "duplicate_rows", "warn"),
+        "outlying_dates": getattr(args, "outlying_dates", "error"),
+        "strict": bool(getattr(args, "strict", False)),
+    }
+    _write(args, progress, out_dir, customers, segments, {**fitted, "gamma_gamma": gg},
+           provenance, settings, holdout)  # fmt: skip
+    total = scores.segments["all"].iloc[0]
+    return RunResult(
+        path=out_dir, n_customers=len(customers), seconds=progress.total, horizon=horizon,
+        time_unit=args.time_unit, method=args.method, prob=args.prob, purchase_model=chosen,
+        total={str(k): v for k, v in total.items()},
+    )  # fmt: skip
+
+
+def _provenance(args, source, rfm, gg, n_rows, n_multi) -> dict[str, Any]:
+    """The ``data`` entry of ``model_summary``: input, columns, periods, counts, exclusions."""
+    a = rfm.attrs
+    return {
+        "input": source,
+        "columns": {
+            "customer_id": args.customer_id_col,
+            "date": args.date_col,
+            "amount": args.amount_col,
+        },
+        "date_format": args.date_format,
+        "time_unit": a.get("time_unit"),
+        "calibration_end": a.get("calibration_end", a.get("observation_end")),
+        "observation_end": a.get("observation_end"),
+        "n_rows": n_rows,
+        "n_transactions_after_same_day_merge": a.get("n_transactions_merged"),
+        "n_customers": len(rfm),
+        "n_repeat_customers": int((rfm["frequency"] > 0).sum()),
+        "excluded": {
+            "negative_amount_rows": a.get("n_negative_amount_rows"),
+            "negative_amount_rows_dropped": a.get("n_negative_amount_rows_dropped"),
+            "customers_dropped_negative_amounts": a.get("n_customers_dropped_negative_amounts"),
+            "duplicate_rows": a.get("n_duplicate_rows"),
+            "duplicate_rows_dropped": a.get("n_duplicate_rows_dropped"),
+            "outlying_date_rows": a.get("n_outlying_date_rows"),
+            "outlying_date_rows_dropped": a.get("n_outlying_date_rows_dropped"),
+            "customers_first_seen_in_holdout": a.get("n_customers_first_seen_in_holdout", 0),
+            "customers_not_in_spend_fit (frequency 0; still predicted)": gg.fit_info_.get(
+                "n_customers_excluded"
+            ),
+        },
+        "group_by": {c: {"customers_with_several_values": n} for c, n in n_multi.items()},
+    }
+
+
+def _write(args, progress, out_dir, customers, segments, models, provenance, settings, holdout
+           ) -> None:  # fmt: skip
+    """Write the report folder; a folder that cannot be written is a UserError."""
+    from clvbayes.report import ReportWriteError, write_report
+
+    with progress.step(f"writing the report to {out_dir}"):
+        try:
+            write_report(
+                out_dir,
+                customers,
+                segments,
+                models,
+                provenance,
+                fmt=args.format,
+                settings=settings,
+                holdout=holdout,
+                extra={
+                    "command": args.command,
+                    "warnings": progress.warnings,
+                    "timings_s": progress.timings,
+                },
+                protect=[args.path] if args.path is not None else [],
+            )
+        except OSError as err:
+            if isinstance(err, ReportWriteError):  # its message says what and how to fix
+                raise UserError(str(err)) from err
+            raise UserError(f"cannot write the report to {out_dir}: {_os_message(err)}") from err
+    progress.report_written = True
+
+
+def _sha256(path: str) -> str | None:
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _os_message(err: OSError) -> str:
+    if err.strerror and err.filename:
+        return f"{err.strerror}: {err.filename}"
+    return str(err)
