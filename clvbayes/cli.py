@@ -2,9 +2,10 @@
 
 ``clvbayes run [PATH]`` reads transactions (CSV or Parquet; without PATH the bundled CDNOW
 sample), summarises them per customer, fits a purchase model (``--purchase-model``: BG/NBD by
-default, MBG/NBD or Pareto/NBD) and the Gamma-Gamma spend model, predicts every customer's
-next ``--horizon`` time units, segments the customers and writes a report folder (see
-:mod:`clvbayes.report` for its files and schema).
+default, MBG/NBD or Pareto/NBD; ``compare`` fits them all and uses the best by PSIS-LOO) and
+the Gamma-Gamma spend model, predicts every customer's next ``--horizon`` time units, segments
+the customers and writes a report folder (see :mod:`clvbayes.report` for its files and
+schema).
 
 This module parses the arguments, runs the job and turns its outcome into an exit status
 and a message.  The job itself is :func:`clvbayes.pipeline.run_report` (callable from Python
@@ -27,7 +28,9 @@ Defaults
 * discounting: 10 % a year (``--discount-rate``, converted exactly to the time unit), or a
   rate per time unit with ``--discount-rate-per-period``;
 * margin 1 (CLV in revenue terms; pass your profit margin, e.g. ``--margin 0.3``);
-* purchase model: BG/NBD (``--purchase-model bgnbd``);
+* purchase model: BG/NBD (``--purchase-model bgnbd``); with ``--purchase-model compare``
+  every registered purchase model is fitted and the report's ``model_comparison`` table and
+  summary say which one the tables use and why (:data:`clvbayes.report.CHOICE_RULE`);
 * 90 % intervals; seed 0 (the purchase-model fit uses seed, Gamma-Gamma seed + 1,
   predictions seed + 2);
 * predictions from 1,000 evenly thinned posterior draws (``--prediction-draws``);
@@ -97,6 +100,7 @@ from clvbayes.progress import Progress
 from clvbayes.run_options import (
     CDNOW_CALIBRATION_END,
     CDNOW_OBSERVATION_END,
+    COMPARE,
     DEFAULT_ANNUAL_DISCOUNT_RATE,
     DEFAULT_PREDICTION_DRAWS,
     DEFAULT_PURCHASE_MODEL,
@@ -252,12 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--prob", type=_probability, default=0.9,
                    help="probability of every interval (equal-tailed)")  # fmt: skip
     f = run_p.add_argument_group("fitting")
-    f.add_argument("--purchase-model", choices=tuple(PURCHASE_MODELS),
+    f.add_argument("--purchase-model", choices=(*PURCHASE_MODELS, COMPARE),
                    default=DEFAULT_PURCHASE_MODEL,
                    help="purchase model: bgnbd (BG/NBD, Fader, Hardie & Lee 2005; default), "
                    "mbgnbd (MBG/NBD, Batislam et al. 2007: customers may drop out right after "
                    "their first purchase too) or pnbd (Pareto/NBD, Schmittlein et al. 1987); "
-                   "the report names it (model key and file NAME.nc)")  # fmt: skip
+                   "the report names it (model key and file NAME.nc). compare: fit all of them, "
+                   "write model_comparison.csv (PSIS-LOO; with a holdout period, holdout "
+                   "accuracy and interval coverage) and use the model with the highest LOO "
+                   "elpd, or BG/NBD (then MBG/NBD) when the best is within 2 standard errors "
+                   "of the difference; needs --method laplace or nuts")  # fmt: skip
     f.add_argument("--method", choices=METHODS, default="nuts",
                    help="nuts: full posterior by NUTS (credible intervals; slowest); "
                    "laplace: Gaussian approximation at the posterior mode, --draws draws "
@@ -267,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--priors", default=None, metavar="FILE.json",
                    help='replace default priors, e.g. {"gamma_gamma": {"q": {"dist": '
                    '"Gamma", "alpha": 20, "beta": 5}}}; models: the --purchase-model key '
-                   "(bgnbd or mbgnbd: r, alpha, a, b; pnbd: r, alpha, s, beta) and "
-                   "gamma_gamma (p, q, gamma)")  # fmt: skip
+                   "(bgnbd or mbgnbd: r, alpha, a, b; pnbd: r, alpha, s, beta; with compare, "
+                   "any of them) and gamma_gamma (p, q, gamma)")  # fmt: skip
     f.add_argument("--draws", type=_positive_int, default=1000,
                    help="NUTS draws per chain (laplace: number of draws)")  # fmt: skip
     f.add_argument("--tune", type=_positive_int, default=1000, help="NUTS tuning steps per chain")
@@ -354,6 +362,12 @@ def _result_line(result: RunResult) -> str:
         f"{result.seconds:.1f} s). Total CLV over {result.horizon:g} {result.time_unit}: "
         f"{total['clv_total_mean']:,.0f} ({interval})."
     )
+    if result.comparison is not None:
+        names = [PURCHASE_MODELS.get(k, k) for k in result.comparison.table["model"]]
+        line += (
+            f" Purchase model: {PURCHASE_MODELS.get(result.purchase_model)}, chosen by PSIS-LOO "
+            f"among {', '.join(names)} (see model_comparison.csv and model_summary.md)."
+        )
     return line
 
 

@@ -35,6 +35,7 @@ import pandas as pd
 from clvbayes.errors import DataError
 from clvbayes.progress import Progress
 from clvbayes.run_options import (
+    COMPARE,
     DEFAULT_ANNUAL_DISCOUNT_RATE,
     DEFAULT_HORIZON,
     DEFAULT_PREDICTION_DRAWS,
@@ -50,6 +51,7 @@ from clvbayes.run_options import (
 )
 
 if TYPE_CHECKING:
+    from clvbayes.report import ModelComparison
     from clvbayes.run_options import Options
 
 __all__ = ["Progress", "RunResult", "StrictWarningError", "UserError", "run_report"]
@@ -84,6 +86,9 @@ class RunResult:
         The report's ``all`` row of ``segments``: totals over every customer with their
         intervals (e.g. ``clv_total_mean``, ``clv_total_ci_lower``; currency, over the
         horizon).
+    comparison : ModelComparison or None
+        With ``purchase_model="compare"``: the models side by side and the reason for the
+        choice.
     """
 
     path: Path
@@ -95,6 +100,7 @@ class RunResult:
     prob: float
     purchase_model: str
     total: dict[str, Any]
+    comparison: ModelComparison | None = None
 
 
 def run_report(
@@ -185,13 +191,16 @@ def run_report(
         Customer acquisition cost (currency): adds CLV-to-CAC ratios.
     prob : float
         Probability of every interval (equal-tailed), in (0, 1).
-    purchase_model : {"bgnbd", "mbgnbd", "pnbd"}
-        The purchase model.
+    purchase_model : {"bgnbd", "mbgnbd", "pnbd", "compare"}
+        The purchase model; ``"compare"`` fits every registered one, writes
+        ``model_comparison`` (PSIS-LOO; with a holdout period, holdout accuracy and interval
+        coverage) and uses the model :data:`clvbayes.report.CHOICE_RULE` picks.  Needs
+        ``method`` ``"nuts"`` or ``"laplace"`` (LOO needs posterior draws).
     method : {"nuts", "laplace", "map"}
         Full posterior by NUTS; Gaussian (Laplace) approximation at the mode with ``draws``
         draws; or the posterior mode only (a point estimate: no credible intervals).
     priors : str, optional
-        JSON file of priors by model key (the purchase model key and ``gamma_gamma``),
+        JSON file of priors by model key (the purchase model key(s) and ``gamma_gamma``),
         e.g. ``{"gamma_gamma": {"q": {"dist": "Gamma", "alpha": 20, "beta": 5}}}``.
     draws, tune, chains : int
         NUTS draws per chain, tuning steps per chain and chains (Laplace: ``draws`` draws).
@@ -410,7 +419,7 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
 
     from clvbayes.models import GammaGammaModel
     from clvbayes.predict import score_customers
-    from clvbayes.report import customer_table, segment_table
+    from clvbayes.report import compare_purchase_models, customer_table, segment_table
     from clvbayes.segments import label_customers
 
     fit_kw = _fit_options(args)
@@ -438,7 +447,20 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
         common["annual_discount_rate"] = (
             DEFAULT_ANNUAL_DISCOUNT_RATE if args.discount_rate is None else args.discount_rate
         )
-    chosen = key
+    comparison = None
+    if key == COMPARE:
+        names = ", ".join(PURCHASE_MODELS.get(k, k) for k in fitted)
+        what = "PSIS-LOO" + (", holdout" if "frequency_holdout" in rfm.columns else "")
+        with progress.step(f"comparing the purchase models ({names}: {what})"):
+            comparison = compare_purchase_models(
+                rfm, fitted, prob=args.prob, seed=args.seed + 2, n_draws=common["n_draws"],
+                names=PURCHASE_MODELS,
+            )  # fmt: skip
+        progress.say(
+            f"clvbayes: the tables use {PURCHASE_MODELS.get(comparison.chosen)} "
+            "(model_summary.md says why)"
+        )
+    chosen = comparison.chosen if comparison is not None else key
     bg = fitted[chosen]
     with progress.step("segmenting customers"):
         # the labels need only expectations (P(alive), E[CLV]): no outcome simulation here
@@ -470,13 +492,15 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
         "outlying_dates": getattr(args, "outlying_dates", "error"),
         "strict": bool(getattr(args, "strict", False)),
     }
+    if comparison is not None:
+        settings["purchase_models_compared"] = list(fitted)
     _write(args, progress, out_dir, customers, segments, {**fitted, "gamma_gamma": gg},
-           provenance, settings, holdout)  # fmt: skip
+           provenance, settings, holdout, comparison)  # fmt: skip
     total = scores.segments["all"].iloc[0]
     return RunResult(
         path=out_dir, n_customers=len(customers), seconds=progress.total, horizon=horizon,
         time_unit=args.time_unit, method=args.method, prob=args.prob, purchase_model=chosen,
-        total={str(k): v for k, v in total.items()},
+        total={str(k): v for k, v in total.items()}, comparison=comparison,
     )  # fmt: skip
 
 
@@ -515,8 +539,8 @@ def _provenance(args, source, rfm, gg, n_rows, n_multi) -> dict[str, Any]:
     }
 
 
-def _write(args, progress, out_dir, customers, segments, models, provenance, settings, holdout
-           ) -> None:  # fmt: skip
+def _write(args, progress, out_dir, customers, segments, models, provenance, settings, holdout,
+           comparison) -> None:  # fmt: skip
     """Write the report folder; a folder that cannot be written is a UserError."""
     from clvbayes.report import ReportWriteError, write_report
 
@@ -537,6 +561,7 @@ def _write(args, progress, out_dir, customers, segments, models, provenance, set
                     "timings_s": progress.timings,
                 },
                 protect=[args.path] if args.path is not None else [],
+                comparison=comparison,
             )
         except OSError as err:
             if isinstance(err, ReportWriteError):  # its message says what and how to fix

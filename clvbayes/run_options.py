@@ -46,6 +46,9 @@ MAX_POSTERIOR_DRAWS = 1_000_000  # draws x chains
 #: name used in progress messages; see :func:`clvbayes.models.protocols.purchase_models`.
 PURCHASE_MODELS = {"bgnbd": "BG/NBD", "mbgnbd": "MBG/NBD", "pnbd": "Pareto/NBD"}
 DEFAULT_PURCHASE_MODEL = "bgnbd"
+#: ``--purchase-model compare``: fit every registered purchase model, report them side by side
+#: and use the one :func:`clvbayes.report.comparison.choose_model` picks.
+COMPARE = "compare"
 
 
 class UserError(Exception):
@@ -224,8 +227,17 @@ def _check_input_options(args: Options) -> None:
 
 
 def _check_fit_options(args: Options) -> None:
-    """--purchase-model can be used; draws x chains stay within what memory holds."""
-    purchase_model_classes(purchase_model_key(args))
+    """--purchase-model can be used (with compare: by PSIS-LOO, which needs posterior draws);
+    draws x chains stay within what memory holds."""
+    key = purchase_model_key(args)
+    usable = purchase_model_classes(key)
+    if key == COMPARE and args.method == "map":
+        raise UserError(
+            "--purchase-model compare ranks the purchase models by PSIS-LOO, which needs "
+            "posterior draws, but --method map gives a single point; use --method laplace "
+            "(seconds) or --method nuts, or pick one model with --purchase-model "
+            f"{' or '.join(usable)}."
+        )
     if args.method in ("nuts", "laplace"):
         n = args.draws * (args.chains if args.method == "nuts" else 1)
         if n > MAX_POSTERIOR_DRAWS:
@@ -240,22 +252,32 @@ def _check_fit_options(args: Options) -> None:
 
 
 def purchase_model_key(args: Options) -> str:
-    """The ``--purchase-model`` value."""
+    """The ``--purchase-model`` value (a model key, or ``compare``)."""
     return getattr(args, "purchase_model", None) or DEFAULT_PURCHASE_MODEL
 
 
 def purchase_model_classes(key: str) -> dict[str, type]:
-    """The purchase model a run fits, ``{key: class}``.
+    """The purchase model(s) a run fits: ``{key: class}``, every usable one for ``compare``.
 
     Raises :class:`UserError` when the model cannot drive the predictions (it lacks the
-    :class:`~clvbayes.models.protocols.PurchaseModel` methods).
+    :class:`~clvbayes.models.protocols.PurchaseModel` methods), or when fewer than two can
+    be compared.
     """
     from clvbayes.models.protocols import purchase_model_candidates
 
     candidates = purchase_model_candidates()
+    usable = {k: cls for k, (cls, why) in candidates.items() if why is None}
+    if key == COMPARE:
+        if len(usable) < 2:
+            why = "; ".join(f"{k}: {r}" for k, (_, r) in candidates.items() if r is not None)
+            raise UserError(
+                "--purchase-model compare needs at least two purchase models that can drive "
+                f"the predictions, and only {', '.join(usable) or 'none'} can ({why}). Use "
+                f"--purchase-model {' or '.join(usable) or DEFAULT_PURCHASE_MODEL}."
+            )
+        return usable
     cls, reason = candidates.get(key, (None, f"{key!r} is not a known purchase model"))
     if reason is not None:
-        usable = [k for k, (_, why) in candidates.items() if why is None]
         raise UserError(
             f"--purchase-model {key}: the {PURCHASE_MODELS.get(key, key)} model cannot be used for "
             f"the report yet ({reason}, which the predictions need). Use --purchase-model "
@@ -269,8 +291,9 @@ def load_priors(
 ) -> dict[str, dict[str, Any]]:
     """Parse ``--priors FILE.json`` into ``{model: {parameter: Prior}}``, checking every name.
 
-    The models are ``purchase_model`` (the ``--purchase-model`` key) and ``gamma_gamma``; the
-    key of another purchase model is refused (it would not be fitted).
+    The models are the purchase model(s) of the run (``purchase_model``: a model key, or
+    ``compare`` for every usable one) and ``gamma_gamma``; the key of a purchase model the run
+    does not fit is refused (its priors would be silently unused).
     """
     from clvbayes.models import GammaGammaModel
     from clvbayes.models.priors import AVAILABLE_DISTRIBUTIONS, Prior
@@ -307,6 +330,11 @@ def load_priors(
         )
     out: dict[str, dict[str, Any]] = {}
     for model, params in spec.items():
+        if model in PURCHASE_MODELS and model not in classes and purchase_model == COMPARE:
+            raise UserError(
+                f"{where}: model {model!r} is not fitted in this run: --purchase-model compare "
+                f"fits only the models that can drive the predictions; valid models: {valid}."
+            )
         if model in PURCHASE_MODELS and model not in classes:
             raise UserError(
                 f"{where}: model {model!r} is not fitted in this run (--purchase-model "

@@ -18,7 +18,11 @@ data_dictionary.csv / .md   every column of every table: type, unit, meaning
                             CLV totals by named segment with both intervals
 bgnbd.nc, gamma_gamma.nc    the fitted models (``CLVModel.load(path)``); the purchase
                             model's file and key are its ``--purchase-model`` name
-                            (``bgnbd.nc``, ``mbgnbd.nc``, ...)
+                            (``bgnbd.nc``, ``mbgnbd.nc``, ...); with ``compare`` every
+                            compared model
+model_comparison.csv /      ``--purchase-model compare`` only: one row per purchase
+.parquet                    model (PSIS-LOO, holdout accuracy and coverage), the one the
+                            tables use marked ``chosen``; ``model_summary`` says why
 .clvbayes-manifest.json     name, size and SHA-256 of every file above
 ==========================  ===========================================================
 
@@ -51,7 +55,8 @@ with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return -- are written with 
 ``'`` (and text already starting with ``'`` gets one more); plain numbers such as ``-
 
 Modules: :mod:`~clvbayes.report.schema` (the columns, the data dictionary),
-:mod:`~clvbayes.report.tables` (building the tables), :mod:`~clvbayes.report.tablefiles`
+:mod:`~clvbayes.report.tables` (building the tables), :mod:`~clvbayes.report.comparison`
+(purchase models side by side, the choice among them), :mod:`~clvbayes.report.tablefiles`
 (CSV/Parquet files, formula escaping, reading back), :mod:`~clvbayes.report.summary` (model
 summary), :mod:`~clvbayes.report.plots`, :mod:`~clvbayes.report.folder` (replace rules,
 manifest, staging, atomic swap, disk space), :mod:`~clvbayes.report.lock` (one writer per
@@ -62,6 +67,12 @@ Every public name is importable from :mod:`clvbayes.report` itself.
 
 from __future__ import annotations
 
+from clvbayes.report.comparison import (
+    CHOICE_RULE,
+    ModelComparison,
+    choose_model,
+    compare_purchase_models,
+)
 from clvbayes.report.folder import (
     MANIFEST,
     STAGING_JOURNAL,
@@ -75,6 +86,7 @@ from clvbayes.report.folder import (
 from clvbayes.report.lock import output_lock
 from clvbayes.report.schema import (
     FORMATS,
+    OPTIONAL_TABLES,
     PANDAS_DTYPES,
     PLOTS,
     POINT_METHODS,
@@ -94,10 +106,12 @@ from clvbayes.report.validate import validate_report
 from clvbayes.report.writer import write_report
 
 __all__ = [
+    "CHOICE_RULE",
     "FORMATS",
     "FORMULA_START",
     "MANIFEST",
     "MAX_SQL_NAME_BYTES",
+    "OPTIONAL_TABLES",
     "PANDAS_DTYPES",
     "PLOTS",
     "POINT_METHODS",
@@ -107,6 +121,7 @@ __all__ = [
     "STAGING_JOURNAL",
     "TABLES",
     "Column",
+    "ModelComparison",
     "OutputFolderRefused",
     "ReportBusy",
     "ReportError",
@@ -114,6 +129,8 @@ __all__ = [
     "ReportWriteError",
     "check_output_folder",
     "check_sql_table_name",
+    "choose_model",
+    "compare_purchase_models",
     "customer_table",
     "data_dictionary",
     "export_sql",

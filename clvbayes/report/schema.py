@@ -1,7 +1,8 @@
 """The report schema: one definition for the data dictionary, the writers, readers and validation.
 
-:data:`SCHEMA` lists every column of the ``customers`` and ``segments`` tables (name, logical
-type, unit, meaning); :func:`data_dictionary` describes a run's tables from it, with the run's
+:data:`SCHEMA` lists every column of the ``customers`` and ``segments`` tables, and of the
+``model_comparison`` table of ``--purchase-model compare`` runs (name, logical type, unit,
+meaning); :func:`data_dictionary` describes a run's tables from it, with the run's
 time unit, horizon and interval probability filled in; the casting helpers put values into the
 schema's pandas types on the way out (writing) and back in (CSV, SQL).
 """
@@ -230,10 +231,56 @@ SCHEMA: dict[str, tuple[Column, ...]] = {
     ),
 }  # fmt: skip
 
+_HOLDOUT = "in the holdout period (calibration end, observation end]"
+#: ``model_comparison``, written by ``--purchase-model compare`` only
+#: (:mod:`clvbayes.report.comparison`): one row per purchase model, best PSIS-LOO elpd first.
+SCHEMA["model_comparison"] = (
+    Column("model", "string", "", "purchase-model key (--purchase-model; file KEY.nc)"),
+    Column("model_name", "string", "", "purchase model, e.g. BG/NBD"),
+    Column("model_class", "string", "", "clvbayes class of the model"),
+    Column("chosen", "bool", "", "True for the model the customers and segments tables use"),
+    Column("elpd_loo", "float64", "nats",
+           "PSIS-LOO expected log predictive density of the customers' calibration histories "
+           "(higher is better), computed per distinct history and weighted by its customers"),
+    Column("elpd_loo_se", "float64", "nats", "standard error of elpd_loo"),
+    Column("p_loo", "float64", "parameters", "effective number of parameters (PSIS-LOO)"),
+    Column("elpd_diff", "float64", "nats",
+           "elpd_loo of the best model minus this model's (0 for the best)"),
+    Column("elpd_diff_se", "float64", "nats",
+           "standard error of elpd_diff, from the paired per-history values"),
+    Column("max_pareto_k", "float64", "",
+           "largest Pareto k of the PSIS weights; above 0.7 the LOO estimate is unreliable"),
+    Column("n_customers", "int64", "customers", "customers in the LOO computation"),
+    Column("n_histories", "int64", "histories",
+           "distinct (frequency, recency, T) histories the LOO computation ran on"),
+    Column("holdout_purchases_actual_total", "int64", "transactions",
+           f"actual purchases of all customers {_HOLDOUT}", required=False),
+    Column("holdout_purchases_predicted_total", "float64", "transactions",
+           f"posterior mean of the total purchases {_HOLDOUT}", required=False),
+    Column("holdout_purchases_total_pi_lower", "float64", "transactions",
+           f"lower end of the {{prob}} predictive interval of the total purchases {_HOLDOUT}",
+           required=False),
+    Column("holdout_purchases_total_pi_upper", "float64", "transactions",
+           f"upper end of the {{prob}} predictive interval of the total purchases {_HOLDOUT}",
+           required=False),
+    Column("holdout_purchases_mae", "float64", "transactions per customer",
+           f"mean over customers of |actual - expected purchases| {_HOLDOUT}", required=False),
+    Column("holdout_purchases_rmse", "float64", "transactions per customer",
+           f"root mean squared (actual - expected purchases) {_HOLDOUT}", required=False),
+    Column("holdout_purchases_pi_coverage", "float64", "fraction of customers",
+           f"customers whose purchases {_HOLDOUT} lie in their {{prob}} predictive interval "
+           "(about {prob} when the intervals are calibrated)", required=False),
+    Column("holdout_purchases_mean_pit", "float64", "probability",
+           f"mean randomised PIT of the purchases {_HOLDOUT} (0.5 when calibrated)",
+           required=False),
+)  # fmt: skip
+#: Tables only some runs write (``model_comparison``: ``--purchase-model compare``).
+OPTIONAL_TABLES = ("model_comparison",)
+
 _BY_NAME = {t: {c.name: c for c in cols} for t, cols in SCHEMA.items()}
-#: Names an input grouping column may not take (they are report columns already).
+#: Names an input grouping column may not take (they are columns of the tables it joins).
 RESERVED_NAMES = frozenset(
-    {"all", "grouping", "group"} | {c.name for cols in SCHEMA.values() for c in cols}
+    {"all", "grouping", "group"} | {c.name for t in TABLES for c in SCHEMA[t]}
 )
 
 
@@ -295,8 +342,8 @@ def _schema_dtypes(table: str | None) -> dict[str, str]:
     if table in SCHEMA:
         return {c.name: c.dtype for c in SCHEMA[table]}
     out: dict[str, str] = {}
-    for cols in SCHEMA.values():
-        for c in cols:
+    for name in TABLES:
+        for c in SCHEMA[name]:
             out.setdefault(c.name, c.dtype)
     return out
 

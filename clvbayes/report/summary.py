@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clvbayes.report.comparison import comparison_markdown
 from clvbayes.report.schema import _is_point_fit
 
 
@@ -131,8 +132,12 @@ def _summary_markdown(summary: Mapping[str, Any], segments: pd.DataFrame) -> str
         lines += [f"Command: `{summary['command']}`", ""]
     lines += ["## Data", "", *_md_items(summary.get("data", {}))]
     lines += ["", "## Prediction settings", "", *_md_items(summary.get("settings", {}))]
+    comparison = summary.get("model_comparison")
+    if comparison:
+        lines += ["", *comparison_markdown(comparison)]
     for name, m in summary.get("models", {}).items():
-        lines += ["", f"## Model `{name}` ({m['class']}, file `{m['file']}`)", ""]
+        used = " -- used for the tables" if comparison and comparison["chosen"] == name else ""
+        lines += ["", f"## Model `{name}` ({m['class']}, file `{m['file']}`){used}", ""]
         lines.append(_md_table(pd.DataFrame(m["parameters"]).astype(object)))
         if m.get("note"):
             lines += ["", f"- {m['note']}; sd: {m.get('sd') or 'not available'}"]

@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -13,6 +14,7 @@ from clvbayes import segments as seg
 from clvbayes.report.folder import MANIFEST, _manifest_files, _sha256
 from clvbayes.report.schema import (
     _BY_NAME,
+    OPTIONAL_TABLES,
     PANDAS_DTYPES,
     PLOTS,
     REPORT_VERSION,
@@ -32,7 +34,9 @@ def validate_report(out_dir: str | os.PathLike[str]) -> None:
     column that is neither in the schema nor described as an input column, the schema's
     dtype for every column (read with :func:`read_report_table`), one row per unique
     customer id, probabilities in [0, 1], scores in range; that CSV and Parquet copies are
-    equal; and that the data dictionary describes exactly the columns of each table.
+    equal; and that the data dictionary describes exactly the columns of each table.  A
+    ``model_comparison`` table (``--purchase-model compare``) is checked in the same way,
+    and its one ``chosen`` row must name the purchase model of the settings.
     """
     folder = Path(out_dir)
     problems: list[str] = []
@@ -54,7 +58,12 @@ def validate_report(out_dir: str | os.PathLike[str]) -> None:
     plots = (summary.get("files") or {}).get("plots") or []
     files = ["model_summary.md", "data_dictionary.csv", "data_dictionary.md"]
     files += list(dict.fromkeys([*PLOTS, *plots]))
-    files += [f"{t}.{f}" for t in TABLES for f in formats]
+    listed = (summary.get("files") or {}).get("tables") or []
+    tables = [*TABLES] + [
+        t for t in OPTIONAL_TABLES
+        if summary.get(t) is not None or any(n.startswith(f"{t}.") for n in listed)
+    ]  # fmt: skip
+    files += [f"{t}.{f}" for t in tables for f in formats]
     files += list((summary.get("files") or {}).get("models", {}).values())
     problems += [f"missing file {f}" for f in files if not (folder / f).is_file()]
     if problems:
@@ -67,7 +76,7 @@ def validate_report(out_dir: str | os.PathLike[str]) -> None:
             if p.is_file() and (p.stat().st_size != spec["size"] or _sha256(p) != spec["sha256"]):
                 problems.append(f"{name} changed since clvbayes wrote it (manifest: {MANIFEST})")
     dictionary = _read_dictionary(folder / "data_dictionary.csv")
-    for table in TABLES:
+    for table in tables:
         frames = {}
         for f in formats:
             try:
@@ -88,6 +97,8 @@ def validate_report(out_dir: str | os.PathLike[str]) -> None:
             n = len(next(iter(frames.values())))
             if summary.get("n_customers") != n:
                 problems.append(f"customers: {n} rows but n_customers={summary.get('n_customers')}")
+        if frames and table == "model_comparison":
+            problems += _check_choice(next(iter(frames.values())), summary)
     if problems:
         raise ReportError(f"{folder} does not match the report schema: " + "; ".join(problems))
 
@@ -134,7 +145,32 @@ def _check_table(
                 problems.append(f"{c} outside 1..{seg.RFM_QUANTILES}")
         if "clv_decile" in df.columns and not df["clv_decile"].between(1, seg.CLV_QUANTILES).all():
             problems.append(f"clv_decile outside 1..{seg.CLV_QUANTILES}")
+    if table == "model_comparison" and "chosen" in df.columns:
+        if df["chosen"].sum() != 1:
+            problems.append(
+                f"model_comparison needs exactly one chosen row, has {df['chosen'].sum()}"
+            )
+        if "model" in df.columns and df["model"].duplicated().any():
+            problems.append("model_comparison has a model twice")
     if table == "segments" and "grouping" in df.columns:
         if (df["grouping"] == "all").sum() != 1:
             problems.append("segments needs exactly one 'all' row")
+    return problems
+
+
+def _check_choice(df: pd.DataFrame, summary: Mapping[str, Any]) -> list[str]:
+    """The chosen row of ``model_comparison`` names the model of the settings and summary."""
+    if "chosen" not in df.columns or "model" not in df.columns or df["chosen"].sum() != 1:
+        return []  # reported by _check_table
+    chosen = str(df.loc[df["chosen"], "model"].iloc[0])
+    problems = []
+    used = (summary.get("settings") or {}).get("purchase_model")
+    if used != chosen:
+        problems.append(f"model_comparison chooses {chosen!r}, settings use {used!r}")
+    stated = (summary.get("model_comparison") or {}).get("chosen")
+    if stated != chosen:
+        problems.append(f"model_comparison chooses {chosen!r}, model_summary says {stated!r}")
+    missing = [m for m in df["model"] if m not in (summary.get("models") or {})]
+    if missing:
+        problems.append(f"model_comparison rows {missing} have no model in model_summary")
     return problems

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from clvbayes.report.comparison import ModelComparison
 from clvbayes.report.folder import (
     MANIFEST,
     ReportWriteError,
@@ -32,7 +33,6 @@ from clvbayes.report.schema import (
     FORMATS,
     PLOTS,
     REPORT_VERSION,
-    TABLES,
     _is_point_fit,
     data_dictionary,
 )
@@ -54,6 +54,7 @@ def write_report(
     holdout: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
     protect: Iterable[str | os.PathLike[str]] = (),
+    comparison: ModelComparison | None = None,
 ) -> Path:
     """Write a complete report folder, atomically, never deleting a file clvbayes did not write.
 
@@ -90,6 +91,10 @@ def write_report(
         More entries for ``model_summary.json`` (command line, timings, warnings).
     protect : paths, optional
         The run's input files: refused as (or inside) the output folder.
+    comparison : ModelComparison, optional
+        The purchase models side by side (:func:`clvbayes.report.comparison.
+        compare_purchase_models`): written as ``model_comparison.csv`` / ``.parquet``, with
+        the chosen model and the reason in ``model_summary`` and in the data dictionary.
 
     Returns
     -------
@@ -110,6 +115,9 @@ def write_report(
         if isinstance(segments_tables, pd.DataFrame)
         else segment_table(segments_tables)
     )
+    tables = {"customers": customers_table, "segments": segments}
+    if comparison is not None:
+        tables["model_comparison"] = comparison.table
     settings = dict(settings or {})
     if not settings.get("method"):
         methods = {getattr(m, "fit_info_", {}).get("method") for m in models.values()} - {None}
@@ -119,8 +127,7 @@ def write_report(
         _recover(out)
         check_output_folder(out, protect)
         need = (
-            _table_bytes(customers_table, formats)
-            + _table_bytes(segments, formats)
+            sum(_table_bytes(df, formats) for df in tables.values())
             + sum(_model_bytes(m) for m in models.values())
             + (4 << 20)  # plots, dictionary, summaries
         )
@@ -130,8 +137,8 @@ def write_report(
         except OSError as err:
             raise _write_failed(out, f"a staging folder in {out.parent}", err) from err
         try:
-            _fill(stage, customers_table, segments, models, provenance, formats, settings,
-                  holdout, extra)  # fmt: skip
+            _fill(stage, tables, models, provenance, formats, settings, holdout, extra,
+                  comparison)  # fmt: skip
             stage.seal()
             validate_report(stage.path)
             check_output_folder(out, protect)  # again: nothing may have appeared meanwhile
@@ -148,17 +155,19 @@ def write_report(
 
 def _fill(
     stage: _Stage,
-    customers_table: pd.DataFrame,
-    segments: pd.DataFrame,
+    tables: Mapping[str, pd.DataFrame],
     models: Mapping[str, Any],
     provenance: Mapping[str, Any],
     formats: Sequence[str],
     settings: dict[str, Any],
     holdout: Mapping[str, Any] | None,
     extra: Mapping[str, Any] | None,
+    comparison: ModelComparison | None = None,
 ) -> None:
     """Write every report file into the staging folder (each named in the journal first)."""
     tmp, out = stage.path, stage.out
+    customers_table, segments = tables["customers"], tables["segments"]
+    table_files = [f"{t}.{f}" for t in tables for f in formats]
 
     @contextlib.contextmanager
     def writing(*names: str):
@@ -170,18 +179,16 @@ def _fill(
         except OSError as err:
             raise _write_failed(out, ", ".join(names), err) from err
 
-    with writing(*[f"{t}.{f}" for t in TABLES for f in formats]):
-        _write_table(customers_table, tmp, "customers", formats)
-        _write_table(segments, tmp, "segments", formats)
-    dictionary = data_dictionary(
-        {"customers": customers_table, "segments": segments}, context=settings
-    )
+    with writing(*table_files):
+        for name, df in tables.items():
+            _write_table(df, tmp, name, formats)
+    dictionary = data_dictionary(tables, context=settings)
     with writing("data_dictionary.csv", "data_dictionary.md"):
         _to_csv(_csv_safe(dictionary), tmp / "data_dictionary.csv")
         md = ["# clvbayes report: data dictionary", ""]
         if _is_point_fit(settings.get("method")):
             md += [_POINT_FIT_NOTE, ""]
-        for name in TABLES:
+        for name in tables:
             md += [f"## {name}", "", _md_table(dictionary[dictionary["table"] == name]
                                                .drop(columns="table")), ""]  # fmt: skip
         (tmp / "data_dictionary.md").write_text("\n".join(md), encoding="utf-8")
@@ -209,7 +216,7 @@ def _fill(
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "formats": list(formats),
         "files": {
-            "tables": [f"{t}.{f}" for t in TABLES for f in formats],
+            "tables": table_files,
             "models": model_files,
             "plots": plots,
             "manifest": MANIFEST,
@@ -221,6 +228,8 @@ def _fill(
         "holdout": dict(holdout) if holdout else None,
         **dict(extra or {}),
     }
+    if comparison is not None:
+        summary["model_comparison"] = comparison.to_summary()
     summary = _jsonable(summary)
     with writing("model_summary.json", "model_summary.md"):
         (tmp / "model_summary.json").write_text(

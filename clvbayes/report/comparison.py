@@ -1,0 +1,345 @@
+"""Purchase models side by side: PSIS-LOO, holdout accuracy and coverage, and the choice.
+
+``clvbayes run --purchase-model compare`` fits every registered purchase model
+(:func:`clvbayes.models.protocols.purchase_models`), passes them to
+:func:`compare_purchase_models` and writes its table as ``model_comparison.csv`` /
+``.parquet`` (columns: ``SCHEMA["model_comparison"]``), with a section in
+``model_summary.json`` / ``.md`` that says which model the main tables use and why.
+
+What is compared, one row per model:
+
+* **PSIS-LOO** (Vehtari, Gelman & Gabry 2017, Statistics and Computing 27, 1413-1432) of
+  each customer's calibration history under the model: the expected log pointwise
+  predictive density ``elpd_loo`` in nats (higher is better), its standard error, the
+  effective number of parameters ``p_loo`` and the largest Pareto k (above 0.7 the estimate
+  is unreliable).  It is computed once per distinct history (frequency, recency, T) and
+  weighted by the number of customers sharing it, as :meth:`clvbayes.models.CLVModel.loo`
+  does; ``elpd_diff`` and ``elpd_diff_se`` compare each model with the best one on the
+  paired per-history values (the se of a difference is not the sum of the two se's).
+* With a holdout period: each customer's actual holdout purchases against the model's
+  expectation over the holdout length (mean absolute error, root mean squared error, in
+  transactions per customer), the predicted against the actual total, the share of
+  customers whose holdout purchases lie in their predictive interval (``prob``, e.g. 90 %:
+  about ``prob`` when the intervals are calibrated) and the mean randomised PIT (0.5 when
+  calibrated), from :func:`clvbayes.predict.score_customers` with ``observed=``.
+
+The choice (:data:`CHOICE_RULE`, :func:`choose_model`) uses LOO only, so the holdout figures
+stay an independent check of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clvbayes.report.schema import SCHEMA, _cast
+
+__all__ = [
+    "CHOICE_RULE",
+    "PREFERENCE",
+    "TIE_SE",
+    "ModelComparison",
+    "choose_model",
+    "compare_purchase_models",
+    "pointwise_loo",
+]
+
+#: Order in which statistically tied models are preferred: BG/NBD, the default and the most
+#: widely used (Fader, Hardie & Lee 2005), then MBG/NBD, then Pareto/NBD (the slowest to fit
+#: and predict); keys not listed come after them, in the order they were given.
+PREFERENCE = ("bgnbd", "mbgnbd", "pnbd")
+#: Models whose elpd lies within ``TIE_SE`` standard errors of the difference from the best
+#: are taken as tied with it.
+TIE_SE = 2.0
+#: The rule, as the report states it.
+CHOICE_RULE = (
+    "The main tables use the purchase model with the highest PSIS-LOO elpd. A model whose elpd "
+    f"is below the best by no more than {TIE_SE:g} standard errors of the difference "
+    f"(elpd_diff <= {TIE_SE:g} x elpd_diff_se) is not told apart from it by the data; among "
+    "such tied models the first in the order BG/NBD (the default), MBG/NBD, Pareto/NBD is "
+    "used. The "
+    "holdout figures do not enter the choice, so they remain an independent check of it."
+)
+
+
+@dataclass(frozen=True)
+class ModelComparison:
+    """The comparison of a report's purchase models.
+
+    Attributes
+    ----------
+    table : DataFrame
+        One row per model, columns of ``SCHEMA["model_comparison"]``, best elpd first.
+    chosen : str
+        Key of the model the main tables use.
+    reason : str
+        Why, in one paragraph (the figures that decided it).
+    rule : str
+        The rule applied (:data:`CHOICE_RULE`).
+    """
+
+    table: pd.DataFrame
+    chosen: str
+    reason: str
+    rule: str = CHOICE_RULE
+
+    def to_summary(self) -> dict[str, Any]:
+        """The ``model_comparison`` entry of ``model_summary.json``."""
+        return {
+            "chosen": self.chosen,
+            "reason": self.reason,
+            "rule": self.rule,
+            "models": self.table.to_dict(orient="records"),
+        }
+
+
+def pointwise_loo(
+    model: Any, histories: pd.DataFrame, max_elements: int = 4_000_000
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PSIS-LOO terms of each row of ``histories`` (one customer history per row).
+
+    The computation of :meth:`clvbayes.models.CLVModel.loo` (Pareto-smoothed importance
+    weights with the relative efficiency of the posterior draws), keeping the per-row terms
+    so that two models can be compared row by row, and done in chunks of at most
+    ``max_elements`` log-likelihood values (rows x draws; 8 bytes each).
+
+    Parameters
+    ----------
+    model : fitted purchase model
+        With at least 10 posterior draws (NUTS or Laplace; a MAP fit has one).
+    histories : DataFrame
+        Rows of ``frequency``, ``recency`` and ``T`` (the model's time unit).
+    max_elements : int
+        Work size per chunk.
+
+    Returns
+    -------
+    elpd_i, p_i, k_i : ndarray
+        Per row: the LOO log predictive density (nats), its effective-parameter term
+        (log predictive density of the full posterior minus ``elpd_i``) and Pareto k.
+    """
+    from scipy.special import logsumexp
+
+    from clvbayes import compat
+
+    n_samples = int(model.posterior_.sizes["chain"] * model.posterior_.sizes["draw"])
+    if n_samples < 10:
+        raise ValueError("LOO needs posterior draws: fit with method='nuts' or 'laplace'.")
+    ess = compat.ess(model.posterior_, model.param_names, "mean")
+    reff = float(np.mean(list(ess.values()))) / n_samples
+    step = max(1, max_elements // n_samples)
+    parts = []
+    for start in range(0, len(histories), step):
+        chunk = histories.iloc[start : start + step]
+        ll = model.log_likelihood(chunk, per="customer")
+        ll = ll.stack(__sample__=("chain", "draw")).transpose("customer", "__sample__").values
+        log_w, k = compat.psis_log_weights(-ll, reff)
+        elpd = logsumexp(ll + log_w, axis=1)
+        lppd = logsumexp(ll, axis=1) - np.log(n_samples)
+        parts.append((elpd, lppd - elpd, np.asarray(k, dtype=float)))
+    return tuple(np.concatenate(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
+
+
+def _distinct_histories(rfm: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The distinct rows of ``rfm[columns]`` (attrs kept) and how many customers share each."""
+    grouped = rfm[columns].value_counts(sort=False)
+    histories = grouped.index.to_frame(index=False)
+    histories.index = pd.RangeIndex(len(histories), name="history")
+    histories.attrs = dict(rfm.attrs)
+    return histories, grouped.to_numpy(dtype=float)
+
+
+def _weighted_total(values: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
+    """Sum over customers of per-history ``values`` and its standard error.
+
+    The se is that of :meth:`clvbayes.models.CLVModel.loo`: sqrt(n) times the sample sd
+    (n - 1) over the n customers, as the loo R package and ArviZ 1.x compute it.
+    """
+    n = float(counts.sum())
+    total = float(np.sum(counts * values))
+    var = float(np.sum(counts * (values - total / n) ** 2) / max(n - 1, 1))
+    return total, float(np.sqrt(n * var))
+
+
+def _holdout_accuracy(
+    rfm: pd.DataFrame, model: Any, prob: float, seed: int | None, n_draws: int | None
+) -> dict[str, float]:
+    """Holdout purchases against the model's predictions over the holdout length."""
+    from clvbayes.predict import score_customers
+
+    duration = float(rfm.attrs["holdout_duration"])
+    actual = rfm["frequency_holdout"].to_numpy(float)
+    scores = score_customers(
+        rfm, model, None, horizon=duration, period=duration, discount_rate=0.0, prob=prob,
+        seed=seed, n_draws=n_draws, observed={"purchases": actual},
+    )  # fmt: skip
+    c, total = scores.customers, scores.segments["all"].iloc[0]
+    error = actual - c["purchases_mean"].to_numpy(float)
+    return {
+        "holdout_purchases_actual_total": int(rfm["frequency_holdout"].sum()),
+        "holdout_purchases_predicted_total": float(total["purchases_total_mean"]),
+        "holdout_purchases_total_pi_lower": float(total["purchases_total_pi_lower"]),
+        "holdout_purchases_total_pi_upper": float(total["purchases_total_pi_upper"]),
+        "holdout_purchases_mae": float(np.mean(np.abs(error))),
+        "holdout_purchases_rmse": float(np.sqrt(np.mean(error**2))),
+        "holdout_purchases_pi_coverage": float(c["purchases_pi_covered"].mean()),
+        "holdout_purchases_mean_pit": float(c["purchases_pit"].mean()),
+    }
+
+
+def compare_purchase_models(
+    rfm: pd.DataFrame,
+    models: Mapping[str, Any],
+    *,
+    prob: float = 0.9,
+    seed: int | None = 0,
+    n_draws: int | None = None,
+    names: Mapping[str, str] | None = None,
+) -> ModelComparison:
+    """Compare fitted purchase models on the same customers, and choose one.
+
+    Parameters
+    ----------
+    rfm : DataFrame
+        The customer table the models were fitted on (``frequency``, ``recency``, ``T`` in
+        its ``attrs["time_unit"]``).  With ``frequency_holdout`` and
+        ``attrs["holdout_duration"]`` (from :func:`clvbayes.data.calibration_holdout_split`)
+        the holdout columns are filled too.
+    models : mapping of str to fitted purchase model
+        By key (``bgnbd``, ``mbgnbd``, ``pnbd``), each fitted by NUTS or Laplace (LOO needs
+        posterior draws); at least two.
+    prob : float
+        Probability of the predictive intervals behind the holdout coverage (default 0.9).
+    seed : int, optional
+        Seed of the holdout simulation (the same for every model).
+    n_draws : int, optional
+        Posterior draws used for the holdout predictions (evenly thinned; None: all).  LOO
+        always uses every draw.
+    names : mapping of str to str, optional
+        Display names by key (e.g. ``{"bgnbd": "BG/NBD"}``); default the class names.
+
+    Returns
+    -------
+    ModelComparison
+        The table (best elpd first), the chosen key and the reason.
+    """
+    if len(models) < 2:
+        raise ValueError(f"compare at least two purchase models, got {list(models)}.")
+    columns = list(dict.fromkeys(c for m in models.values() for c in m.history_columns))
+    histories, counts = _distinct_histories(rfm, columns)
+    terms = {key: pointwise_loo(m, histories) for key, m in models.items()}
+    totals = {key: _weighted_total(t[0], counts) for key, t in terms.items()}
+    best = max(totals, key=lambda key: totals[key][0])
+    holdout = "frequency_holdout" in rfm.columns and "holdout_duration" in rfm.attrs
+    rows = []
+    for key, model in models.items():
+        elpd_i, p_i, k_i = terms[key]
+        diff, diff_se = _weighted_total(terms[best][0] - elpd_i, counts)
+        row: dict[str, Any] = {
+            "model": key,
+            "model_name": (names or {}).get(key, type(model).__name__),
+            "model_class": type(model).__name__,
+            "elpd_loo": totals[key][0],
+            "elpd_loo_se": totals[key][1],
+            "p_loo": float(np.sum(counts * p_i)),
+            "elpd_diff": diff,
+            "elpd_diff_se": diff_se,
+            "max_pareto_k": float(np.max(k_i)),
+            "n_customers": int(counts.sum()),
+            "n_histories": len(histories),
+        }
+        if holdout:
+            row.update(_holdout_accuracy(rfm, model, prob, seed, n_draws))
+        rows.append(row)
+    long = pd.DataFrame(rows).sort_values("elpd_loo", ascending=False, kind="stable")
+    chosen, reason = choose_model(long)
+    long["chosen"] = long["model"] == chosen
+    long = long.reset_index(drop=True)
+    spec = [c for c in SCHEMA["model_comparison"] if c.name in long.columns]
+    table = pd.DataFrame({c.name: _cast(long[c.name], c.dtype) for c in spec})
+    return ModelComparison(table=table, chosen=chosen, reason=reason)
+
+
+def choose_model(table: pd.DataFrame) -> tuple[str, str]:
+    """The model the main tables use, by :data:`CHOICE_RULE`, and the reason in words.
+
+    Parameters
+    ----------
+    table : DataFrame
+        With ``model``, ``model_name``, ``elpd_loo``, ``elpd_diff``, ``elpd_diff_se`` and
+        ``max_pareto_k`` (as :func:`compare_purchase_models` builds it).
+
+    Returns
+    -------
+    key, reason : str
+    """
+    t = table.set_index("model")
+    best = str(t["elpd_loo"].idxmax())
+    tied = [m for m in t.index if t.at[m, "elpd_diff"] <= TIE_SE * t.at[m, "elpd_diff_se"]]
+    if best not in tied:  # a zero difference has a zero se: the best is always tied with itself
+        tied.insert(0, best)
+    rank = {m: i for i, m in enumerate(PREFERENCE)}
+    chosen = min(tied, key=lambda m: (rank.get(m, len(rank)), list(t.index).index(m)))
+    name = {m: str(t.at[m, "model_name"]) for m in t.index}
+
+    def gap(m: str) -> str:
+        return (
+            f"{name[m]} ({t.at[m, 'elpd_diff']:,.1f} nats lower, se of the difference "
+            f"{t.at[m, 'elpd_diff_se']:,.1f})"
+        )
+
+    def listing(items: list[str]) -> str:
+        return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+    lead = f"{name[best]} has the highest PSIS-LOO elpd ({t.at[best, 'elpd_loo']:,.1f} nats)"
+    others = [m for m in t.index if m != best]
+    if len(tied) == 1:
+        runner = min(others, key=lambda m: t.at[m, "elpd_diff"])
+        reason = (
+            f"{lead}; the runner-up, {gap(runner)}, is more than {TIE_SE:g} se behind, so the "
+            f"data favour {name[best]} clearly and the main tables use it."
+        )
+    else:
+        ties = [m for m in tied if m != best]
+        reason = (
+            f"{lead}, but {listing([gap(m) for m in ties])} "
+            f"{'is' if len(ties) == 1 else 'are'} within {TIE_SE:g} se of it, so the data do "
+            f"not clearly tell {'these models' if len(tied) > 2 else 'the two'} apart. "
+            f"{name[chosen]} is the first of them in the order of preference (BG/NBD, the "
+            "default, then MBG/NBD, then Pareto/NBD), so the main tables use it."
+        )
+    shaky = [m for m in t.index if t.at[m, "max_pareto_k"] > 0.7]
+    if shaky:
+        reason += (
+            " Caution: the LOO estimate of "
+            + ", ".join(f"{name[m]} (max Pareto k {t.at[m, 'max_pareto_k']:.2f})" for m in shaky)
+            + " is unreliable (Pareto k above 0.7); refit with --method nuts and more draws."
+        )
+    return chosen, reason
+
+
+def comparison_markdown(entry: Mapping[str, Any]) -> list[str]:
+    """The ``model_summary.md`` section of a ``model_summary.json`` ``model_comparison`` entry."""
+    from clvbayes.report.summary import _md_table
+
+    rows = pd.DataFrame(entry["models"])
+    chosen = next((r["model_name"] for r in entry["models"] if r["model"] == entry["chosen"]),
+                  entry["chosen"])  # fmt: skip
+    lines = ["## Purchase-model comparison (`model_comparison.csv`)", ""]
+    lines += [f"**The main tables use {chosen} (`{entry['chosen']}`).** {entry['reason']}", ""]
+    lines += [f"Rule: {entry['rule']}", ""]
+    loo = ["model_name", "chosen", "elpd_loo", "elpd_loo_se", "p_loo", "elpd_diff",
+           "elpd_diff_se", "max_pareto_k", "n_histories"]  # fmt: skip
+    lines += [_md_table(rows[[c for c in loo if c in rows.columns]].astype(object), "{:,.2f}")]
+    hold = [c for c in rows.columns if c.startswith("holdout_")]
+    if hold:
+        lines += ["", "Holdout period (not used for the choice):", ""]
+        shown = rows[["model_name", *hold]].rename(
+            columns={c: c.removeprefix("holdout_purchases_") for c in hold}
+        )
+        lines += [_md_table(shown.astype(object), "{:,.3f}")]
+    return lines
