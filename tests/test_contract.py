@@ -70,10 +70,12 @@ def _tiny_discrete() -> pd.DataFrame:
     n = 6
     frequency = rng.binomial(n, rng.beta(1.2, 0.75, N_TINY) * (rng.random(N_TINY) < 0.7))
     recency = np.where(frequency > 0, np.maximum(frequency, rng.integers(1, n + 1, N_TINY)), 0)
+    monetary = np.where(frequency > 0, rng.gamma(6.0, 6.0, N_TINY).round(2), 0.0)
     rfm = pd.DataFrame(
-        {"frequency": frequency, "recency": recency, "periods": np.full(N_TINY, n)},
+        {"frequency": frequency, "recency": recency, "periods": np.full(N_TINY, n),
+         "monetary_value": monetary},
         index=pd.Index(np.arange(1, N_TINY + 1), name="customer_id"),
-    )
+    )  # fmt: skip
     rfm.attrs["time_unit"] = "opportunities"
     return rfm
 
@@ -84,6 +86,10 @@ def _purchase_predictions(model, rfm):
         "p_alive": model.p_alive(rfm),
         "expected_purchases": model.expected_purchases(10.0, rfm),
     }
+
+
+def _discrete_predictions(model, rfm):
+    return {"p_alive": model.p_alive(rfm), "expected_purchases": model.expected_purchases(5, rfm)}
 
 
 def _spend_predictions(model, rfm):
@@ -107,7 +113,7 @@ def _rows() -> list[Row]:
         Row(BetaGeoModel, _tiny_continuous, _purchase_predictions, purchase=True),
         Row(ModifiedBetaGeoModel, _tiny_continuous, _purchase_predictions, purchase=True),
         Row(GammaGammaModel, _tiny_continuous, _spend_predictions),
-        Row(BetaGeoBetaBinomModel, _tiny_discrete),  # no prediction hooks: fit/save/load only
+        Row(BetaGeoBetaBinomModel, _tiny_discrete, _discrete_predictions, purchase=True),
     ]
     cls, reason = purchase_model_candidates()["pnbd"]
     rows.append(
@@ -270,6 +276,7 @@ def test_score_customers_with_gamma_gamma_on_2x5(row, map_fits):
     gg.posterior_ = posterior_from_arrays(_fake_draws(GG_POINT, 2, 5))
     rfm = row.data()
     res = score_customers(rfm, bg, gg, horizon=26.0, n_outcome_samples=200, seed=3)
+    assert res.settings["time_unit"] == rfm.attrs["time_unit"]
     c = res.customers
     assert len(c) == N_TINY and list(c.index) == list(rfm.index)
     assert np.isfinite(c.to_numpy(dtype=float)).all()
@@ -287,7 +294,8 @@ def test_score_customers_with_gamma_gamma_on_2x5(row, map_fits):
 # ---------------------------------------------------------------- the protocols themselves
 def test_every_registered_purchase_model_has_a_row():
     rows = {row.cls for row in MODELS if row.purchase and row.skip is None}
-    assert set(purchase_models().values()) <= rows
+    assert set(purchase_models(grid=None).values()) <= rows
+    assert set(purchase_models(grid="discrete")) == {"bgbb"}
 
 
 def test_registry_lists_the_continuous_purchase_models():
@@ -303,16 +311,15 @@ def test_registry_lists_the_continuous_purchase_models():
 
 def test_protocol_members_are_the_methods_predict_calls():
     assert PURCHASE_METHODS == (
-        "active_columns", "draws", "_p_alive_arrays", "_expected_active_arrays",
+        "history_columns", "active_columns", "draws", "_validate", "_p_alive_arrays",
+        "_expected_active_arrays",
         "_active_state", "_advance",
     )  # fmt: skip
     for cls in purchase_models().values():
         assert missing_methods(cls, PurchaseModel) == []
     assert set(purchase_models()) == {"bgnbd", "mbgnbd", "pnbd"}
     assert missing_methods(GammaGammaModel, SpendModel) == []
-    assert missing_methods(BetaGeoBetaBinomModel, PurchaseModel) == [
-        "active_columns", "_expected_active_arrays", "_active_state", "_advance"
-    ]  # fmt: skip
+    assert missing_methods(BetaGeoBetaBinomModel, PurchaseModel) == []
 
 
 def test_score_customers_refuses_a_model_without_the_protocol(map_fits):
@@ -321,10 +328,9 @@ def test_score_customers_refuses_a_model_without_the_protocol(map_fits):
     with pytest.raises(
         TypeError,
         match=r"purchase_model: GammaGammaModel does not implement the PurchaseModel interface "
-        r"that score_customers needs \(missing active_columns, _p_alive_arrays, "
-        r"_expected_active_arrays, _active_state, _advance\): pass a fitted continuous-time "
-        r"purchase model \(BetaGeoModel, "
-        r"ModifiedBetaGeoModel",
+        r"that score_customers needs \(missing active_columns, _validate, _p_alive_arrays, "
+        r"_expected_active_arrays, _active_state, _advance\): pass a fitted purchase model "
+        r"\(BetaGeoModel, ModifiedBetaGeoModel, ParetoNBDModel, BetaGeoBetaBinomModel\)",
     ):
         score_customers(rfm, gg, horizon=10.0)
     bg = map_fits["BetaGeoModel"]

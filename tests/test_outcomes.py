@@ -28,12 +28,26 @@ POINTS = {
     "bgnbd": {"r": 0.25, "alpha": 4.4, "a": 0.79, "b": 2.43},
     "mbgnbd": {"r": 0.52, "alpha": 6.18, "a": 0.89, "b": 1.61},
     "pnbd": {"r": 0.55, "alpha": 10.58, "s": 0.61, "beta": 11.67},
+    "bgbb": {"alpha": 1.20, "beta": 0.75, "gamma": 0.66, "delta": 2.78},  # donations MLE
 }
+DISCRETE = {"bgbb"}
 GG = {"p": 6.25, "q": 3.74, "gamma": 15.44}
 KEYS = {
     "frequency": np.array([0.0, 0.0, 2.0, 7.0, 20.0]),
     "T": np.array([5.0, 38.0, 30.0, 39.0, 39.0]),
 }
+DISCRETE_KEYS = {
+    "frequency": np.array([0.0, 0.0, 2.0, 5.0, 6.0]),
+    "periods": np.array([1.0, 6.0, 6.0, 6.0, 10.0]),
+}
+
+
+def _keys(key):
+    return DISCRETE_KEYS if key in DISCRETE else KEYS
+
+
+def _cls(key):
+    return purchase_models(grid=None)[key]
 
 
 def _fixed(cls, values, n=1):
@@ -63,31 +77,32 @@ def test_steps_merge_runs_of_equal_discount_factors():
 @pytest.mark.parametrize("key", sorted(POINTS))
 def test_generic_futures_agree_with_exact_expectations(key):
     """Mean simulated (discounted) purchases and values of active customers vs closed forms."""
-    cls = purchase_models()[key]
+    cls = _cls(key)
     s = 20_000
     pm, sm = cls(), GammaGammaModel()
     pp, sp = _params(POINTS[key], s), _params(GG, s)
     ends, factors = schedule(52.0, 0.02, 1.0)
     rng = np.random.default_rng(3)
-    fut = outcomes.generic_active_futures(rng, pm, sm, pp, sp, KEYS, ends, factors)
-    disc, total = pm._expected_active_arrays(_params(POINTS[key], 1), KEYS, ends, factors)
+    keys = _keys(key)
+    fut = outcomes.generic_active_futures(rng, pm, sm, pp, sp, keys, ends, factors)
+    disc, total = pm._expected_active_arrays(_params(POINTS[key], 1), keys, ends, factors)
     for name, exact in (("purchases", total[0]), ("discounted", None)):
         sim = fut[name]
         if exact is None:  # E[discounted unit value] = E[discounted purchases] x E[g / G]
-            unit = GG["p"] / (GG["p"] * KEYS["frequency"] + GG["q"] - 1.0)
+            unit = GG["p"] / (GG["p"] * keys["frequency"] + GG["q"] - 1.0)
             exact = disc[0] * unit
         se = sim.std(axis=0) / np.sqrt(s)
         assert np.all(np.abs(sim.mean(axis=0) - exact) < 5 * se + 1e-9), (name, sim.mean(0), exact)
     assert (fut["discounted"] <= fut["value"] + 1e-12).all()
     # one transaction's unit value: mean p / (p x + q - 1)
-    unit = GG["p"] / (GG["p"] * KEYS["frequency"] + GG["q"] - 1.0)
+    unit = GG["p"] / (GG["p"] * keys["frequency"] + GG["q"] - 1.0)
     np.testing.assert_allclose(fut["one"].mean(axis=0), unit, rtol=0.05)
 
 
 @pytest.mark.parametrize("key", ["bgnbd", "mbgnbd"])
 def test_fused_kernel_is_pinned_to_the_generic_path(key):
     """The compiled accelerator of the BG/NBD family draws from the same distribution."""
-    cls = purchase_models()[key]
+    cls = _cls(key)
     s = 20_000
     pm, sm = cls(), GammaGammaModel()
     pp, sp = _params(POINTS[key], s), _params(GG, s)
@@ -107,14 +122,20 @@ def test_fused_kernel_is_pinned_to_the_generic_path(key):
 
 @pytest.mark.parametrize("key", sorted(POINTS))
 def test_per_customer_simulation_matches_expectations(key):
-    cls = purchase_models()[key]
+    cls = _cls(key)
     s = 20_000
     pm, sm = cls(), GammaGammaModel()
     pp, sp = _params(POINTS[key], s), _params(GG, s)
-    h = {
-        "frequency": np.array([0.0, 3.0, 10.0]), "recency": np.array([0.0, 10.0, 37.0]),
-        "T": np.array([20.0, 39.0, 39.0]), "monetary_value": np.array([0.0, 40.0, 25.0]),
-    }  # fmt: skip
+    if key in DISCRETE:
+        h = {
+            "frequency": np.array([0.0, 3.0, 5.0]), "recency": np.array([0.0, 5.0, 6.0]),
+            "periods": np.array([6.0, 6.0, 6.0]), "monetary_value": np.array([0.0, 40.0, 25.0]),
+        }  # fmt: skip
+    else:
+        h = {
+            "frequency": np.array([0.0, 3.0, 10.0]), "recency": np.array([0.0, 10.0, 37.0]),
+            "T": np.array([20.0, 39.0, 39.0]), "monetary_value": np.array([0.0, 40.0, 25.0]),
+        }  # fmt: skip
     ends, factors = schedule(26.0, 0.01, 1.0)
     sim = outcomes.simulate_customers(
         np.random.default_rng(5), pm, sm, pp, sp, h, ends, factors, 0.3
@@ -131,7 +152,7 @@ def test_per_customer_simulation_matches_expectations(key):
 @pytest.mark.parametrize("key", sorted(POINTS))
 def test_extreme_histories_horizons_and_parameters_stay_finite(key):
     """Frequency 10,000, a 10,000-period discounted horizon and parameters far from typical."""
-    cls = purchase_models()[key]
+    cls = _cls(key)
     names = cls.param_names
     rng = np.random.default_rng(7)
     draws = {k: np.exp(rng.uniform(-5.0, 5.0, (1, 40))) for k in names}
@@ -139,12 +160,21 @@ def test_extreme_histories_horizons_and_parameters_stay_finite(key):
     pm.draws = lambda: draws
     pm.time_unit_ = "weeks"
     gg = _fixed(GammaGammaModel, GG, 40)
-    rfm = pd.DataFrame(
-        {"frequency": [0.0, 1.0, 10_000.0, 500.0], "recency": [0.0, 1.0, 99.9, 50.0],
-         "T": [0.5, 100.0, 100.0, 10_000.0], "monetary_value": [0.0, 10.0, 1e4, 5.0]},
-        index=pd.Index(["a", "b", "c", "d"], name="customer_id"),
-    )  # fmt: skip
-    rfm.attrs["time_unit"] = "weeks"
+    if key in DISCRETE:
+        rfm = pd.DataFrame(
+            {"frequency": [0, 1, 10_000, 500], "recency": [0, 1, 10_000, 600],
+             "periods": [1, 100, 10_000, 10_000], "monetary_value": [0.0, 10.0, 1e4, 5.0]},
+            index=pd.Index(["a", "b", "c", "d"], name="customer_id"),
+        )  # fmt: skip
+        rfm.attrs["time_unit"] = "opportunities"
+        pm.time_unit_ = "opportunities"
+    else:
+        rfm = pd.DataFrame(
+            {"frequency": [0.0, 1.0, 10_000.0, 500.0], "recency": [0.0, 1.0, 99.9, 50.0],
+             "T": [0.5, 100.0, 100.0, 10_000.0], "monetary_value": [0.0, 10.0, 1e4, 5.0]},
+            index=pd.Index(["a", "b", "c", "d"], name="customer_id"),
+        )  # fmt: skip
+        rfm.attrs["time_unit"] = "weeks"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = score_customers(
@@ -157,16 +187,21 @@ def test_extreme_histories_horizons_and_parameters_stay_finite(key):
 
 # ---------------------------------------------------------------- calibration per family
 def _simulated(key, rng, n=2000, t_cal=52.0, t_hold=39.0):
-    cls = purchase_models()[key]
-    T = rng.uniform(t_cal / 3, t_cal, n)
-    sim = cls._math.simulate(rng, *POINTS[key].values(), T=T, t_holdout=t_hold)
+    cls = _cls(key)
+    if key in DISCRETE:
+        periods = rng.integers(2, 12, n)
+        sim = cls._math.simulate(rng, *POINTS[key].values(), periods=periods, n_holdout=5)
+    else:
+        T = rng.uniform(t_cal / 3, t_cal, n)
+        sim = cls._math.simulate(rng, *POINTS[key].values(), T=T, t_holdout=t_hold)
+    grid = {"periods": sim["periods"]} if key in DISCRETE else {"T": sim["T"]}
     spend = gamma_gamma.simulate(rng, *GG.values(), frequency=sim["frequency"])
     rfm = pd.DataFrame(
-        {"frequency": sim["frequency"], "recency": sim["recency"], "T": sim["T"],
+        {"frequency": sim["frequency"], "recency": sim["recency"], **grid,
          "monetary_value": spend["monetary_value"]},
         index=pd.Index([f"c{i:05d}" for i in range(n)], name="customer_id"),
     )  # fmt: skip
-    rfm.attrs["time_unit"] = "weeks"
+    rfm.attrs["time_unit"] = "opportunities" if key in DISCRETE else "weeks"
     hold = np.asarray(sim["frequency_holdout"]).astype(np.int64)
     values = gamma_gamma.simulate_transaction_values(rng, GG["p"], spend["nu"], hold)
     revenue = np.bincount(np.repeat(np.arange(n), hold), values, minlength=n)
@@ -179,13 +214,14 @@ def test_predictive_intervals_are_calibrated_for_every_family(key):
     """Laplace fits (distinct posterior draws) on data simulated from each family."""
     rng = np.random.default_rng(2024 + len(key))
     cls, rfm, hold, revenue = _simulated(key, rng)
+    horizon = 5.0 if key in DISCRETE else 39.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pm = cls().fit(rfm, method="laplace", seed=1)
         gg = GammaGammaModel().fit(rfm, method="laplace", seed=2)
     assert np.unique(pm.draws()[cls.param_names[0]]).size > 100  # distinct draws
     res = score_customers(
-        rfm, pm, gg, horizon=39.0, seed=3, observed={"purchases": hold, "revenue": revenue}
+        rfm, pm, gg, horizon=horizon, seed=3, observed={"purchases": hold, "revenue": revenue}
     ).customers
     for q in ("purchases", "revenue"):
         pit = res[f"{q}_pit"]

@@ -28,7 +28,14 @@ from clvbayes.data.subscriptions import (
     summarize_subscriptions,
     validate_subscribers,
 )
-from clvbayes.data.validation import TIME_UNITS, DataError, DataWarning, validate_rfm
+from clvbayes.data.validation import (
+    TIME_UNITS,
+    DataError,
+    DataWarning,
+    validate_monetary,
+    validate_rfm,
+    validate_spend,
+)
 
 __all__ = [
     "TIME_UNITS",
@@ -44,6 +51,8 @@ __all__ = [
     "summarize_subscriptions",
     "summarize_transactions",
     "validate_discrete_rfm",
+    "validate_monetary",
     "validate_rfm",
+    "validate_spend",
     "validate_subscribers",
 ]

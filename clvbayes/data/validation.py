@@ -30,7 +30,9 @@ __all__ = [
     "OUTLYING_DATE_OPTIONS",
     "TIME_UNITS",
     "DataError",
+    "validate_monetary",
     "validate_rfm",
+    "validate_spend",
 ]
 
 #: Length of one time unit in days.  ``weeks`` are days / 7, never rounded.
@@ -1233,17 +1235,83 @@ def validate_rfm(df: pd.DataFrame, *, require_monetary: bool = False) -> pd.Data
         if mask.any():
             raise _row_error(problem, col, mask, ids, fix)
     if require_monetary:
-        m = values["monetary_value"]
-        bad = (f > 0) & (m <= 0)
-        if bad.any():
-            raise _row_error(
-                "monetary_value <= 0 for a customer with repeat purchases",
-                "monetary_value",
-                bad,
-                ids,
-                "The Gamma-Gamma spend model needs a positive mean spend per repeat "
-                "customer; drop or fix these customers (refunds netted to <= 0?).",
-            )
+        _check_positive_monetary(f, values["monetary_value"], ids)
     out = df.copy()
     out["frequency"] = f.astype(np.int64)
     return out
+
+
+def _check_positive_monetary(f: np.ndarray, m: np.ndarray, ids) -> None:
+    bad = (f > 0) & (m <= 0)
+    if bad.any():
+        raise _row_error(
+            "monetary_value <= 0 for a customer with repeat purchases",
+            "monetary_value",
+            bad,
+            ids,
+            "The Gamma-Gamma spend model needs a positive mean spend per repeat "
+            "customer; drop or fix these customers (refunds netted to <= 0?).",
+        )
+
+
+def validate_spend(df: pd.DataFrame) -> pd.DataFrame:
+    """Check the columns a spend model needs, on any time grid: ``frequency`` and ``monetary_value``.
+
+    ``frequency`` (repeat transactions) must be a finite whole number >= 0, ``monetary_value``
+    as in :func:`validate_monetary`.  Ids must be unique.  Returns a copy with ``frequency``
+    as int64.
+    """
+    require_columns(df, {"frequency": "frequency", "monetary_value": "monetary_value"},
+                    what="customer table")  # fmt: skip
+    if len(df) == 0:
+        raise DataError("The customer table is empty (0 customers).")
+    ids = df.index
+    if ids.has_duplicates:
+        dup = ids.duplicated(keep=False)
+        raise DataError(
+            f"The customer table has {int(dup.sum()):,} rows with a duplicated customer id "
+            f"({_first_ids(ids, dup)}); it needs one row per customer."
+        )
+    f = pd.to_numeric(df["frequency"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(f) | (f < 0) | (f != np.floor(f))
+    if bad.any():
+        raise _row_error(
+            "a missing, non-numeric, negative or non-integer frequency", "frequency", bad, ids,
+            "frequency counts repeat transactions: a whole number >= 0.",
+        )  # fmt: skip
+    validate_monetary(df)
+    out = df.copy()
+    out["frequency"] = f.astype(np.int64)
+    return out
+
+
+def validate_monetary(df: pd.DataFrame) -> None:
+    """Check ``monetary_value`` of an already validated customer table (any time grid).
+
+    Every customer needs a finite, numeric ``monetary_value`` (mean value of the repeat
+    transactions, currency), positive for customers with ``frequency > 0``.
+
+    Raises
+    ------
+    DataError
+        Naming the column, the first offending customer ids and the fix.
+    """
+    require_columns(df, {"monetary_value": "monetary_value"}, what="customer table")
+    s = df["monetary_value"]
+    ids = df.index
+    if s.dtype.kind not in "iuf":
+        bad = (pd.to_numeric(s, errors="coerce").isna() & s.notna()).to_numpy() | (
+            s.dtype.kind == "b"
+        )
+        if bad.any():
+            raise _row_error(
+                f"non-numeric values (dtype {s.dtype})", "monetary_value", bad, ids,
+                "Convert it with pd.to_numeric(df['monetary_value']).",
+            )  # fmt: skip
+    m = pd.to_numeric(s).to_numpy(dtype=np.float64, na_value=np.nan)
+    if not np.isfinite(m).all():
+        raise _row_error(
+            "missing (NaN) or infinite values", "monetary_value", ~np.isfinite(m), ids,
+            "Every customer needs a finite monetary_value (0 without repeat purchases).",
+        )  # fmt: skip
+    _check_positive_monetary(df["frequency"].to_numpy(dtype=float), m, ids)

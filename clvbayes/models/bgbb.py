@@ -29,14 +29,16 @@ delta   HalfNormal(sigma=10)          dropout Beta, second shape
 from __future__ import annotations
 
 import functools
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from clvbayes.data import CompressedRFM, compress
+from clvbayes.data import CompressedRFM, compress, validate_monetary
 from clvbayes.data.discrete import validate_discrete_rfm
+from clvbayes.errors import DataError
 from clvbayes.math import bgbb
+from clvbayes.math._random import geometric
 from clvbayes.math._xp import NUMPY
 from clvbayes.models.base import CLVModel
 from clvbayes.models.priors import Prior
@@ -65,12 +67,28 @@ class BetaGeoBetaBinomModel(CLVModel):
     >>> model.expected_purchases(n_star=5).mean(("chain", "draw"))  # doctest: +SKIP
     """
 
+    _math: ClassVar[Any] = bgbb
     param_names: ClassVar[tuple[str, ...]] = ("alpha", "beta", "gamma", "delta")
     default_priors: ClassVar[dict[str, Prior]] = DEFAULT_PRIORS
     history_columns: ClassVar[tuple[str, ...]] = ("frequency", "recency", "periods")
+    # given active at opportunity n, (p, theta) depend on the history only through (x, n)
+    active_columns: ClassVar[tuple[str, ...]] = ("frequency", "periods")
 
     def _compress(self, rfm: pd.DataFrame) -> CompressedRFM:
         return compress(validate_discrete_rfm(rfm), columns=self.history_columns)
+
+    def _validate(self, rfm: pd.DataFrame, require_monetary: bool = False) -> pd.DataFrame:
+        """One row per customer (not the compressed form), opportunities as whole numbers."""
+        if "weights" in rfm.columns:
+            raise DataError(
+                "score_customers needs one row per customer, but this discrete-time table is "
+                "in the compressed form (a 'weights' column): expand it first with "
+                "clvbayes.data.validate_discrete_rfm(df), which gives one row per donor."
+            )
+        checked = validate_discrete_rfm(rfm)
+        if require_monetary:
+            validate_monetary(checked)
+        return checked
 
     def _loglik(self, params, data, xp=NUMPY):
         max_terms = None
@@ -200,10 +218,70 @@ class BetaGeoBetaBinomModel(CLVModel):
         )  # fmt: skip
 
     # ------------------------------------------------------------------ array interface
-    # ``params``: arrays of shape (S, 1); ``h``: history arrays of shape (n,).
+    # The PurchaseModel protocol (clvbayes.models.protocols) on discrete opportunities:
+    # ``params`` arrays of shape (S, 1); ``h`` history arrays (n,); ``keys`` (P,).
     def _p_alive_arrays(self, params, h):
-        return bgbb.p_alive(*self._args(params), h["frequency"], h["recency"], h["periods"])
+        """P(active at opportunity n) (not n + 1: the next dropout chance is part of the future)."""
+        return bgbb.p_alive_at(*self._args(params), h["frequency"], h["recency"], h["periods"], 0)
+
+    def _expected_active_arrays(self, params, keys, ends, factors):
+        """Discounted and total E[transactions in the next opportunities | active at n], (S, P).
+
+        Opportunity ``j`` (1-based) falls in discount period ``k`` with ``ends[k-1] < j <=
+        ends[k]``; given active at ``n``, ``E[transaction at n + j] = E[p] E[(1 - theta)^j]``
+        with ``p ~ Beta(alpha + x, beta + n - x)`` and ``theta ~ Beta(gamma, delta + n)``.
+        The total is FHS eq. (13)'s closed form; the discounted sum runs the ratio recursion
+        ``B(gamma, b + j + 1) / B(gamma, b + j) = (b + j) / (gamma + b + j)`` over the
+        opportunities (memory: a few (S, P) arrays, whatever the horizon).
+        """
+        alpha, beta, gamma, delta = self._args(params)
+        x, n = keys["frequency"], keys["periods"]
+        n_opp = _whole_opportunities(ends)
+        mean_p = (alpha + x) / (alpha + beta + n)
+        b = delta + n
+        total = mean_p * bgbb._sum_survival(gamma, b, n_opp)
+        if np.all(np.asarray(factors) == 1.0):
+            return total, total
+        factor_of = np.asarray(factors)[np.searchsorted(ends, np.arange(1, n_opp + 1) - 1e-9)]
+        term = np.ones(np.broadcast_shapes(np.shape(gamma), np.shape(b)))
+        disc = np.zeros_like(term)
+        for j in range(n_opp):  # term_j = B(gamma, b + j + 1) / B(gamma, b)
+            term = term * (b + j) / (gamma + b + j)
+            disc += factor_of[j] * term
+        return mean_p * disc, total
+
+    def _active_state(self, rng, params, keys):
+        """``p ~ Beta(alpha + x, beta + n - x)``, ``theta ~ Beta(gamma, delta + n)`` per (draw, key)."""
+        alpha, beta, gamma, delta = self._args(params)
+        x, n = keys["frequency"], keys["periods"]
+        shape = np.broadcast_shapes(np.shape(alpha), np.shape(x))
+        p = rng.beta(np.broadcast_to(alpha + x, shape), np.broadcast_to(beta + n - x, shape))
+        theta = rng.beta(np.broadcast_to(gamma, shape), np.broadcast_to(delta + n, shape))
+        return {"p": p, "theta": theta}
+
+    def _advance(self, rng, state, dt):
+        """``dt`` more opportunities: each survived with ``1 - theta``, then a transaction w.p. ``p``.
+
+        The first opportunity at which the customer drops out is ``G ~ Geometric(theta)``; the
+        opportunities lived are ``min(G - 1, dt)`` and the transactions ``Binomial`` of them.
+        """
+        k = _whole_opportunities(np.array([dt]))
+        first_dead = geometric(rng, state["theta"])
+        lived = np.minimum(first_dead - 1, k)
+        return rng.binomial(lived, state["p"]), first_dead > k
 
     @staticmethod
     def _args(params):
         return params["alpha"], params["beta"], params["gamma"], params["delta"]
+
+
+def _whole_opportunities(ends) -> int:
+    """The horizon (``ends[-1]``) as a whole number of opportunities; ValueError otherwise."""
+    ends = np.asarray(ends, dtype=float)
+    whole = np.round(ends)
+    if not np.allclose(ends, whole, rtol=0.0, atol=1e-9) or whole[-1] < 1:
+        raise ValueError(
+            "A discrete-time model needs a horizon and a discount period of whole numbers of "
+            f"opportunities (>= 1); got period ends {ends[:5].tolist()}."
+        )
+    return int(whole[-1])

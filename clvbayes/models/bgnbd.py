@@ -70,6 +70,9 @@ class BetaGeoFamily(CLVModel):
     def _compress(self, rfm: pd.DataFrame) -> CompressedRFM:
         return compress(validate_rfm(rfm), columns=self.history_columns)
 
+    def _validate(self, rfm: pd.DataFrame, require_monetary: bool = False) -> pd.DataFrame:
+        return validate_rfm(rfm, require_monetary=require_monetary)
+
     def _loglik(self, params, data, xp=NUMPY):
         terms = None
         if getattr(data, "terms", None) is not None:  # PyMC graph: once per distinct frequency

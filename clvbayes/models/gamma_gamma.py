@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from clvbayes import sampling
-from clvbayes.data import CompressedRFM, compress, validate_rfm
+from clvbayes.data import CompressedRFM, compress, validate_spend
 from clvbayes.errors import FitWarning
 from clvbayes.math import gamma_gamma
 from clvbayes.math._xp import NUMPY
@@ -80,7 +80,7 @@ class GammaGammaModel(CLVModel):
     _exclusion_reason: ClassVar[str] = "frequency 0: no repeat transaction to learn spend from"
 
     def _compress(self, rfm: pd.DataFrame) -> CompressedRFM:
-        return compress(validate_rfm(rfm, require_monetary=True), columns=self.history_columns)
+        return compress(validate_spend(rfm), columns=self.history_columns)
 
     def _likelihood_weights(self, data: CompressedRFM) -> np.ndarray:
         return np.where(data["frequency"] > 0, data.counts, 0)

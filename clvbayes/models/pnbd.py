@@ -81,6 +81,9 @@ class ParetoNBDModel(CLVModel):
     def _compress(self, rfm: pd.DataFrame) -> CompressedRFM:
         return compress(validate_rfm(rfm), columns=self.history_columns)
 
+    def _validate(self, rfm: pd.DataFrame, require_monetary: bool = False) -> pd.DataFrame:
+        return validate_rfm(rfm, require_monetary=require_monetary)
+
     def _loglik(self, params, data, xp=NUMPY):
         return pnbd.loglik(
             params["r"], params["alpha"], params["s"], params["beta"],

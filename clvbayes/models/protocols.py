@@ -25,7 +25,9 @@ Conventions shared by every method:
 * ``state``: dict of latent-variable name to a flat array, one entry per simulated
   customer (a cell of draws x keys), for the customers still active;
 * times, horizons and discount periods are in the time unit of the customer table
-  (:func:`clvbayes.units.table_time_unit`), money in the currency of ``monetary_value``.
+  (:func:`clvbayes.units.table_time_unit`; for a discrete-time model, ``"opportunities"``:
+  horizons and discount periods are whole numbers of opportunities), money in the currency
+  of ``monetary_value``.
 
 Optional accelerators (looked up with ``getattr``, never required): a purchase model may
 have ``_fused_futures(seed, params, keys, horizon, period, factors, marks=None)`` and a
@@ -33,9 +35,9 @@ spend model ``_fused_marks(params, keys)`` -- the same futures as the generic pa
 compiled pass (BG/NBD family x Gamma-Gamma).  ``tests/test_outcomes.py`` pins each one to
 the generic path.
 
-:func:`purchase_models` is the registry of continuous-time purchase models that implement
+:func:`purchase_models` is the registry of purchase models that implement
 :class:`PurchaseModel`, keyed by the short name the CLI and the report use (``bgnbd``,
-``mbgnbd``, ``pnbd``).  Membership is checked at run time, so a model whose array layer is
+``mbgnbd``, ``pnbd`` in continuous time; ``bgbb`` on discrete opportunities).  Membership is checked at run time, so a model whose array layer is
 unfinished is simply left out (see :func:`purchase_model_candidates` for the reason).
 """
 
@@ -49,12 +51,14 @@ import numpy as np
 __all__ = [
     "PURCHASE_METHODS",
     "SPEND_METHODS",
+    "TIME_GRIDS",
     "PurchaseModel",
     "SpendModel",
     "check_implements",
     "missing_methods",
     "purchase_model_candidates",
     "purchase_models",
+    "time_grid",
 ]
 
 
@@ -65,15 +69,24 @@ class PurchaseModel(Protocol):
 
     Attributes
     ----------
+    history_columns : tuple of str
+        The customer-table columns of a history (``frequency``, ``recency``, ``T`` in
+        continuous time; ``frequency``, ``recency``, ``periods`` for discrete opportunities).
     active_columns : tuple of str
         History columns on which the future of a customer *known to be active at T*
         depends (``("frequency", "T")`` for BG/NBD, MBG/NBD and Pareto/NBD: not recency).
     """
 
+    history_columns: ClassVar[tuple[str, ...]]
     active_columns: ClassVar[tuple[str, ...]]
 
     def draws(self) -> dict[str, np.ndarray]:
         """Posterior draws of each parameter, arrays of shape (chain, draw)."""
+        ...
+
+    def _validate(self, rfm: Any, require_monetary: bool = False) -> Any:
+        """The customer table checked for this model (one row per customer, same index), or
+        :class:`~clvbayes.errors.DataError` naming the column, the rows and the fix."""
         ...
 
     def _p_alive_arrays(
@@ -262,8 +275,8 @@ def check_implements(model: Any, protocol: type, role: str) -> None:
     if not missing:
         return
     if protocol is PurchaseModel:
-        usable = ", ".join(c.__name__ for c in purchase_models().values())
-        fix = f"pass a fitted continuous-time purchase model ({usable})"
+        usable = ", ".join(c.__name__ for c in purchase_models(grid=None).values())
+        fix = f"pass a fitted purchase model ({usable})"
     else:
         fix = "pass a fitted spend model such as GammaGammaModel"
     raise TypeError(
@@ -272,23 +285,43 @@ def check_implements(model: Any, protocol: type, role: str) -> None:
     )
 
 
-# (module, class) of each continuous-time purchase model, by its short name
-_PURCHASE_CLASSES: dict[str, tuple[str, str]] = {
-    "bgnbd": ("clvbayes.models.bgnbd", "BetaGeoModel"),
-    "mbgnbd": ("clvbayes.models.mbgnbd", "ModifiedBetaGeoModel"),
-    "pnbd": ("clvbayes.models.pnbd", "ParetoNBDModel"),
+# (module, class, time grid) of each purchase model, by its short name
+_PURCHASE_CLASSES: dict[str, tuple[str, str, str]] = {
+    "bgnbd": ("clvbayes.models.bgnbd", "BetaGeoModel", "continuous"),
+    "mbgnbd": ("clvbayes.models.mbgnbd", "ModifiedBetaGeoModel", "continuous"),
+    "pnbd": ("clvbayes.models.pnbd", "ParetoNBDModel", "continuous"),
+    "bgbb": ("clvbayes.models.bgbb", "BetaGeoBetaBinomModel", "discrete"),
 }
+#: Time grids of the purchase models: continuous time (``recency``, ``T`` in days or weeks)
+#: or discrete opportunities (``recency``, ``periods`` counted in opportunities).
+TIME_GRIDS = ("continuous", "discrete")
 
 
-def purchase_model_candidates() -> dict[str, tuple[type | None, str | None]]:
-    """Every known continuous-time purchase model: ``{key: (class or None, reason or None)}``.
+def time_grid(model: Any) -> str | None:
+    """``"continuous"`` or ``"discrete"`` for a registered purchase model (class or instance)."""
+    cls = model if isinstance(model, type) else type(model)
+    for module, name, grid in _PURCHASE_CLASSES.values():
+        if cls.__module__ == module and cls.__name__ == name:
+            return grid
+    return None
 
-    ``reason`` says why a model is not usable with :func:`~clvbayes.predict.score_customers`
-    (its module does not import, or the :class:`PurchaseModel` methods it lacks); ``None``
-    when it implements the protocol.
+
+def purchase_model_candidates(
+    grid: str | None = "continuous",
+) -> dict[str, tuple[type | None, str | None]]:
+    """Every known purchase model on ``grid``: ``{key: (class or None, reason or None)}``.
+
+    ``grid`` is ``"continuous"`` (default: BG/NBD, MBG/NBD, Pareto/NBD), ``"discrete"``
+    (BG/BB) or ``None`` (all).  ``reason`` says why a model is not usable with
+    :func:`~clvbayes.predict.score_customers` (its module does not import, or the
+    :class:`PurchaseModel` members it lacks); ``None`` when it implements the protocol.
     """
+    if grid is not None and grid not in TIME_GRIDS:
+        raise ValueError(f"grid must be one of {TIME_GRIDS} or None, got {grid!r}.")
     out: dict[str, tuple[type | None, str | None]] = {}
-    for key, (module, name) in _PURCHASE_CLASSES.items():
+    for key, (module, name, model_grid) in _PURCHASE_CLASSES.items():
+        if grid is not None and model_grid != grid:
+            continue
         try:
             cls = getattr(importlib.import_module(module), name)
         except Exception as err:  # a model module mid-development must not break the others
@@ -302,10 +335,13 @@ def purchase_model_candidates() -> dict[str, tuple[type | None, str | None]]:
     return out
 
 
-def purchase_models() -> dict[str, type]:
-    """The continuous-time purchase models that implement :class:`PurchaseModel`, by key.
+def purchase_models(grid: str | None = "continuous") -> dict[str, type]:
+    """The purchase models on ``grid`` that implement :class:`PurchaseModel`, by key.
 
-    ``{"bgnbd": BetaGeoModel, "mbgnbd": ModifiedBetaGeoModel}`` plus ``"pnbd":
-    ParetoNBDModel`` once it has every protocol method (checked now, not at import).
+    Default (continuous time): ``{"bgnbd": BetaGeoModel, "mbgnbd": ModifiedBetaGeoModel,
+    "pnbd": ParetoNBDModel}``; ``grid="discrete"``: ``{"bgbb": BetaGeoBetaBinomModel}``;
+    ``grid=None``: all of them.  Membership is checked now, not at import.
     """
-    return {k: cls for k, (cls, reason) in purchase_model_candidates().items() if reason is None}
+    return {
+        k: cls for k, (cls, reason) in purchase_model_candidates(grid).items() if reason is None
+    }

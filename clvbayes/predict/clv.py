@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from clvbayes.data import compress, validate_rfm
+from clvbayes.data import compress
 from clvbayes.math.discount import schedule
 from clvbayes.models.protocols import PurchaseModel, SpendModel, check_implements
 from clvbayes.predict import outcomes as outcomes_lib
@@ -310,9 +310,11 @@ def _prepare(rfm, purchase_model, spend_model, *, n_draws, n_outcome_samples, en
              margin, period, prob, by, outcomes, observed) -> _Job:  # fmt: skip
     """Validate and compress the table, pair the draws, index the segments and observations."""
     has_spend = spend_model is not None
-    checked = validate_rfm(rfm, require_monetary=has_spend)
-    columns = ("frequency", "recency", "T") + (("monetary_value",) if has_spend else ())
-    data = _by_frequency_and_age(compress(checked, columns=columns))
+    checked = purchase_model._validate(rfm, require_monetary=has_spend)
+    columns = tuple(purchase_model.history_columns)
+    if has_spend:
+        columns += tuple(c for c in spend_model.history_columns if c not in columns)
+    data = _by_active_key(compress(checked, columns=columns), purchase_model.active_columns)
     pparams, sparams = joint_draws(purchase_model, spend_model, n_draws)
     if has_spend:
         _check_spend_exists(sparams, checked)
@@ -588,15 +590,13 @@ def _segment_outcome_totals(job: _Job, rng, tot_e, resid_var, codes, n_groups, m
     return out
 
 
-def _by_frequency_and_age(data):
-    """Reorder distinct histories by (frequency, T, ...) so that chunks share (frequency, T) pairs.
-
-    The purchase model evaluates its costly factor once per distinct (frequency, T) in a chunk.
-    """
+def _by_active_key(data, active_columns):
+    """Reorder distinct histories by their active key (e.g. (frequency, T)), then the rest,
+    so that chunks share keys: the futures of active customers are simulated once per key."""
     from clvbayes.data import CompressedRFM
 
-    keys = [data[c] for c in reversed(data.columns) if c not in ("frequency", "T")]
-    perm = np.lexsort([*keys, data["T"], data["frequency"]])
+    rest = [data[c] for c in reversed(data.columns) if c not in active_columns]
+    perm = np.lexsort([*rest, *(data[c] for c in reversed(active_columns))])
     rank = np.empty_like(perm)
     rank[perm] = np.arange(perm.size)
     return CompressedRFM(

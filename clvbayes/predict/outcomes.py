@@ -162,7 +162,9 @@ def generic_active_futures(rng, purchase_model, spend_model, pparams, sparams, k
             buy = np.flatnonzero(counts > 0)
             if buy.size:
                 who = idx[buy]
-                v = spend_model._unit_value_sums(rng, {k: u[who] for k, u in unit.items()}, counts[buy])
+                v = spend_model._unit_value_sums(
+                    rng, {k: u[who] for k, u in unit.items()}, counts[buy]
+                )
                 out["value"][who] += v
                 out["discounted"][who] += factor * v
         idx = idx[alive]
