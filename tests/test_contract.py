@@ -32,6 +32,7 @@ from clvbayes.models import (
     ModifiedBetaGeoModel,
     NotFittedError,
 )
+from clvbayes.models.bdw import BetaDiscreteWeibullModel
 from clvbayes.models.priors import Prior
 from clvbayes.models.protocols import (
     PURCHASE_METHODS,
@@ -42,7 +43,9 @@ from clvbayes.models.protocols import (
     purchase_model_candidates,
     purchase_models,
 )
+from clvbayes.models.sbg import ShiftedBetaGeometricModel
 from clvbayes.predict import score_customers
+from clvbayes.predict.retention import score_subscribers
 
 N_TINY = 150  # customers in the tiny tables
 GG_POINT = {"p": 6.2488, "q": 3.7446, "gamma": 15.4478}  # Fader & Hardie's CDNOW MLE
@@ -80,6 +83,21 @@ def _tiny_discrete() -> pd.DataFrame:
     return rfm
 
 
+def _tiny_subscriptions() -> pd.DataFrame:
+    """N_TINY subscribers of two cohorts: renewals completed, churned 0/1, price per period."""
+    rng = np.random.default_rng(16)
+    theta = rng.beta(0.7, 2.0, N_TINY)
+    tenure_cap = rng.integers(1, 12, N_TINY)  # periods observed since the start
+    life = rng.geometric(theta) - 1  # renewals before cancelling
+    rfm = pd.DataFrame(
+        {"periods": np.minimum(life, tenure_cap), "churned": (life < tenure_cap).astype(int),
+         "cohort": rng.choice(["2024", "2025"], N_TINY), "price": 20.0},
+        index=pd.Index([f"s{i}" for i in range(N_TINY)], name="subscriber_id"),
+    )  # fmt: skip
+    rfm.attrs["period"] = "month"
+    return rfm
+
+
 # ---------------------------------------------------------------- prediction hooks
 def _purchase_predictions(model, rfm):
     return {
@@ -103,7 +121,8 @@ class Row:
     cls: type
     data: Callable[[], pd.DataFrame]
     predict: Callable | None = None  # model, rfm -> {name: DataArray (chain, draw, customer_id)}
-    purchase: bool = False  # a continuous-time purchase model: also score_customers
+    purchase: bool = False  # a purchase model: also score_customers
+    retention: bool = False  # a contractual model: also score_subscribers
     skip: str | None = None
     marks: list = field(default_factory=list)
 
@@ -114,6 +133,10 @@ def _rows() -> list[Row]:
         Row(ModifiedBetaGeoModel, _tiny_continuous, _purchase_predictions, purchase=True),
         Row(GammaGammaModel, _tiny_continuous, _spend_predictions),
         Row(BetaGeoBetaBinomModel, _tiny_discrete, _discrete_predictions, purchase=True),
+    ]
+    rows += [
+        Row(ShiftedBetaGeometricModel, _tiny_subscriptions, retention=True),
+        Row(BetaDiscreteWeibullModel, _tiny_subscriptions, retention=True),
     ]
     cls, reason = purchase_model_candidates()["pnbd"]
     rows.append(
@@ -140,6 +163,7 @@ def _params(predicate=lambda row: True):
 ALL = _params()
 WITH_PREDICTIONS = _params(lambda r: r.predict is not None)
 PURCHASE = _params(lambda r: r.purchase)
+RETENTION = _params(lambda r: r.retention)
 
 
 def _fit(row: Row, method: str, **kw):
@@ -289,6 +313,34 @@ def test_score_customers_with_gamma_gamma_on_2x5(row, map_fits):
         ci = total[f"{q}_total_ci_upper"] - total[f"{q}_total_ci_lower"]
         pi = total[f"{q}_total_pi_upper"] - total[f"{q}_total_pi_lower"]
         assert ci > 0 and pi >= ci, q
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 5)], ids=["1x1", "2x5"])
+@pytest.mark.parametrize("row", RETENTION)
+def test_score_subscribers_on_fake_posteriors(row, shape, map_fits):
+    model = row.cls()
+    model.posterior_ = posterior_from_arrays(
+        _fake_draws(_point(map_fits[row.cls.__name__]), *shape)
+    )
+    table = row.data()
+    res = score_subscribers(table, model, horizon=6, discount_rate=0.01, by="cohort", seed=2)
+    active = table[table["churned"] == 0]
+    s = res.subscribers
+    assert list(s.index) == list(active.index)
+    assert res.settings["n_cancelled_excluded"] == int(table["churned"].sum())
+    for q in ("p_renew", "churn_risk", "renewals", "disc_renewals", "value", "derl"):
+        assert np.isfinite(s[f"{q}_mean"]).all(), q
+        if shape == (1, 1):  # a point: no credible interval
+            assert s[f"{q}_ci_lower"].isna().all(), q
+        else:
+            assert (s[f"{q}_ci_upper"] > s[f"{q}_ci_lower"]).all(), q
+    assert (s["renewals_pi_lower"] <= s["renewals_pi_upper"]).all()
+    for g in ("all", "cohort"):
+        c = res.cohorts[g]
+        assert np.isfinite(c[["active_mean", "active_pi_lower", "revenue_mean"]].to_numpy()).all()
+        assert (c["active_pi_lower"] <= c["active_mean"] + 1e-9).all()
+    total = res.cohorts["all"]["active_mean"].to_numpy()
+    assert np.all(np.diff(total) <= 1e-9)  # fewer still active the further out
 
 
 # ---------------------------------------------------------------- the protocols themselves
