@@ -467,22 +467,51 @@ class CLVModel:
             name="log_likelihood", coords={"customer": data.customer_ids.to_numpy()[fitted]},
         )  # fmt: skip
 
-    def loo(self, rfm: pd.DataFrame | None = None) -> ELPD:
-        """PSIS-LOO, computed per distinct history and weighted by customer counts."""
+    def loo_terms(self, rfm: pd.DataFrame | None = None, max_elements: int = 4_000_000):
+        """PSIS-LOO terms of every distinct history, in chunks of bounded memory.
+
+        Pareto-smoothed importance weights with the relative efficiency of the posterior
+        draws (mean ESS / draws, as ``arviz.loo``), computed ``max_elements`` log-likelihood
+        values (histories x draws, 8 bytes each) at a time.
+
+        Returns
+        -------
+        data : CompressedRFM
+            The distinct histories (``data.inverse`` maps customers to them).
+        elpd_i, p_i, k_i : ndarray, shape (n_histories,)
+            LOO log predictive density (nats), effective-parameter term and Pareto k of each
+            history; NaN for histories the model does not learn from (weight 0).
+        """
         from clvbayes import compat
 
-        ll = self.log_likelihood(rfm, per="history")
-        counts = ll["counts"].values
-        if ll.sizes["chain"] * ll.sizes["draw"] < 10:
+        data = self._resolve_data(rfm)
+        n_samples = self.n_draws_
+        if n_samples < 10:
             raise ValueError("LOO needs posterior draws: fit with method='nuts' or 'laplace'.")
-        stacked = ll.stack(__sample__=("chain", "draw")).transpose("history", "__sample__").values
-        # relative efficiency as arviz.loo computes it: mean ESS of the parameters / draws
         ess = compat.ess(self.posterior_, self.param_names, "mean")
-        reff = float(np.mean(list(ess.values()))) / stacked.shape[1]
-        log_w, k = compat.psis_log_weights(-stacked, reff)
-        loo_i = _logsumexp(stacked + log_w, axis=1)
-        lppd_i = _logsumexp(stacked, axis=1) - np.log(stacked.shape[1])
-        return _weighted_elpd("loo", loo_i, lppd_i - loo_i, counts, max_k=float(np.max(k)))
+        reff = float(np.mean(list(ess.values()))) / n_samples
+        params = {k: v.reshape(-1)[:, None] for k, v in self.draws().items()}
+        keep = np.flatnonzero(self._likelihood_weights(data) > 0)
+        out = np.full((3, data.n_unique), np.nan)
+        step = max(1, max_elements // n_samples)
+        for start in range(0, keep.size, step):
+            idx = keep[start : start + step]
+            view = {c: np.asarray(data[c])[idx] for c in data.columns}
+            ll = np.asarray(self._loglik(params, view), dtype=float).T  # (histories, samples)
+            log_w, k = compat.psis_log_weights(-ll, reff)
+            loo_i = _logsumexp(ll + log_w, axis=1)
+            lppd_i = _logsumexp(ll, axis=1) - np.log(n_samples)
+            out[:, idx] = loo_i, lppd_i - loo_i, np.asarray(k, dtype=float)
+        return data, out[0], out[1], out[2]
+
+    def loo(self, rfm: pd.DataFrame | None = None) -> ELPD:
+        """PSIS-LOO, computed per distinct history and weighted by customer counts."""
+        data, loo_i, p_i, k_i = self.loo_terms(rfm)
+        weights = self._likelihood_weights(data)
+        keep = weights > 0
+        return _weighted_elpd(
+            "loo", loo_i[keep], p_i[keep], weights[keep], max_k=float(np.max(k_i[keep]))
+        )
 
     def waic(self, rfm: pd.DataFrame | None = None) -> ELPD:
         """WAIC, computed per distinct history and weighted by customer counts."""

@@ -102,10 +102,9 @@ def pointwise_loo(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """PSIS-LOO terms of each row of ``histories`` (one customer history per row).
 
-    The computation of :meth:`clvbayes.models.CLVModel.loo` (Pareto-smoothed importance
-    weights with the relative efficiency of the posterior draws), keeping the per-row terms
-    so that two models can be compared row by row, and done in chunks of at most
-    ``max_elements`` log-likelihood values (rows x draws; 8 bytes each).
+    :meth:`clvbayes.models.CLVModel.loo_terms` (per distinct history, in chunks of at most
+    ``max_elements`` log-likelihood values) expanded to the rows, so that two models can be
+    compared row by row.
 
     Parameters
     ----------
@@ -122,26 +121,8 @@ def pointwise_loo(
         Per row: the LOO log predictive density (nats), its effective-parameter term
         (log predictive density of the full posterior minus ``elpd_i``) and Pareto k.
     """
-    from scipy.special import logsumexp
-
-    from clvbayes import compat
-
-    n_samples = int(model.posterior_.sizes["chain"] * model.posterior_.sizes["draw"])
-    if n_samples < 10:
-        raise ValueError("LOO needs posterior draws: fit with method='nuts' or 'laplace'.")
-    ess = compat.ess(model.posterior_, model.param_names, "mean")
-    reff = float(np.mean(list(ess.values()))) / n_samples
-    step = max(1, max_elements // n_samples)
-    parts = []
-    for start in range(0, len(histories), step):
-        chunk = histories.iloc[start : start + step]
-        ll = model.log_likelihood(chunk, per="customer")
-        ll = ll.stack(__sample__=("chain", "draw")).transpose("customer", "__sample__").values
-        log_w, k = compat.psis_log_weights(-ll, reff)
-        elpd = logsumexp(ll + log_w, axis=1)
-        lppd = logsumexp(ll, axis=1) - np.log(n_samples)
-        parts.append((elpd, lppd - elpd, np.asarray(k, dtype=float)))
-    return tuple(np.concatenate(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
+    data, elpd, p, k = model.loo_terms(histories, max_elements=max_elements)
+    return elpd[data.inverse], p[data.inverse], k[data.inverse]
 
 
 def _distinct_histories(rfm: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
