@@ -113,6 +113,8 @@ class CLVModel:
     """
 
     param_names: ClassVar[tuple[str, ...]] = ()
+    #: Short name for messages and reports (e.g. "BG/NBD").
+    display_name: ClassVar[str] = ""
     default_priors: ClassVar[dict[str, Prior]] = {}
     history_columns: ClassVar[tuple[str, ...]] = ()
     _exclusion_reason: ClassVar[str] = ""

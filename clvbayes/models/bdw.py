@@ -49,6 +49,7 @@ class BetaDiscreteWeibullModel(RetentionModel):
     """
 
     param_names: ClassVar[tuple[str, ...]] = ("alpha", "beta", "c")
+    display_name: ClassVar[str] = "BdW"
     default_priors: ClassVar[dict[str, Prior]] = DEFAULT_PRIORS
     _exclusion_reason: ClassVar[str] = "no subscriber carries weight"
     _math = bdw

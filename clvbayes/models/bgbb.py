@@ -69,6 +69,7 @@ class BetaGeoBetaBinomModel(CLVModel):
 
     _math: ClassVar[Any] = bgbb
     param_names: ClassVar[tuple[str, ...]] = ("alpha", "beta", "gamma", "delta")
+    display_name: ClassVar[str] = "BG/BB"
     default_priors: ClassVar[dict[str, Prior]] = DEFAULT_PRIORS
     history_columns: ClassVar[tuple[str, ...]] = ("frequency", "recency", "periods")
     # given active at opportunity n, (p, theta) depend on the history only through (x, n)

@@ -238,4 +238,5 @@ class BetaGeoModel(BetaGeoFamily):
     >>> model.expected_purchases(t=39).mean(("chain", "draw"))  # doctest: +SKIP
     """
 
+    display_name: ClassVar[str] = "BG/NBD"
     default_priors: ClassVar[dict[str, Prior]] = DEFAULT_PRIORS

@@ -74,6 +74,7 @@ class GammaGammaModel(CLVModel):
     """
 
     param_names: ClassVar[tuple[str, ...]] = ("p", "q", "gamma")
+    display_name: ClassVar[str] = "Gamma-Gamma"
     default_priors: ClassVar[dict[str, Prior]] = DEFAULT_PRIORS
     history_columns: ClassVar[tuple[str, ...]] = ("frequency", "monetary_value")
     key_columns: ClassVar[tuple[str, ...]] = ("frequency",)

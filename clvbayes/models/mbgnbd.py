@@ -60,4 +60,5 @@ class ModifiedBetaGeoModel(BetaGeoFamily):
     """
 
     _math: ClassVar[Any] = mbgnbd
+    display_name: ClassVar[str] = "MBG/NBD"
     default_priors: ClassVar[dict[str, Prior]] = DEFAULT_PRIORS

@@ -74,6 +74,7 @@ class ParetoNBDModel(CLVModel):
     # PyMC's NUTS runs the exact-gradient NumPy Op; nutpie and numpyro would compile the
     # quadrature graph, which takes many minutes (tests/test_models_pnbd.py)
     preferred_nuts_sampler: ClassVar[str | None] = "pymc"
+    display_name: ClassVar[str] = "Pareto/NBD"
     default_priors: ClassVar[dict[str, Prior]] = DEFAULT_PRIORS
     history_columns: ClassVar[tuple[str, ...]] = ("frequency", "recency", "T")
     active_columns: ClassVar[tuple[str, ...]] = ("frequency", "T")

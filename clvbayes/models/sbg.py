@@ -230,6 +230,7 @@ class ShiftedBetaGeometricModel(RetentionModel):
     """
 
     param_names: ClassVar[tuple[str, ...]] = ("alpha", "beta")
+    display_name: ClassVar[str] = "sBG"
     default_priors: ClassVar[dict[str, Prior]] = DEFAULT_PRIORS
     _exclusion_reason: ClassVar[str] = "no subscriber carries weight"
     _math = sbg
