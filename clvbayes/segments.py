@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "ACTIVE_MIN_P_ALIVE",
     "BEST_MAX_CLV_DECILE",
     "BEST_MIN_P_ALIVE",
     "CHURN_P_ALIVE_THRESHOLD",
@@ -32,6 +33,7 @@ __all__ = [
     "CLV_QUANTILES",
     "LAPSED_MAX_P_ALIVE",
     "NEW_MIN_R_SCORE",
+    "PURCHASE_ONLY_RULES",
     "RFM_QUANTILES",
     "SEGMENT_RULES",
     "SegmentRule",
@@ -124,7 +126,9 @@ def rfm_scores(rfm: pd.DataFrame, q: int = RFM_QUANTILES) -> pd.DataFrame:
     rfm : DataFrame
         One row per customer with ``frequency`` (repeat purchases), ``recency`` and ``T``
         (one time unit) and optionally ``monetary_value`` (mean repeat-purchase value), as
-        from :func:`clvbayes.data.summarize_transactions`.
+        from :func:`clvbayes.data.summarize_transactions`.  A discrete-time table
+        (:func:`clvbayes.data.discrete.summarize_opportunities`) has ``periods`` instead of
+        ``T``: recency and periods count opportunities.
     q : int
         Number of score levels (default :data:`RFM_QUANTILES` = 5, quintiles).
 
@@ -133,7 +137,8 @@ def rfm_scores(rfm: pd.DataFrame, q: int = RFM_QUANTILES) -> pd.DataFrame:
     DataFrame
         Same index, columns:
 
-        - ``time_since_last_purchase`` (float64, the table's time unit): ``T - recency``;
+        - ``time_since_last_purchase`` (float64, the table's time unit): ``T - recency``
+          (discrete time: ``periods - recency``, opportunities since the last transaction);
         - ``r_score`` (int64): 1..q, q = most recent last purchase (smallest
           ``T - recency``);
         - ``f_score`` (int64): 1..q by ``frequency``; frequency 0 always gets 1;
@@ -155,9 +160,10 @@ def rfm_scores(rfm: pd.DataFrame, q: int = RFM_QUANTILES) -> pd.DataFrame:
     [[1, 1], [2, 2], [3, 3], [4, 4]]
     """
     q = _check_q(q)
-    _require(rfm, ["frequency", "recency", "T"], "rfm_scores")
+    end = "periods" if "T" not in rfm.columns and "periods" in rfm.columns else "T"
+    _require(rfm, ["frequency", "recency", end], "rfm_scores")
     freq = _finite(rfm["frequency"], "frequency")
-    since = _finite(rfm["T"], "T") - _finite(rfm["recency"], "recency")
+    since = _finite(rfm[end], end) - _finite(rfm["recency"], "recency")
     out = pd.DataFrame(index=rfm.index)
     out["time_since_last_purchase"] = since
     out["r_score"] = _score(since, q, higher_is_better=False)
@@ -348,6 +354,19 @@ SEGMENT_RULES: dict[str, SegmentRule] = {
     ),
 }
 OTHERS = "others"
+#: Segment "active" (runs without CLV): P(alive) at least this.
+ACTIVE_MIN_P_ALIVE = BEST_MIN_P_ALIVE
+#: The named segments of a run without a spend model (no CLV, no past spend: e.g.
+#: discrete-time BG/BB runs, whose data carry no transaction values), tested in this order:
+#: "active" stands in for "best" and "at_risk", which need values; the others are those of
+#: :data:`SEGMENT_RULES`.
+PURCHASE_ONLY_RULES: dict[str, SegmentRule] = {
+    "active": SegmentRule(
+        f"likely active: P(alive) >= {ACTIVE_MIN_P_ALIVE} (runs without CLV only)",
+        lambda t: t["p_alive"] >= ACTIVE_MIN_P_ALIVE,
+    ),
+    **{k: SEGMENT_RULES[k] for k in ("lapsed", "new", "one_time")},
+}
 
 
 def named_segments(
@@ -430,7 +449,7 @@ def label_customers(
     table: pd.DataFrame,
     *,
     p_alive_col: str = "p_alive_mean",
-    clv_col: str = "clv_mean",
+    clv_col: str | None = "clv_mean",
 ) -> pd.DataFrame:
     """Every segmentation of this module at once, with the default thresholds.
 
@@ -440,13 +459,25 @@ def label_customers(
         One row per customer: ``frequency``, ``recency``, ``T``, ``monetary_value`` and
         the predictions ``p_alive_col`` and ``clv_col`` (e.g. an RFM table joined with
         ``score_customers(...).customers``).
+    clv_col : str or None
+        Column with CLV.  ``None``: a run without a spend model (no ``monetary_value``, no
+        CLV; ``periods`` may stand for ``T``, see :func:`rfm_scores`): only the labels that
+        need no value -- ``time_since_last_purchase``, ``r_score``, ``f_score``, ``rfm_code``
+        (R and F) and ``segment`` by the :data:`PURCHASE_ONLY_RULES` (active, lapsed, new,
+        one_time, else others).
 
     Returns
     -------
     DataFrame
-        Same index, the columns :data:`LABEL_COLUMNS`: :func:`rfm_scores`,
-        :func:`clv_deciles`, :func:`churn_risk` and :func:`named_segments`.
+        Same index, the columns :data:`LABEL_COLUMNS` (those that exist without CLV, when
+        ``clv_col`` is None): :func:`rfm_scores`, :func:`clv_deciles`, :func:`churn_risk`
+        and :func:`named_segments`.
     """
+    if clv_col is None:
+        out = rfm_scores(table.drop(columns=["monetary_value"], errors="ignore"))
+        work = table[["frequency", p_alive_col]].join(out[["r_score", "f_score"]])
+        out["segment"] = named_segments(work, p_alive_col=p_alive_col, rules=PURCHASE_ONLY_RULES)
+        return out[[c for c in LABEL_COLUMNS if c in out.columns]]
     out = rfm_scores(table)
     out["clv_decile"] = clv_deciles(table[clv_col])
     work = table[["frequency", "monetary_value", p_alive_col]].copy()

@@ -208,6 +208,22 @@ def test_label_customers_is_the_sum_of_the_parts():
     pd.testing.assert_series_equal(labels["r_score"], rfm_scores(t)["r_score"])
 
 
+def test_label_customers_without_clv_on_discrete_opportunities():
+    """No spend model (BG/BB runs): R and F from periods - recency, value-free segments only."""
+    t = pd.DataFrame(
+        {"frequency": [0, 0, 3, 5, 1], "recency": [0, 0, 4, 6, 2], "periods": [6, 1, 6, 6, 6],
+         "p_alive_mean": [0.1, 0.6, 0.3, 0.99, 0.4]},
+        index=pd.Index(list("abcde"), name="customer_id"),
+    )  # fmt: skip
+    labels = label_customers(t, clv_col=None)
+    assert list(labels.columns) == [c for c in seg.LABEL_COLUMNS
+                                    if c not in ("m_score", "clv_decile", "churn_risk")]  # fmt: skip
+    assert labels["time_since_last_purchase"].tolist() == [6, 1, 2, 0, 4]
+    assert labels["rfm_code"].str.len().eq(2).all()  # R and F only
+    assert labels["segment"].tolist() == ["lapsed", "active", "others", "active", "others"]
+    assert set(labels["segment"]) <= {*seg.PURCHASE_ONLY_RULES, seg.OTHERS}
+
+
 # ---------------------------------------------------------------- CLV / CAC
 def test_clv_to_cac_overall_and_per_group():
     t = pd.DataFrame({"clv_mean": [100.0, 30.0, 60.0], "channel": ["web", "shop", "web"]})

@@ -8,7 +8,8 @@ published them for research use; these copies are those redistributed in the MIT
 - :func:`load_cdnow_transactions`: the 1/10 sample, 2,357 customers, 6,919 rows;
 - :func:`load_cdnow_master_transactions`: the whole cohort, 23,570 customers, 69,659 rows;
 - :func:`load_donations_summary` (:mod:`clvbayes.datasets.donations`): the discrete-time
-  donations summary of Fader, Hardie & Shang (2010), 11,104 donors, for BG/BB;
+  donations summary of Fader, Hardie & Shang (2010), 11,104 donors, for BG/BB, and
+  :func:`load_donations_transactions`, the same donors as a transaction log;
 - :func:`load_cdnow_summary`: the published calibration summary of the sample (weeks,
   39-week calibration ending 1997-09-30), used by the BG/NBD paper ("Counting your
   customers the easy way", Marketing Science 24(2), 2005).
@@ -26,7 +27,7 @@ from importlib.resources import files
 import pandas as pd
 
 from clvbayes.data import validate_rfm
-from clvbayes.datasets.donations import load_donations_summary
+from clvbayes.datasets.donations import load_donations_summary, load_donations_transactions
 
 __all__ = [
     "CALIBRATION_END",
@@ -35,6 +36,7 @@ __all__ = [
     "load_cdnow_summary",
     "load_cdnow_transactions",
     "load_donations_summary",
+    "load_donations_transactions",
 ]
 
 #: Last day of the 39-week calibration period of the published CDNOW analyses.

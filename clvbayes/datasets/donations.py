@@ -14,6 +14,10 @@ lifetimes 0.11.3 wheel, byte-identical (sha256
 "Copyright (c) 2015, Cameron Davidson-Pilon"; the licence text travels with it in
 ``files/donations_LICENSE.txt``.
 
+:func:`load_donations_transactions` gives the same donors as a transaction log (one row per
+donation, 1995-2001) that :func:`clvbayes.data.discrete.summarize_opportunities` with the
+yearly grid turns back into this summary exactly; ``clvbayes run --demo donations`` runs on it.
+
 Reference: the BG/BB maximum-likelihood estimates on these data are alpha = 1.2035,
 beta = 0.7497, gamma = 0.6567, delta = 2.7834 with log-likelihood -33,225.58
 (``tests/test_models_bgbb.py`` reproduces them).
@@ -23,11 +27,15 @@ from __future__ import annotations
 
 from importlib.resources import files
 
+import numpy as np
 import pandas as pd
 
 from clvbayes.data.discrete import validate_discrete_rfm
 
-__all__ = ["load_donations_summary"]
+__all__ = ["FIRST_YEAR", "load_donations_summary", "load_donations_transactions"]
+
+#: Year of the cohort's first donation; opportunity ``t`` (1..6) is the year ``FIRST_YEAR + t``.
+FIRST_YEAR = 1995
 
 _FILE = "donations_calibration.csv"
 _SOURCE = (
@@ -64,3 +72,43 @@ def load_donations_summary(compressed: bool = False) -> pd.DataFrame:
         return table
     table.index = table.index.astype(str)
     return validate_discrete_rfm(table)
+
+
+def load_donations_transactions() -> pd.DataFrame:
+    """The donations summary as a transaction log: one row per donation, 1995-2001.
+
+    The published data are the summary only (``x``, ``t_x``, ``n = 6`` per donor), so the log
+    is built from it: every donor gives in 1995 (the cohort year) and in the ``x`` years
+    ``1995 + t_x - x + 1 .. 1995 + t_x`` (the last repeat donation in year ``1995 + t_x``, the
+    others in the years right before it).  Which earlier years a donor gave in is not in the
+    published data and does not matter to BG/BB, whose likelihood depends on ``(x, t_x, n)``
+    only; every donation is dated 1 March of its year (a placeholder: the yearly grid uses
+    the year alone).  :func:`~clvbayes.data.discrete.summarize_opportunities` with
+    ``grid="year"`` gives back :func:`load_donations_summary` exactly (same ids, same
+    ``frequency``, ``recency``, ``periods``), which ``tests/test_cli_discrete.py`` checks.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``customer_id`` (str, the ids of :func:`load_donations_summary`) and
+        ``date`` (datetime64): 35,719 rows, the 11,104 first donations and 24,615 repeat
+        ones, donor by donor (in the order of :func:`load_donations_summary`) and by date.  ``attrs``: ``source``.
+    """
+    summary = load_donations_summary()
+    x = summary["frequency"].to_numpy()
+    t_x = summary["recency"].to_numpy()
+    rows = np.repeat(np.arange(len(summary)), x + 1)
+    # k-th donation of a donor (k = 0 the first): year FIRST_YEAR for k = 0, else
+    # FIRST_YEAR + t_x - x + k for k = 1..x
+    k = np.arange(rows.size) - np.repeat(np.cumsum(x + 1) - (x + 1), x + 1)
+    offset = np.where(k == 0, 0, t_x[rows] - x[rows] + k)
+    years = FIRST_YEAR + offset
+    dates = pd.to_datetime(pd.DataFrame({"year": years, "month": 3, "day": 1}))
+    log = pd.DataFrame(
+        {"customer_id": summary.index.to_numpy()[rows].astype(str), "date": dates.to_numpy()}
+    )
+    log.attrs["source"] = (
+        f"{_SOURCE}; transaction-log form built from the summary (repeat years placed right "
+        "before the last one, dated 1 March)"
+    )
+    return log
