@@ -21,6 +21,11 @@ Model checks (:mod:`clvbayes.plotting.checks`)
 Customers (:mod:`clvbayes.plotting.customers`)
     :func:`plot_p_alive_matrix`, :func:`plot_expected_purchases_matrix`,
     :func:`plot_customer_history`.
+Discrete opportunities, BG/BB (:mod:`clvbayes.plotting.discrete`)
+    :func:`plot_history_grid` (numbers in :func:`history_grid`): P(alive) or the expected
+    transactions by (frequency, recency) for a fixed number of opportunities, posterior mean
+    and credible-interval width.  The model checks and customer plots above evaluate
+    continuous-time formulas and refuse BG/BB.
 CLV (:mod:`clvbayes.plotting.clv`)
     :func:`plot_clv_distribution`, :func:`plot_segment_totals`, :func:`plot_interval_kinds`.
 Parameters and sampler (:mod:`clvbayes.plotting.diagnostics`)
@@ -43,13 +48,16 @@ from clvbayes.plotting.customers import (
     plot_p_alive_matrix,
 )
 from clvbayes.plotting.diagnostics import plot_posteriors, plot_trace
+from clvbayes.plotting.discrete import history_grid, plot_history_grid
 
 __all__ = [
+    "history_grid",
     "plot_calibration_holdout",
     "plot_clv_distribution",
     "plot_customer_history",
     "plot_expected_purchases_matrix",
     "plot_frequency_ppc",
+    "plot_history_grid",
     "plot_interval_kinds",
     "plot_p_alive_matrix",
     "plot_pit",

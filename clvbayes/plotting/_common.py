@@ -68,7 +68,8 @@ def purchase_math(model: Any):
             "This plot evaluates a purchase model's own formulas and needs a fitted "
             f"continuous-time purchase model: one of {names}; got {type(model).__name__}. "
             "For any model, plot the output of clvbayes.predict.score_customers instead "
-            "(plot_clv_distribution, plot_segment_totals)."
+            "(plot_clv_distribution, plot_segment_totals); for BG/BB (discrete "
+            "opportunities), plot_history_grid."
         )
     return model._math
 
