@@ -15,7 +15,9 @@ model_summary.json / .md    parameter tables (mean, sd, interval, r_hat, ESS),
                             (input sha256, row counts, excluded rows), holdout check
 data_dictionary.csv / .md   every column of every table: type, unit, meaning
 *.png                       P(alive) and CLV distributions, CLV by recency x frequency,
-                            CLV totals by named segment with both intervals
+                            CLV totals by named segment with both intervals; discrete
+                            runs: P(alive) by (frequency, recency) from the BG/BB model
+                            (``p_alive_by_history.png``) and purchases by segment
 bgnbd.nc, gamma_gamma.nc    the fitted models (``CLVModel.load(path)``); the purchase
                             model's file and key are its ``--purchase-model`` name
                             (``bgnbd.nc``, ``mbgnbd.nc``, ...); with ``compare`` every
@@ -36,6 +38,16 @@ folder at a time (a lock file ``.<name>.<hash>.lock`` beside it).  What a killed
 leaves beside the folder (``.<name>.<hash>.partial-*``, ``.<name>.<hash>.old-*``) is
 removed by the next run only as far as the manifest or the staging journal proves it
 clvbayes' own.  Free space is checked before anything is written.
+
+Discrete-time reports (BG/BB on an opportunity grid, ``time_grid`` ``"discrete"`` in the
+settings): ``recency`` and ``periods`` (instead of ``T``) count opportunities, horizons are
+numbers of opportunities, ``p_alive`` is P(active at the last calibration opportunity), and
+``dert_*`` columns give the discounted expected residual transactions; the settings name the
+grid (``opportunity_grid``, ``opportunity_dates``).  A report without a spend model has no
+value columns at all (no ``monetary_value``, spend, revenue, CLV, CLV deciles or churn flag)
+and its segments are those of :data:`clvbayes.segments.PURCHASE_ONLY_RULES`;
+:func:`~clvbayes.report.schema.report_kind` says which kind a report is and
+:func:`validate_report` checks each kind's columns and plots.
 
 MAP reports (``method="map"``, a point estimate of the parameters): the sd and
 credible-interval columns of expectations are empty, and the data dictionary and
@@ -85,6 +97,7 @@ from clvbayes.report.folder import (
 )
 from clvbayes.report.lock import output_lock
 from clvbayes.report.schema import (
+    DISCRETE_PLOT,
     FORMATS,
     OPTIONAL_TABLES,
     PANDAS_DTYPES,
@@ -96,7 +109,10 @@ from clvbayes.report.schema import (
     TABLES,
     Column,
     ReportError,
+    column_applies,
     data_dictionary,
+    report_kind,
+    required_plots,
 )
 from clvbayes.report.sql import MAX_SQL_NAME_BYTES, check_sql_table_name, export_sql, read_sql_table
 from clvbayes.report.summary import file_provenance
@@ -107,6 +123,7 @@ from clvbayes.report.writer import write_report
 
 __all__ = [
     "CHOICE_RULE",
+    "DISCRETE_PLOT",
     "FORMATS",
     "FORMULA_START",
     "MANIFEST",
@@ -130,6 +147,7 @@ __all__ = [
     "check_output_folder",
     "check_sql_table_name",
     "choose_model",
+    "column_applies",
     "compare_purchase_models",
     "customer_table",
     "data_dictionary",
@@ -139,6 +157,8 @@ __all__ = [
     "read_report_table",
     "read_sql_table",
     "replace_refusal",
+    "report_kind",
+    "required_plots",
     "segment_table",
     "validate_report",
     "write_report",

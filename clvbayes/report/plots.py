@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clvbayes.report.schema import PLOTS
+from clvbayes.report.schema import DISCRETE_PLOT, PLOTS, report_kind
 
 
 def _new_axes(size: tuple[float, float] = (7.0, 4.5)):
@@ -50,9 +50,11 @@ def _plot_rf(ax, customers: pd.DataFrame) -> None:
 def _write_plots(
     folder: Path, customers: pd.DataFrame, segments: pd.DataFrame, settings: Mapping[str, Any]
 ) -> list[str]:
-    """Write the PNG plots; returns their file names.
+    """Write the PNG plots of the tables; returns their file names.
 
-    Uses :mod:`clvbayes.plotting` where it has the plot, else a plain histogram.
+    Uses :mod:`clvbayes.plotting` where it has the plot, else a plain histogram.  Without a
+    spend model (:func:`~clvbayes.report.schema.report_kind`) there is no CLV to plot: the
+    P(alive) histogram and the expected purchases by segment only.
     """
     from types import SimpleNamespace
 
@@ -71,11 +73,15 @@ def _write_plots(
         fig.savefig(folder / name)
         written.append(name)
 
+    grid, spend = report_kind(settings)
+    at = "the last calibration opportunity" if grid == "discrete" else "the end of calibration"
     simple = {
-        "p_alive": ("P(alive) at the end of calibration", "posterior mean P(alive)", False),
+        "p_alive": (f"P(alive) at {at}", "posterior mean P(alive)", False),
         "clv": ("CLV across customers", "posterior mean CLV (currency, log scale)", True),
     }
-    for (quantity, (title, xlabel, log)), name in zip(simple.items(), PLOTS[:2], strict=True):
+    if not spend:
+        del simple["clv"]
+    for (quantity, (title, xlabel, log)), name in zip(simple.items(), PLOTS, strict=False):
         fig, ax = _new_axes()
         try:
             plotting.plot_clv_distribution(scores, quantity, ax=ax)
@@ -83,14 +89,43 @@ def _write_plots(
             fig, ax = _new_axes()
             _simple_hist(ax, customers[f"{quantity}_mean"].to_numpy(float), title, xlabel, log)
         save(fig, name)
-    fig, ax = _new_axes((6.5, 5.0))
-    _plot_rf(ax, customers)
-    save(fig, PLOTS[2])
+    if spend:
+        fig, ax = _new_axes((6.5, 5.0))
+        _plot_rf(ax, customers)
+        save(fig, PLOTS[2])
     if plotting is not None and hasattr(plotting, "plot_segment_totals") and len(named):
         fig, ax = _new_axes((7.5, 4.5))
         try:
-            plotting.plot_segment_totals(scores, by="segment", quantity="clv", ax=ax)
+            quantity = "clv" if spend else "purchases"
+            plotting.plot_segment_totals(scores, by="segment", quantity=quantity, ax=ax)
             save(fig, "segment_totals.png")
         except (TypeError, ValueError, KeyError):
             pass
     return written
+
+
+def _write_model_plots(
+    folder: Path, models: Mapping[str, Any], settings: Mapping[str, Any]
+) -> list[str]:
+    """Plots drawn from the fitted purchase model (``models[settings["purchase_model"]]``).
+
+    Discrete-time reports get :data:`~clvbayes.report.schema.DISCRETE_PLOT`, BG/BB's
+    P(alive) by (frequency, recency) for the most common ``periods``
+    (:func:`clvbayes.plotting.plot_history_grid`).  The model checks of
+    :mod:`clvbayes.plotting.checks` evaluate continuous-time formulas and are not drawn
+    here.  Continuous-time reports: none (returns ``[]``).
+    """
+    grid, _ = report_kind(settings)
+    model = models.get(settings.get("purchase_model") or "")
+    if grid != "discrete" or model is None:
+        return []
+    from matplotlib.figure import Figure
+
+    from clvbayes.plotting import plot_history_grid
+
+    fig = Figure(figsize=(12.0, 5.5), dpi=100)
+    axes = fig.subplots(1, 2)
+    plot_history_grid(model, prob=float(settings.get("prob", 0.9)), axes=axes)
+    fig.tight_layout()
+    fig.savefig(folder / DISCRETE_PLOT)
+    return [DISCRETE_PLOT]

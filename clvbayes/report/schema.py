@@ -5,12 +5,23 @@
 meaning); :func:`data_dictionary` describes a run's tables from it, with the run's
 time unit, horizon and interval probability filled in; the casting helpers put values into the
 schema's pandas types on the way out (writing) and back in (CSV, SQL).
+
+Two things decide which columns a report has (:func:`report_kind`, from the run's settings):
+
+* the **time grid**: continuous time (``recency`` and ``T`` in days or weeks) or discrete
+  opportunities (BG/BB: ``recency`` and ``periods`` count opportunities, ``p_alive`` is
+  P(active at the last calibration opportunity), horizons count opportunities);
+* whether there is a **spend model**: without one (discrete-time runs, whose summaries carry
+  no transaction values) there are no ``monetary_value``, ``spend``, ``revenue``, ``clv``
+  columns, no CLV deciles and no churn flag -- never columns filled with stand-in values.
+
+A column's ``needs`` says which kind of report has it; :func:`column_applies` decides.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,8 +35,17 @@ REPORT_VERSION = 1
 
 TABLES = ("customers", "segments")
 FORMATS = ("csv", "parquet")
-#: Plots every report has; ``segment_totals.png`` (CLV by named segment) comes in addition.
+#: Plots every report with a spend model has; ``segment_totals.png`` (CLV by named segment)
+#: comes in addition.  A report's own list: :func:`required_plots`.
 PLOTS = ("p_alive_distribution.png", "clv_distribution.png", "clv_by_recency_frequency.png")
+#: The BG/BB plot of discrete-time reports: P(alive) by (frequency, recency) for the most
+#: common ``periods``, posterior mean and credible-interval width
+#: (:func:`clvbayes.plotting.plot_history_grid`).
+DISCRETE_PLOT = "p_alive_by_history.png"
+#: Time grids of a report (see :func:`report_kind`).
+TIME_GRIDS = ("continuous", "discrete")
+#: The data's time unit on discrete opportunities.
+OPPORTUNITIES = "opportunities"
 
 
 _PANDAS_MAJOR = int(pd.__version__.split(".")[0])
@@ -49,9 +69,12 @@ PANDAS_DTYPES = {
 class Column:
     """One column of a report table.
 
-    ``unit`` and ``meaning`` may hold ``{time_unit}``, ``{horizon}`` and ``{prob}``,
-    filled in from the run's settings in the data dictionary.  ``required=False``
-    columns appear only in some runs (holdout, CAC).
+    ``unit`` and ``meaning`` may hold ``{time_unit}``, ``{horizon}``, ``{prob}``,
+    ``{alive_at}`` and ``{rate}``, filled in from the run's settings in the data dictionary.
+    ``required=False`` columns appear only in some runs (holdout, CAC).  ``needs``: the kind
+    of report that has the column at all -- ``"spend"`` (a spend model), ``"continuous"``
+    or ``"discrete"`` (the time grid); None for every report.  ``discrete_meaning`` and
+    ``purchase_only_meaning`` replace ``meaning`` on discrete grids and without a spend model.
     """
 
     name: str
@@ -59,6 +82,9 @@ class Column:
     unit: str
     meaning: str
     required: bool = True
+    needs: str | None = None
+    discrete_meaning: str | None = None
+    purchase_only_meaning: str | None = None
 
 
 _STATS = {
@@ -86,7 +112,7 @@ _STATS = {
 
 # quantity -> (unit, expectation described, outcome described or None)
 _QUANTITIES = {
-    "p_alive": ("probability", "P(the customer is still active at the end of calibration)", None),
+    "p_alive": ("probability", "P(the customer is still active at {alive_at})", None),
     "purchases": (
         "transactions",
         "the expected number of purchases in the next {horizon} {time_unit}",
@@ -110,6 +136,10 @@ _QUANTITIES = {
 }
 
 
+#: Quantities that need a spend model.
+_SPEND_QUANTITIES = ("spend", "revenue", "clv")
+
+
 def _prediction_columns() -> list[Column]:
     cols = []
     for q, (unit, what, outcome) in _QUANTITIES.items():
@@ -118,9 +148,27 @@ def _prediction_columns() -> list[Column]:
                 continue
             cols.append(
                 Column(f"{q}_{stat}", "float64", unit, text.format(what=what, outcome=outcome,
-                                                                   prob="{prob}"))
+                                                                   prob="{prob}"),
+                       needs="spend" if q in _SPEND_QUANTITIES else None)
             )  # fmt: skip
     return cols
+
+
+_DERT = (
+    "DERT, the discounted expected residual transactions: the expected transactions at every "
+    "future opportunity n + t (t = 1, 2, ..., not only the horizon), each discounted by "
+    "(1 + d)^-t with d = {rate} per opportunity (Fader, Hardie & Shang 2010, eq. 14; times "
+    "the value of a transaction, the customer's residual value)"
+)
+
+
+def _dert_columns() -> list[Column]:
+    """BG/BB's DERT per customer: discrete runs with a positive discount rate."""
+    return [
+        Column(f"dert_{stat}", "float64", "transactions (discounted)",
+               text.format(what=_DERT, prob="{prob}"), required=False, needs="discrete")
+        for stat, (text, kind) in _STATS.items() if kind == "ci"
+    ]  # fmt: skip
 
 
 _SEGMENT_QUANTITIES = {
@@ -146,6 +194,7 @@ _SEGMENT_QUANTITIES = {
 def _segment_quantity_columns() -> list[Column]:
     cols = []
     for q, (unit, expected, outcome) in _SEGMENT_QUANTITIES.items():
+        needs = "spend" if q in _SPEND_QUANTITIES else None
         cols += [
             Column(f"{q}_total_mean", "float64", unit,
                    f"posterior mean of the segment total of {expected}"),
@@ -168,11 +217,17 @@ def _segment_quantity_columns() -> list[Column]:
             Column(f"{q}_per_customer_ci_upper", "float64", unit,
                    f"{q}_total_ci_upper / n_customers"),
         ]  # fmt: skip
+        if needs is not None:
+            cols[-8:] = [replace(c, needs=needs) for c in cols[-8:]]
     return cols
 
 
 _SCORE_UNIT = f"score 1-{seg.RFM_QUANTILES}"
 _RULES_TEXT = "; ".join(f"{k}: {r.description}" for k, r in SEGMENT_RULES.items())
+_PURCHASE_ONLY_RULES_TEXT = "; ".join(
+    f"{k}: {r.description}" for k, r in seg.PURCHASE_ONLY_RULES.items()
+)
+_NO_SPEND = " (this run has no spend model, so no CLV: only the rules that need no value)"
 
 #: Every column of every report table, in file order.  Columns from the input
 #: (``--group-by``) come right after ``segment`` in ``customers`` and are described in the
@@ -180,15 +235,28 @@ _RULES_TEXT = "; ".join(f"{k}: {r.description}" for k, r in SEGMENT_RULES.items(
 SCHEMA: dict[str, tuple[Column, ...]] = {
     "customers": (
         Column("customer_id", "string", "", "customer id, as text (leading zeros kept)"),
-        Column("first_purchase", "datetime", "date", "date of the first purchase"),
+        Column("first_purchase", "datetime", "date", "date of the first purchase",
+               needs="continuous"),
+        Column("first_opportunity", "datetime", "date",
+               "start of the opportunity of the first transaction (its cohort)",
+               needs="discrete"),
         Column("frequency", "int64", "transactions",
-               "repeat purchases in the calibration period (purchase days after the first)"),
-        Column("recency", "float64", "{time_unit}", "time from the first to the last purchase"),
+               "repeat purchases in the calibration period (purchase days after the first)",
+               discrete_meaning="repeat transactions x: calibration opportunities after the "
+               "first transaction's with a transaction (several in one opportunity count once)"),
+        Column("recency", "float64", "{time_unit}", "time from the first to the last purchase",
+               discrete_meaning="t_x: the opportunity of the last repeat transaction, counted "
+               "from the first transaction's (0 when frequency is 0; a whole number)"),
         Column("T", "float64", "{time_unit}",
-               "time from the first purchase to the end of the calibration period"),
+               "time from the first purchase to the end of the calibration period",
+               needs="continuous"),
+        Column("periods", "int64", "{time_unit}",
+               "n: opportunities from the first transaction's to the last calibration "
+               "opportunity (the customer's observed opportunities)", needs="discrete"),
         Column("monetary_value", "float64", "currency",
-               "mean value of the repeat purchases (0 when frequency is 0)"),
-        Column("time_since_last_purchase", "float64", "{time_unit}", "T - recency"),
+               "mean value of the repeat purchases (0 when frequency is 0)", needs="spend"),
+        Column("time_since_last_purchase", "float64", "{time_unit}", "T - recency",
+               discrete_meaning="periods - recency: opportunities since the last transaction"),
         Column("r_score", "int64", _SCORE_UNIT,
                f"recency score, {seg.RFM_QUANTILES} = most recent last purchase (quantile groups; "
                "ties share a score)"),
@@ -196,38 +264,52 @@ SCHEMA: dict[str, tuple[Column, ...]] = {
                f"frequency score, {seg.RFM_QUANTILES} = most repeat purchases; frequency 0 scores 1"),
         Column("m_score", "int64", _SCORE_UNIT,
                f"monetary score among repeat customers, {seg.RFM_QUANTILES} = highest mean "
-               "repeat spend; frequency 0 scores 1"),
-        Column("rfm_code", "string", "", "R, F and M scores written together, e.g. '545'"),
+               "repeat spend; frequency 0 scores 1", needs="spend"),
+        Column("rfm_code", "string", "", "R, F and M scores written together, e.g. '545'",
+               purchase_only_meaning="R and F scores written together, e.g. '54' (no M score: "
+               "no transaction values)"),
         Column("clv_decile", "int64", f"group 1-{seg.CLV_QUANTILES}",
-               f"CLV group by clv_mean (1 = top {100 / seg.CLV_QUANTILES:g} %)"),
+               f"CLV group by clv_mean (1 = top {100 / seg.CLV_QUANTILES:g} %)", needs="spend"),
         Column("churn_risk", "bool", "",
                f"high past value (repeat spend frequency x monetary_value above its "
                f"{seg.CHURN_VALUE_QUANTILE:g} quantile) and P(alive) < "
-               f"{seg.CHURN_P_ALIVE_THRESHOLD:g}"),
+               f"{seg.CHURN_P_ALIVE_THRESHOLD:g}", needs="spend"),
         Column("segment", "string", "", f"named segment, first matching rule: {_RULES_TEXT}; "
-               f"else {OTHERS}"),
+               f"else {OTHERS}",
+               purchase_only_meaning=f"named segment, first matching rule: "
+               f"{_PURCHASE_ONLY_RULES_TEXT}; else {OTHERS}{_NO_SPEND}"),
         *_prediction_columns(),
+        *_dert_columns(),
         Column("clv_to_cac", "float64", "ratio", "clv_mean / customer acquisition cost (--cac)",
-               required=False),
+               required=False, needs="spend"),
         Column("frequency_holdout", "int64", "transactions",
                "actual purchases in the holdout period (calibration end, observation end]",
-               required=False),
+               required=False,
+               discrete_meaning="actual holdout opportunities with a transaction (after the "
+               "last calibration opportunity, up to the last observed one)"),
+        Column("periods_holdout", "int64", "{time_unit}",
+               "opportunities in the holdout period (the same for every customer)",
+               required=False, needs="discrete"),
         Column("monetary_value_holdout", "float64", "currency",
-               "actual mean transaction value in the holdout period (0 if none)", required=False),
+               "actual mean transaction value in the holdout period (0 if none)", required=False,
+               needs="spend"),
         Column("total_value_holdout", "float64", "currency",
-               "actual total transaction value in the holdout period", required=False),
+               "actual total transaction value in the holdout period", required=False,
+               needs="spend"),
     ),
     "segments": (
         Column("grouping", "string", "",
-               "what the rows group by: all, segment, clv_decile or an input column"),
+               "what the rows group by: all, segment, clv_decile or an input column",
+               purchase_only_meaning="what the rows group by: all, segment or an input column"),
         Column("group", "string", "", "the group's value (as text)"),
         Column("n_customers", "int64", "customers", "customers in the group"),
         *_segment_quantity_columns(),
-        Column("clv_to_cac", "float64", "ratio", "clv_per_customer_mean / CAC", required=False),
+        Column("clv_to_cac", "float64", "ratio", "clv_per_customer_mean / CAC", required=False,
+               needs="spend"),
         Column("clv_to_cac_ci_lower", "float64", "ratio", "clv_per_customer_ci_lower / CAC",
-               required=False),
+               required=False, needs="spend"),
         Column("clv_to_cac_ci_upper", "float64", "ratio", "clv_per_customer_ci_upper / CAC",
-               required=False),
+               required=False, needs="spend"),
     ),
 }  # fmt: skip
 
@@ -358,7 +440,9 @@ def data_dictionary(
     tables : mapping of str to DataFrame
         Report tables by name (``customers``, ``segments``).
     context : mapping, optional
-        ``time_unit``, ``horizon`` and ``prob`` of the run, filled into units and meanings.
+        The run's settings: ``time_unit``, ``horizon``, ``prob`` and
+        ``discount_rate_per_period`` are filled into units and meanings; ``time_grid`` and
+        ``spend_model`` choose the wording (:func:`report_kind`).
 
     Returns
     -------
@@ -367,7 +451,9 @@ def data_dictionary(
         datetime), ``unit``, ``meaning`` and ``source`` (``clvbayes`` or ``input``), one row
         per column in file order.
     """
-    ctx = {"time_unit": "time units", "horizon": "?", "prob": "90 %"}
+    grid, spend = report_kind(context)
+    ctx = {"time_unit": "time units", "horizon": "?", "prob": "90 %", "rate": "?",
+           "alive_at": _ALIVE_AT[grid]}  # fmt: skip
     point = _is_point_fit((context or {}).get("method"))
     for k, v in (context or {}).items():
         if v is None:
@@ -376,6 +462,8 @@ def data_dictionary(
             v = f"{100 * float(v):g} %"
         elif k == "horizon":
             v = f"{float(v):g}"
+        elif k == "discount_rate_per_period":
+            ctx["rate"] = f"{float(v):.6g}"
         ctx[k] = v
     rows = []
     for name, df in tables.items():
@@ -385,12 +473,59 @@ def data_dictionary(
                 rows.append((name, c, _logical_dtype(df[c]), "", "input column (--group-by), "
                              "one value per customer: its value on the first transaction", "input"))  # fmt: skip
             else:
-                meaning = spec.meaning.format(**ctx)
+                meaning = spec.meaning
+                if grid == "discrete" and spec.discrete_meaning:
+                    meaning = spec.discrete_meaning
+                if not spend and spec.purchase_only_meaning:
+                    meaning = spec.purchase_only_meaning
+                meaning = meaning.format(**ctx)
                 if point and _is_uncertainty_column(c):
                     meaning += _POINT_EMPTY if df[c].isna().all() else _POINT_FILLED
                 rows.append((name, c, spec.dtype, spec.unit.format(**ctx), meaning,
                              "clvbayes"))  # fmt: skip
     return pd.DataFrame(rows, columns=["table", "column", "dtype", "unit", "meaning", "source"])
+
+
+_ALIVE_AT = {
+    "continuous": "the end of calibration",
+    "discrete": "the last calibration opportunity, opportunity n = periods (the next "
+    "opportunity's dropout chance is part of the future)",
+}
+
+
+def report_kind(settings: Mapping[str, Any] | None) -> tuple[str, bool]:
+    """``(time grid, has a spend model)`` of a report, from its settings.
+
+    ``settings["time_grid"]`` (``"continuous"`` or ``"discrete"``; without it, discrete when
+    ``time_unit`` is ``"opportunities"``) and ``settings["spend_model"]`` (the spend model's
+    key, None for none; without the key, a spend model: reports before discrete runs always
+    had one).
+    """
+    settings = settings or {}
+    grid = settings.get("time_grid")
+    if grid not in TIME_GRIDS:
+        grid = "discrete" if settings.get("time_unit") == OPPORTUNITIES else "continuous"
+    spend = settings.get("spend_model", "gamma_gamma") is not None
+    return grid, spend
+
+
+def column_applies(column: Column, grid: str, spend: bool) -> bool:
+    """Whether a report on ``grid`` (with a spend model or not) has ``column`` at all."""
+    if column.needs is None:
+        return True
+    if column.needs == "spend":
+        return spend
+    return column.needs == grid
+
+
+def required_plots(settings: Mapping[str, Any] | None) -> list[str]:
+    """The plots a report must have: P(alive) always, the CLV plots with a spend model and,
+    on discrete grids, :data:`DISCRETE_PLOT` (drawn from the fitted BG/BB model)."""
+    grid, spend = report_kind(settings)
+    plots = [PLOTS[0]] + (list(PLOTS[1:]) if spend else [])
+    if grid == "discrete" and (settings or {}).get("purchase_model"):
+        plots.append(DISCRETE_PLOT)
+    return plots
 
 
 #: Fit methods that give a point estimate of the parameters (no parameter uncertainty).

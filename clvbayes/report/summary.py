@@ -159,8 +159,10 @@ def _summary_markdown(summary: Mapping[str, Any], segments: pd.DataFrame) -> str
     all_row = segments[segments["grouping"] == "all"]
     if len(all_row):
         lines += ["", "## Whole customer base", ""]
-        cols = ["n_customers"] + [c for c in segments.columns if c.startswith("clv_total")
-                                  or c.startswith("purchases_total")]  # fmt: skip
+        shown = ("clv_total", "purchases_total")
+        if "clv_total_mean" not in segments.columns:  # no spend model: customers still active
+            shown = ("alive_total", "purchases_total")
+        cols = ["n_customers"] + [c for c in segments.columns if c.startswith(shown)]
         cols = [c for c in cols if not all_row[c].isna().all()]  # no empty interval columns
         if _is_point_fit((summary.get("settings") or {}).get("method")):
             lines += ["MAP fit: totals without parameter uncertainty; the predictive interval "

@@ -8,8 +8,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clvbayes.report.schema import RESERVED_NAMES, SCHEMA, _as_string, _canonical_input, _cast
-from clvbayes.segments import LABEL_COLUMNS, OTHERS, SEGMENT_RULES, label_customers
+from clvbayes.report.schema import (
+    OPPORTUNITIES,
+    RESERVED_NAMES,
+    SCHEMA,
+    _as_string,
+    _canonical_input,
+    _cast,
+    column_applies,
+)
+from clvbayes.segments import (
+    LABEL_COLUMNS,
+    OTHERS,
+    PURCHASE_ONLY_RULES,
+    SEGMENT_RULES,
+    label_customers,
+)
 
 
 def customer_table(
@@ -27,10 +41,16 @@ def customer_table(
     rfm : DataFrame
         The calibration RFM table (index = customer ids), e.g. from
         :func:`clvbayes.data.calibration_holdout_split`; holdout columns are carried over
-        when present, and so are the ``group_cols``.
+        when present, and so are the ``group_cols``.  A discrete-time table
+        (``attrs["time_unit"] == "opportunities"``, from
+        :func:`clvbayes.data.discrete.summarize_opportunities`) gives a discrete-time
+        report: ``periods`` and ``first_opportunity`` instead of ``T`` and
+        ``first_purchase``.
     predictions : CustomerScores or DataFrame
         :func:`clvbayes.predict.score_customers` output (or its ``customers`` table), in
-        the same customer order.
+        the same customer order.  Without ``clv_mean`` (no spend model) the table has no
+        value columns (``monetary_value``, ``m_score``, spend, revenue, CLV, CLV decile,
+        churn risk): see :mod:`clvbayes.report.schema`.
     labels : DataFrame, optional
         Segment labels (:func:`clvbayes.segments.label_customers`); computed when absent.
     group_cols : sequence of str
@@ -47,20 +67,30 @@ def customer_table(
     pred = getattr(predictions, "customers", predictions)
     if len(pred) != len(rfm) or not pred.index.equals(rfm.index):
         pred = pred.reindex(rfm.index)
+    grid = "discrete" if rfm.attrs.get("time_unit") == OPPORTUNITIES else "continuous"
+    spend = "clv_mean" in pred.columns
     if labels is None:
-        labels = label_customers(rfm.join(pred[["p_alive_mean", "clv_mean"]]))
+        if spend:
+            labels = label_customers(rfm.join(pred[["p_alive_mean", "clv_mean"]]))
+        else:
+            labels = label_customers(rfm.join(pred[["p_alive_mean"]]), clv_col=None)
     labels = labels.reindex(rfm.index)
     bad = [c for c in group_cols if c in RESERVED_NAMES]
     if bad:
         raise ValueError(f"group column(s) {bad} clash with report column names; rename them.")
-    source = {**{c: rfm[c] for c in rfm.columns}, **{c: labels[c] for c in LABEL_COLUMNS},
+    source = {**{c: rfm[c] for c in rfm.columns},
+              **{c: labels[c] for c in LABEL_COLUMNS if c in labels.columns},
               **{c: pred[c] for c in pred.columns}}  # fmt: skip
     if cac is not None:
+        if not spend:
+            raise ValueError("cac needs CLV (clv_mean), which needs a spend model.")
         if not (np.isfinite(cac) and cac > 0):
             raise ValueError(f"cac must be a positive amount, got {cac!r}.")
         source["clv_to_cac"] = pred["clv_mean"] / float(cac)
     out: dict[str, pd.Series] = {}
     for col in SCHEMA["customers"]:
+        if not column_applies(col, grid, spend):
+            continue
         if col.name == "customer_id":
             out["customer_id"] = _as_string(rfm.index.to_series(index=rfm.index))
         elif col.name in source:
@@ -80,7 +110,10 @@ def customer_table(
 def _sorted_labels(index: pd.Index, grouping: str) -> np.ndarray:
     """Row order of one grouping: rule order for named segments, else natural order, NaN last."""
     if grouping == "segment":
-        rank = {name: i for i, name in enumerate([*SEGMENT_RULES, OTHERS])}
+        # rule order; "active" (runs without CLV) where "best" and "at_risk" would be
+        rules = list(SEGMENT_RULES)
+        names = [*rules[:2], *PURCHASE_ONLY_RULES, *rules[2:]]
+        rank = {name: i for i, name in enumerate([*dict.fromkeys(names), OTHERS])}
         return np.argsort([rank.get(v, len(rank)) for v in index], kind="stable")
     positions = pd.Series(np.arange(len(index)), index=index)
     try:
@@ -118,7 +151,10 @@ def segment_table(
         part.insert(0, "grouping", grouping)
         parts.append(part)
     long = pd.concat(parts, ignore_index=True)
+    spend = "clv_total_mean" in long.columns
     if cac is not None:
+        if not spend:
+            raise ValueError("cac needs CLV totals (clv_total_mean), which need a spend model.")
         if not (np.isfinite(cac) and cac > 0):
             raise ValueError(f"cac must be a positive amount, got {cac!r}.")
         long["clv_to_cac"] = long["clv_per_customer_mean"] / cac
@@ -126,6 +162,8 @@ def segment_table(
         long["clv_to_cac_ci_upper"] = long["clv_per_customer_ci_upper"] / cac
     out = {}
     for col in SCHEMA["segments"]:
+        if col.needs == "spend" and not spend:  # no spend model: no revenue or CLV columns
+            continue
         if col.name in long.columns:
             out[col.name] = _cast(long[col.name], col.dtype)
         elif col.required:

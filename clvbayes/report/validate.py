@@ -16,13 +16,15 @@ from clvbayes.report.schema import (
     _BY_NAME,
     OPTIONAL_TABLES,
     PANDAS_DTYPES,
-    PLOTS,
     REPORT_VERSION,
     SCHEMA,
     TABLES,
     ReportError,
     _is_point_fit,
     _is_uncertainty_column,
+    column_applies,
+    report_kind,
+    required_plots,
 )
 from clvbayes.report.tablefiles import _read_dictionary, read_report_table
 
@@ -34,7 +36,10 @@ def validate_report(out_dir: str | os.PathLike[str]) -> None:
     column that is neither in the schema nor described as an input column, the schema's
     dtype for every column (read with :func:`read_report_table`), one row per unique
     customer id, probabilities in [0, 1], scores in range; that CSV and Parquet copies are
-    equal; and that the data dictionary describes exactly the columns of each table.  A
+    equal; and that the data dictionary describes exactly the columns of each table.  The
+    columns and plots required follow the report's kind (:func:`~clvbayes.report.schema.
+    report_kind`: time grid, spend model or not), and a column of another kind (e.g. ``T``
+    in a discrete-time report, CLV without a spend model) is a problem.  A
     ``model_comparison`` table (``--purchase-model compare``) is checked in the same way,
     and its one ``chosen`` row must name the purchase model of the settings.
     """
@@ -56,8 +61,10 @@ def validate_report(out_dir: str | os.PathLike[str]) -> None:
         _is_point_fit(m) for m in methods
     )
     plots = (summary.get("files") or {}).get("plots") or []
+    settings = summary.get("settings") or {}
+    grid, spend = report_kind(settings)
     files = ["model_summary.md", "data_dictionary.csv", "data_dictionary.md"]
-    files += list(dict.fromkeys([*PLOTS, *plots]))
+    files += list(dict.fromkeys([*required_plots(settings), *plots]))
     listed = (summary.get("files") or {}).get("tables") or []
     tables = [*TABLES] + [
         t for t in OPTIONAL_TABLES
@@ -87,7 +94,8 @@ def validate_report(out_dir: str | os.PathLike[str]) -> None:
         described_dtype = dict(zip(described["column"], described["dtype"], strict=True))
         for f, df in frames.items():
             problems += [f"{table}.{f}: {p}"
-                         for p in _check_table(table, df, described_dtype, point)]  # fmt: skip
+                         for p in _check_table(table, df, described_dtype, point, grid,
+                                               spend)]  # fmt: skip
         if len(frames) == 2:
             try:
                 pd.testing.assert_frame_equal(frames["csv"], frames["parquet"])
@@ -104,14 +112,25 @@ def validate_report(out_dir: str | os.PathLike[str]) -> None:
 
 
 def _check_table(
-    table: str, df: pd.DataFrame, described: Mapping[str, str], point: bool = False
+    table: str,
+    df: pd.DataFrame,
+    described: Mapping[str, str],
+    point: bool = False,
+    grid: str = "continuous",
+    spend: bool = True,
 ) -> list[str]:
-    """Schema problems of one table; ``point``: a MAP fit, whose sd/ci columns may be empty."""
+    """Schema problems of one table; ``point``: a MAP fit, whose sd/ci columns may be empty;
+    ``grid`` and ``spend``: the report's kind (which columns it has)."""
     problems = []
     schema = _BY_NAME[table]
-    missing = [c.name for c in SCHEMA[table] if c.required and c.name not in df.columns]
+    missing = [c.name for c in SCHEMA[table]
+               if c.required and column_applies(c, grid, spend) and c.name not in df.columns]  # fmt: skip
     if missing:
         problems.append(f"missing column(s) {missing}")
+    kind = f"{grid}-time report {'with' if spend else 'without'} a spend model"
+    alien = [c for c in df.columns if c in schema and not column_applies(schema[c], grid, spend)]
+    if alien:
+        problems.append(f"column(s) {alien} do not belong in a {kind}")
     for c in df.columns:
         if c not in schema and described.get(c) is None:
             problems.append(f"column {c!r} is neither in the schema nor in the data dictionary")

@@ -27,9 +27,10 @@ from clvbayes.report.folder import (
     check_output_folder,
 )
 from clvbayes.report.lock import output_lock
-from clvbayes.report.plots import _write_plots
+from clvbayes.report.plots import _write_model_plots, _write_plots
 from clvbayes.report.schema import (
     _POINT_FIT_NOTE,
+    DISCRETE_PLOT,
     FORMATS,
     PLOTS,
     REPORT_VERSION,
@@ -84,7 +85,10 @@ def write_report(
         Table formats (default both).
     settings : mapping, optional
         Prediction settings (``CustomerScores.settings``): horizon, time unit, discount,
-        margin, interval probability, seed, and ``method`` (``nuts``, ``laplace``, ``map``).
+        margin, interval probability, seed, and ``method`` (``nuts``, ``laplace``, ``map``);
+        ``time_grid`` (``"continuous"`` or ``"discrete"``), ``spend_model`` (its key in
+        ``models``, None for none) and ``purchase_model`` (its key in ``models``) decide the
+        report's kind (:func:`~clvbayes.report.schema.report_kind`).
     holdout : mapping, optional
         Holdout check figures for ``model_summary``.
     extra : mapping, optional
@@ -206,8 +210,9 @@ def _fill(
             raise _write_failed(out, f"the model file {file}", err) from err
         model_files[name] = file
         model_summaries[name] = _model_summary(name, model, prob)
-    with writing(*PLOTS, "segment_totals.png"):
+    with writing(*PLOTS, "segment_totals.png", DISCRETE_PLOT):
         plots = _write_plots(tmp, customers_table, segments, settings)
+        plots += _write_model_plots(tmp, models, settings)
     from clvbayes import __version__
 
     summary = {
