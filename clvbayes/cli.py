@@ -7,6 +7,18 @@ the Gamma-Gamma spend model, predicts every customer's next ``--horizon`` time u
 the customers and writes a report folder (see :mod:`clvbayes.report` for its files and
 schema).
 
+Discrete opportunities: with ``--opportunities`` (``yearly``, ``quarterly``, ``monthly``,
+``weekly``, or the opportunity dates) the transactions are summarised on that grid and fitted
+by BG/BB (``--purchase-model bgbb``, the default there); the horizon counts opportunities
+(``--horizon 5``: the next five), the discount rate is per opportunity (an annual
+``--discount-rate`` is converted exactly on the calendar grids; explicit dates need
+``--discount-rate-per-period``).  Such runs have no spend model (the opportunity summaries
+carry no transaction values yet): the report gives P(alive), expected transactions and DERT,
+no CLV.  ``--purchase-model compare`` is refused there (one discrete-time model, nothing to
+compare); continuous-time models and ``--time-unit`` are refused with ``--opportunities``, and
+``bgbb`` without it.  ``clvbayes run --demo donations`` runs on the bundled donations data of
+the BG/BB paper (11,104 donors, yearly appeals 1996-2001).
+
 This module parses the arguments, runs the job and turns its outcome into an exit status
 and a message.  The job itself is :func:`clvbayes.pipeline.run_report` (callable from Python
 with the same options as plain arguments); the checks made before its slow steps are in
@@ -103,9 +115,10 @@ from clvbayes.run_options import (
     COMPARE,
     DEFAULT_ANNUAL_DISCOUNT_RATE,
     DEFAULT_PREDICTION_DRAWS,
-    DEFAULT_PURCHASE_MODEL,
+    DEMOS,
     MAX_SEED,
     METHODS,
+    OPPORTUNITY_GRIDS,
     PURCHASE_MODELS,
     UserError,
 )
@@ -177,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="clvbayes",
-        description="Bayesian customer-lifetime-value models (BG/NBD or MBG/NBD + Gamma-Gamma) "
-        "with honest uncertainty intervals.",
+        description="Bayesian customer-lifetime-value models (BG/NBD, MBG/NBD or Pareto/NBD + "
+        "Gamma-Gamma; BG/BB on discrete opportunities) with honest uncertainty intervals.",
     )
     parser.add_argument("--version", action="version", version=f"clvbayes {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -188,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Transactions -> RFM summary -> purchase model (--purchase-model) + "
         "Gamma-Gamma fit -> per-customer predictions and segments -> report folder (tables, "
         "data dictionary, model summary, plots, saved models). Without PATH it runs on the "
-        "bundled CDNOW sample. Exit status: 0 success, 2 unusable input or option, 3 a bug "
+        "bundled CDNOW sample (--demo donations: the bundled donations data, discrete "
+        "opportunities and BG/BB). Exit status: 0 success, 2 unusable input or option, 3 a bug "
         "(see the log it names), 4 out of memory, 130 interrupted.",
         formatter_class=_HelpFormatter,
     )
@@ -200,9 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the bundled CDNOW sample",
     )
     g = run_p.add_argument_group("input")
+    g.add_argument("--demo", choices=DEMOS, default=None,
+                   help="run on a bundled data set instead of PATH: cdnow (the CDNOW sample, "
+                   "the default without PATH) or donations (the donations of Fader, Hardie & "
+                   "Shang 2010: 11,104 donors, yearly opportunities 1996-2001, no amounts; "
+                   "fitted by BG/BB)")  # fmt: skip
     g.add_argument("--customer-id-col", default="customer_id", help="customer id column")
     g.add_argument("--date-col", default="date", help="transaction date column")
-    g.add_argument("--amount-col", default="amount", help="transaction value column")
+    g.add_argument("--amount-col", default="amount",
+                   help="transaction value column (not read with --opportunities)")  # fmt: skip
     g.add_argument("--date-format", default=None,
                    help="strftime format of the dates, e.g. %%Y%%m%%d (default: inferred)")  # fmt: skip
     g.add_argument("--sep", default=None,
@@ -224,8 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input column to total the predictions by (e.g. channel), taken per "
                    "customer from its first transaction; repeatable")  # fmt: skip
     t = run_p.add_argument_group("time")
-    t.add_argument("--time-unit", choices=("weeks", "days"), default="weeks",
-                   help="unit of recency, T, the horizon and the per-period discount rate")  # fmt: skip
+    t.add_argument("--time-unit", choices=("weeks", "days"), default=None,
+                   help="unit of recency, T, the horizon and the per-period discount rate in "
+                   "continuous time (default weeks; not with --opportunities)")  # fmt: skip
+    t.add_argument("--opportunities", default=None, metavar="GRID",
+                   help="discrete time: customers act only at purchase opportunities on this "
+                   f"grid, {', '.join(OPPORTUNITY_GRIDS)} (calendar periods; weeks run Monday "
+                   "to Sunday), or the opportunity start dates as a comma-separated list "
+                   "(2020-03-01,2021-03-01,...) or a file with one date per line; several "
+                   "transactions in one opportunity count once. The model is BG/BB, the "
+                   "horizon and --discount-rate-per-period count opportunities")  # fmt: skip
     t.add_argument("--calibration-end", default=None,
                    help="last day of the calibration period; later transactions form a "
                    "holdout period that the report checks the predictions against "
@@ -235,16 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{CDNOW_OBSERVATION_END}; your file: the last transaction date)")  # fmt: skip
     t.add_argument("--horizon", type=_positive_float, default=None,
                    help="prediction horizon in time units, from one day to 100 years "
-                   "(default one year: 52 weeks or 365 days)")  # fmt: skip
+                   "(default one year: 52 weeks or 365 days); with --opportunities a whole "
+                   "number of opportunities (default one year's: 1, 4, 12 or 52; required "
+                   "with opportunity dates)")  # fmt: skip
     v = run_p.add_argument_group("value")
     rates = v.add_mutually_exclusive_group()
     rates.add_argument("--discount-rate", type=_finite_float, default=None,
                        help="annual discount rate as a fraction from 0 to 1 (0.10 = 10 %% a "
-                       "year), converted exactly to the time unit "
+                       "year), converted exactly to the time unit, or to a rate per "
+                       "opportunity on a calendar --opportunities grid "
                        f"(default {DEFAULT_ANNUAL_DISCOUNT_RATE})")  # fmt: skip
     rates.add_argument("--discount-rate-per-period", type=_finite_float, default=None,
-                       help="discount rate per time unit instead of an annual one, as a "
-                       "fraction (at most 100 %% a year once compounded)")  # fmt: skip
+                       help="discount rate per time unit (with --opportunities: per "
+                       "opportunity) instead of an annual one, as a fraction (at most 100 %% "
+                       "a year once compounded)")  # fmt: skip
     v.add_argument("--margin", type=_positive_float, default=1.0,
                    help="profit margin as a fraction of revenue, in (0, 1] (0.3 = 30 %%; "
                    "1 = CLV in revenue terms)")  # fmt: skip
@@ -256,11 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--prob", type=_probability, default=0.9,
                    help="probability of every interval (equal-tailed)")  # fmt: skip
     f = run_p.add_argument_group("fitting")
-    f.add_argument("--purchase-model", choices=(*PURCHASE_MODELS, COMPARE),
-                   default=DEFAULT_PURCHASE_MODEL,
+    f.add_argument("--purchase-model", choices=(*PURCHASE_MODELS, COMPARE), default=None,
                    help="purchase model: bgnbd (BG/NBD, Fader, Hardie & Lee 2005; default), "
                    "mbgnbd (MBG/NBD, Batislam et al. 2007: customers may drop out right after "
                    "their first purchase too) or pnbd (Pareto/NBD, Schmittlein et al. 1987); "
+                   "on discrete opportunities (--opportunities) bgbb (BG/BB, Fader, Hardie & "
+                   "Shang 2010; the default there, and the only one: compare is refused); "
                    "the report names it (model key and file NAME.nc). compare: fit all of them, "
                    "write model_comparison.csv (PSIS-LOO; with a holdout period, holdout "
                    "accuracy and interval coverage) and use the model with the highest LOO "
@@ -275,8 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--priors", default=None, metavar="FILE.json",
                    help='replace default priors, e.g. {"gamma_gamma": {"q": {"dist": '
                    '"Gamma", "alpha": 20, "beta": 5}}}; models: the --purchase-model key '
-                   "(bgnbd or mbgnbd: r, alpha, a, b; pnbd: r, alpha, s, beta; with compare, "
-                   "any of them) and gamma_gamma (p, q, gamma)")  # fmt: skip
+                   "(bgnbd or mbgnbd: r, alpha, a, b; pnbd: r, alpha, s, beta; bgbb: alpha, "
+                   "beta, gamma, delta; with compare, any of them) and gamma_gamma (p, q, "
+                   "gamma; not with --opportunities)")  # fmt: skip
     f.add_argument("--draws", type=_positive_int, default=1000,
                    help="NUTS draws per chain (laplace: number of draws)")  # fmt: skip
     f.add_argument("--tune", type=_positive_int, default=1000, help="NUTS tuning steps per chain")
@@ -301,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--debug", action="store_true",
                    help="on an unexpected error, show the traceback instead of the bug "
                    "message")  # fmt: skip
+    from clvbayes.subscriptions_options import add_subscriptions_parser
+
+    add_subscriptions_parser(sub, _HelpFormatter)  # clvbayes subscriptions: retention report
     return parser
 
 
@@ -342,26 +379,40 @@ _NOT_OPTIONS = ("command", "progress")
 
 
 def _result_line(result: RunResult) -> str:
-    """The one-line result: a credible interval only where the fit gives one."""
+    """The one-line result: a credible interval only where the fit gives one.
+
+    The total CLV; without a spend model (discrete-time runs) the total expected
+    transactions and the expected number of customers still active instead.
+    """
     total = result.total
     pct = f"{100 * result.prob:g} %"
+    q = "clv" if "clv_total_mean" in total else "purchases"
     if result.method == "map":
         interval = (
-            f"{pct} predictive interval {total['clv_total_pi_lower']:,.0f} to "
-            f"{total['clv_total_pi_upper']:,.0f}; --method map is a point estimate: parameter "
+            f"{pct} predictive interval {total[f'{q}_total_pi_lower']:,.0f} to "
+            f"{total[f'{q}_total_pi_upper']:,.0f}; --method map is a point estimate: parameter "
             "uncertainty not included"
         )
     else:
         how = " (Laplace approximation)" if result.method == "laplace" else ""
         interval = (
-            f"{pct} credible interval{how} {total['clv_total_ci_lower']:,.0f} to "
-            f"{total['clv_total_ci_upper']:,.0f}"
+            f"{pct} credible interval{how} {total[f'{q}_total_ci_lower']:,.0f} to "
+            f"{total[f'{q}_total_ci_upper']:,.0f}"
         )
+    what = "Total CLV" if q == "clv" else "Expected transactions"
+    over = f"over {result.horizon:g} {result.time_unit}"
+    if result.time_unit == "opportunities":
+        over = f"in the next {result.horizon:g} opportunities"
     line = (
         f"clvbayes: report written to {result.path} ({result.n_customers:,} customers, "
-        f"{result.seconds:.1f} s). Total CLV over {result.horizon:g} {result.time_unit}: "
-        f"{total['clv_total_mean']:,.0f} ({interval})."
+        f"{result.seconds:.1f} s). {what} {over}: "
+        f"{total[f'{q}_total_mean']:,.0f} ({interval})."
     )
+    if q == "purchases":
+        line += (
+            f" Customers still active: {total['alive_total_mean']:,.0f} expected. No spend "
+            "model (the opportunity summaries carry no transaction values), so no CLV."
+        )
     if result.comparison is not None:
         names = [PURCHASE_MODELS.get(k, k) for k in result.comparison.table["model"]]
         line += (
@@ -490,7 +541,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.argv = argv
             debug, out = args.debug, args.output
             progress = _Progress(args.quiet, strict=args.strict)
-            run(args, progress)
+            if args.command == "subscriptions":
+                from clvbayes.subscriptions_job import run_command
+
+                run_command(args, progress)
+            else:
+                run(args, progress)
         except (UserError, DataError, ModelError) as err:
             _error(_cli_words(str(err)))
             return EXIT_USER_ERROR

@@ -2,7 +2,13 @@
 
 :func:`run_report` reads and checks the transactions, summarises them per customer, fits
 the purchase model(s) and the Gamma-Gamma spend model, predicts every customer, segments
-them and writes the report folder (:mod:`clvbayes.report`).  ``clvbayes run`` parses its
+them and writes the report folder (:mod:`clvbayes.report`).
+
+On discrete opportunities (``opportunities="yearly"`` or a list of dates; ``demo=
+"donations"``) the summary is :func:`clvbayes.data.discrete.summarize_opportunities`, the
+purchase model BG/BB, and there is no spend model (the summaries carry no transaction
+values): the report has P(alive), expected transactions and, with a positive discount rate
+per opportunity, BG/BB's DERT (discounted expected residual transactions), no CLV.  ``clvbayes run`` parses its
 arguments and calls it; Python code can call it directly with the same options as plain
 arguments (flag ``--time-unit`` is parameter ``time_unit``, and so on)::
 
@@ -37,17 +43,21 @@ from clvbayes.progress import Progress
 from clvbayes.run_options import (
     COMPARE,
     DEFAULT_ANNUAL_DISCOUNT_RATE,
-    DEFAULT_HORIZON,
     DEFAULT_PREDICTION_DRAWS,
-    DEFAULT_PURCHASE_MODEL,
     PURCHASE_MODELS,
     StrictWarningError,
+    TimeGrid,
     UserError,
     _bundled_file,
     _csv_options,
     _ends,
+    _is_cdnow,
     check_run,
+    default_horizon,
+    discount_per_opportunity,
     purchase_model_classes,
+    purchase_model_key,
+    run_grid,
 )
 
 if TYPE_CHECKING:
@@ -75,20 +85,25 @@ class RunResult:
     horizon : float
         Prediction horizon, in ``time_unit``.
     time_unit : str
-        ``"weeks"`` or ``"days"``.
+        ``"weeks"`` or ``"days"``; ``"opportunities"`` on discrete opportunities.
     method : str
         How the models were fitted (``nuts``, ``laplace``, ``map``).
     prob : float
         Probability of every interval.
     purchase_model : str
-        Key of the purchase model the tables use (``bgnbd``, ``mbgnbd``, ``pnbd``).
+        Key of the purchase model the tables use (``bgnbd``, ``mbgnbd``, ``pnbd``; ``bgbb``).
     total : dict
         The report's ``all`` row of ``segments``: totals over every customer with their
         intervals (e.g. ``clv_total_mean``, ``clv_total_ci_lower``; currency, over the
-        horizon).
+        horizon).  Without a spend model (discrete-time runs) no ``revenue``/``clv`` keys:
+        ``purchases_total_mean`` and ``alive_total_mean`` are the headline figures.
     comparison : ModelComparison or None
         With ``purchase_model="compare"``: the models side by side and the reason for the
         choice.
+    time_grid : str
+        ``"continuous"`` or ``"discrete"`` (opportunities).
+    spend_model : str or None
+        Key of the spend model (``gamma_gamma``), None without one.
     """
 
     path: Path
@@ -101,11 +116,14 @@ class RunResult:
     purchase_model: str
     total: dict[str, Any]
     comparison: ModelComparison | None = None
+    time_grid: str = "continuous"
+    spend_model: str | None = "gamma_gamma"
 
 
 def run_report(
     path: str | None = None,
     *,
+    demo: str | None = None,
     output: str = "clvbayes-report",
     customer_id_col: str = "customer_id",
     date_col: str = "date",
@@ -117,7 +135,8 @@ def run_report(
     duplicate_rows: str | None = None,
     outlying_dates: str = "error",
     group_by: Sequence[str] = (),
-    time_unit: str = "weeks",
+    time_unit: str | None = None,
+    opportunities: str | None = None,
     calibration_end: str | None = None,
     observation_end: str | None = None,
     horizon: float | None = None,
@@ -127,7 +146,7 @@ def run_report(
     allow_margin_above_1: bool = False,
     cac: float | None = None,
     prob: float = 0.9,
-    purchase_model: str = DEFAULT_PURCHASE_MODEL,
+    purchase_model: str | None = None,
     method: str = "nuts",
     priors: str | None = None,
     draws: int = 1000,
@@ -152,6 +171,11 @@ def run_report(
         Transactions file (``.csv[.gz]``, ``.txt``, ``.tsv`` or ``.parquet``), one row per
         transaction.  None: the bundled CDNOW sample (Fader, Hardie & Lee 2005), with a
         39-week calibration (to 1997-09-30) and a 39-week holdout (to 1998-06-30).
+    demo : {"cdnow", "donations"}, optional
+        Instead of ``path``, a bundled data set: the CDNOW sample (as ``path=None``) or the
+        donations of Fader, Hardie & Shang (2010) as a transaction log
+        (:func:`clvbayes.datasets.load_donations_transactions`: 11,104 donors, yearly
+        opportunities 1996-2001, no amounts; BG/BB, no spend model).
     output : str
         Report folder, replaced only if it holds nothing but a previous clvbayes report.
     customer_id_col, date_col, amount_col : str
@@ -169,15 +193,24 @@ def run_report(
     group_by : sequence of str
         Input columns to total the predictions by (each customer's value on its first
         transaction).
-    time_unit : {"weeks", "days"}
-        Unit of recency, T, ``horizon`` and ``discount_rate_per_period``.
+    time_unit : {"weeks", "days"}, optional
+        Unit of recency, T, ``horizon`` and ``discount_rate_per_period`` in continuous time
+        (default weeks); not with ``opportunities``.
+    opportunities : str, optional
+        Discrete time: the opportunity grid, ``"yearly"``, ``"quarterly"``, ``"monthly"``,
+        ``"weekly"``, or the opportunity start dates (comma-separated, or a file with one
+        per line); see :func:`clvbayes.run_options.run_grid`.  Then ``horizon`` is a whole
+        number of opportunities (default one year's on a calendar grid, required with
+        dates), ``discount_rate_per_period`` is per opportunity and an annual
+        ``discount_rate`` is converted exactly (calendar grids only); the purchase model is
+        BG/BB and there is no spend model (no ``margin``, ``cac``).
     calibration_end, observation_end : str, optional
         Last day of the calibration period (later transactions form the holdout period the
         report checks the predictions against) and of observation (dates, e.g.
         ``"1997-09-30"``).
     horizon : float, optional
         Prediction horizon in ``time_unit``, from one day to 100 years (default one year:
-        52 weeks or 365 days).
+        52 weeks or 365 days); on opportunities, the number of future opportunities.
     discount_rate : float, optional
         Annual discount rate, a fraction in [0, 1] (default 0.10 = 10 % a year), converted
         exactly to ``time_unit``.
@@ -191,8 +224,9 @@ def run_report(
         Customer acquisition cost (currency): adds CLV-to-CAC ratios.
     prob : float
         Probability of every interval (equal-tailed), in (0, 1).
-    purchase_model : {"bgnbd", "mbgnbd", "pnbd", "compare"}
-        The purchase model; ``"compare"`` fits every registered one, writes
+    purchase_model : {"bgnbd", "mbgnbd", "pnbd", "bgbb", "compare"}, optional
+        The purchase model (default ``"bgnbd"``; ``"bgbb"``, the only discrete-time one, with
+        ``opportunities``); ``"compare"`` fits every registered continuous-time one, writes
         ``model_comparison`` (PSIS-LOO; with a holdout period, holdout accuracy and interval
         coverage) and uses the model :data:`clvbayes.report.CHOICE_RULE` picks.  Needs
         ``method`` ``"nuts"`` or ``"laplace"`` (LOO needs posterior draws).
@@ -262,6 +296,14 @@ def _read_input(args: Options) -> tuple[pd.DataFrame, dict[str, Any]]:
     from clvbayes.data import read_transactions
     from clvbayes.report import file_provenance
 
+    if getattr(args, "demo", None) == "donations":
+        from clvbayes.datasets import load_donations_transactions
+
+        with as_file(_bundled_file("donations")) as p:
+            prov = {"source": "bundled donations data (Fader, Hardie & Shang 2010), as the "
+                    "transaction log load_donations_transactions() builds from the published "
+                    "summary in this file", **file_provenance(p)}  # fmt: skip
+        return load_donations_transactions(), prov
     if args.path is None:
         from clvbayes.datasets import load_cdnow_transactions
 
@@ -289,21 +331,38 @@ def _read_input(args: Options) -> tuple[pd.DataFrame, dict[str, Any]]:
     return tx, prov
 
 
-def _summarise(tx: pd.DataFrame, args: Options) -> pd.DataFrame:
+def _summarise(tx: pd.DataFrame, args: Options, grid: TimeGrid) -> pd.DataFrame:
     from clvbayes.data import calibration_holdout_split, summarize_transactions
 
     cal, obs = _ends(args)
+    if getattr(args, "duplicate_rows", None) is None:
+        # the bundled sample's exact duplicates are real purchases (load_cdnow_transactions)
+        args.duplicate_rows = "keep" if _is_cdnow(args) else "warn"
+    if grid.discrete:
+        from clvbayes.data.discrete import summarize_opportunities
+
+        rfm = summarize_opportunities(
+            tx, list(grid.grid) if isinstance(grid.grid, tuple) else grid.grid,
+            calibration_end=cal, observation_end=obs, customer_id_col=args.customer_id_col,
+            datetime_col=args.date_col, datetime_format=args.date_format,
+            duplicate_rows=args.duplicate_rows, outlying_dates=args.outlying_dates,
+        )  # fmt: skip
+        if not (rfm["frequency"] > 0).any():
+            raise DataError(
+                f"None of the {len(rfm):,} customers made a repeat transaction at a later "
+                f"opportunity of the calibration period ({grid.flag}), so the model cannot "
+                "learn anything. Use a longer calibration period (--calibration-end), a finer "
+                "grid or more data."
+            )
+        return rfm
     common: dict[str, Any] = dict(
         customer_id_col=args.customer_id_col,
         datetime_col=args.date_col,
         monetary_value_col=args.amount_col,
-        time_unit=args.time_unit,
+        time_unit=grid.unit,
         datetime_format=args.date_format,
         negative_amounts=args.negative_amounts,
     )
-    if getattr(args, "duplicate_rows", None) is None:
-        # the bundled sample's exact duplicates are real purchases (load_cdnow_transactions)
-        args.duplicate_rows = "keep" if args.path is None else "warn"
     common.update(duplicate_rows=args.duplicate_rows, outlying_dates=args.outlying_dates)
     if cal is not None:
         rfm = calibration_holdout_split(tx, cal, obs, **common)
@@ -357,14 +416,22 @@ def _group_values(
 
 
 def _holdout_check(rfm, bg, gg, common) -> dict[str, Any]:
+    """Predicted vs actual purchases (and revenue, with a spend model) in the holdout period.
+
+    On discrete opportunities the holdout is ``attrs["n_periods_holdout"]`` opportunities and
+    the actual purchases are the holdout opportunities with a transaction.
+    """
     from clvbayes.predict import score_customers
 
-    duration = float(rfm.attrs["holdout_duration"])
-    observed = {"purchases": rfm["frequency_holdout"].to_numpy(float),
-                "revenue": rfm["total_value_holdout"].to_numpy(float)}  # fmt: skip
-    # purchases and revenue only: no discounting, one period (the CLV columns are not used)
+    discrete = "n_periods_holdout" in rfm.attrs
+    duration = float(rfm.attrs["n_periods_holdout" if discrete else "holdout_duration"])
+    observed = {"purchases": rfm["frequency_holdout"].to_numpy(float)}
+    if gg is not None:
+        observed["revenue"] = rfm["total_value_holdout"].to_numpy(float)
+    # purchases and revenue only: no discounting, one period (the CLV columns are not used);
+    # on opportunities, one period of one opportunity (the horizon is whole opportunities)
     settings = {k: v for k, v in common.items() if "discount_rate" not in k}
-    settings.update(discount_rate=0.0, period=duration, margin=1.0)
+    settings.update(discount_rate=0.0, period=1.0 if discrete else duration, margin=1.0)
     scores = score_customers(rfm, bg, gg, horizon=duration, observed=observed, **settings)
     c, total = scores.customers, scores.segments["all"].iloc[0]
     out: dict[str, Any] = {
@@ -374,6 +441,11 @@ def _holdout_check(rfm, bg, gg, common) -> dict[str, Any]:
         "time_unit": rfm.attrs.get("time_unit"),
         "interval_prob": common["prob"],
     }
+    if discrete:
+        out["note"] = (
+            "calibration_end and observation_end are the last calibration and the last "
+            "holdout opportunity; purchases count holdout opportunities with a transaction"
+        )
     for q, actual in observed.items():
         lo, hi = total[f"{q}_total_pi_lower"], total[f"{q}_total_pi_upper"]
         out[q] = {
@@ -403,10 +475,12 @@ def _fit_options(args: Options) -> dict[str, Any]:
 
 def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any]) -> RunResult:
     """The slow steps of :func:`run_report`, once the options, input and output are checked."""
+    grid = run_grid(args)
     with progress.step("reading transactions"):
         tx, source = _read_input(args)
-    with progress.step("summarising per customer"):
-        rfm = _summarise(tx, args)
+    where = f" on the opportunity grid ({grid.flag})" if grid.discrete else ""
+    with progress.step(f"summarising per customer{where}"):
+        rfm = _summarise(tx, args, grid)
         groups = list(dict.fromkeys(args.group_by))
         n_multi = {}
         if groups:
@@ -423,25 +497,37 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
     from clvbayes.segments import label_customers
 
     fit_kw = _fit_options(args)
-    key = args.purchase_model
+    key = purchase_model_key(args)
     fitted = {}
-    for k, cls in purchase_model_classes(key).items():
+    for k, cls in purchase_model_classes(key, grid.kind).items():
         with progress.step(
             f"fitting the {PURCHASE_MODELS.get(k, k)} purchase model ({args.method})"
         ):
             fitted[k] = cls(priors=priors.get(k)).fit(
                 rfm, method=args.method, seed=args.seed, **fit_kw
             )
-    with progress.step(f"fitting the Gamma-Gamma spend model ({args.method})"):
-        gg = GammaGammaModel(priors=priors.get("gamma_gamma")).fit(
-            rfm, method=args.method, seed=args.seed + 1, **fit_kw
+    # a spend model needs transaction values: the opportunity summaries have none (yet)
+    gg = None
+    if "monetary_value" in rfm.columns:
+        with progress.step(f"fitting the Gamma-Gamma spend model ({args.method})"):
+            gg = GammaGammaModel(priors=priors.get("gamma_gamma")).fit(
+                rfm, method=args.method, seed=args.seed + 1, **fit_kw
+            )
+    else:
+        progress.say(
+            "clvbayes: no spend model: the opportunity summaries carry no transaction values, "
+            "so the report gives P(alive), expected transactions and DERT, no CLV"
         )
 
-    horizon = args.horizon or DEFAULT_HORIZON[args.time_unit]
+    horizon = args.horizon or default_horizon(grid)
     common: dict[str, Any] = dict(margin=args.margin, prob=args.prob, seed=args.seed + 2,
                                   progress=not args.quiet,
                                   n_draws=args.prediction_draws or None)  # fmt: skip
-    if args.discount_rate_per_period is not None:
+    per_opportunity, discount_how = None, None
+    if grid.discrete:
+        per_opportunity, discount_how = discount_per_opportunity(args, grid)
+        common["discount_rate"] = per_opportunity or 0.0
+    elif args.discount_rate_per_period is not None:
         common["discount_rate"] = args.discount_rate_per_period
     else:
         common["annual_discount_rate"] = (
@@ -462,57 +548,132 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
         )
     chosen = comparison.chosen if comparison is not None else key
     bg = fitted[chosen]
+    value = "clv_mean" if gg is not None else None
     with progress.step("segmenting customers"):
         # the labels need only expectations (P(alive), E[CLV]): no outcome simulation here
         quick = score_customers(rfm, bg, gg, horizon=horizon, outcomes=False,
                                 **{**common, "progress": False})  # fmt: skip
-        labels = label_customers(rfm.join(quick.customers[["p_alive_mean", "clv_mean"]]))
+        wanted = ["p_alive_mean", *([value] if value else [])]
+        labels = label_customers(rfm.join(quick.customers[wanted]), clv_col=value)
+    by = ["segment", *(["clv_decile"] if gg is not None else []), *groups]
     with progress.step("predicting every customer and segment totals"):
-        keyed = rfm.assign(segment=labels["segment"], clv_decile=labels["clv_decile"])
-        scores = score_customers(keyed, bg, gg, horizon=horizon,
-                                 by=["segment", "clv_decile", *groups], **common)  # fmt: skip
-        customers = customer_table(rfm, scores, labels=labels, group_cols=groups, cac=args.cac)
+        keyed = rfm.assign(segment=labels["segment"])
+        if gg is not None:
+            keyed["clv_decile"] = labels["clv_decile"]
+        scores = score_customers(keyed, bg, gg, horizon=horizon, by=by, **common)
+        predictions = scores.customers
+        if grid.discrete and per_opportunity:
+            dert = _dert_table(rfm, bg, per_opportunity, args.prob, common["n_draws"])
+            predictions = predictions.join(dert)
+        customers = customer_table(rfm, predictions, labels=labels, group_cols=groups,
+                                   cac=args.cac)  # fmt: skip
         segments = segment_table(scores.segments, cac=args.cac)
     holdout = None
     if "frequency_holdout" in rfm.columns:
         with progress.step("checking predictions against the holdout period"):
             holdout = _holdout_check(rfm, bg, gg, common)
 
-    provenance = _provenance(args, source, rfm, gg, n_rows, n_multi)
+    provenance = _provenance(args, source, rfm, gg, n_rows, n_multi, grid)
     settings = {
         **scores.settings,
-        "by": ["segment", "clv_decile", *groups],
+        "by": by,
         "method": args.method,
         "purchase_model": chosen,
+        "spend_model": "gamma_gamma" if gg is not None else None,
+        "margin": args.margin if gg is not None else None,  # no CLV without a spend model
+        "time_grid": grid.kind,
         "cac": args.cac,
-        "currency": f"units of the {args.amount_col!r} column",
+        "currency": f"units of the {args.amount_col!r} column" if gg is not None else None,
         "priors_file": getattr(args, "priors", None),
         "priors_sha256": _sha256(args.priors) if getattr(args, "priors", None) else None,
         "duplicate_rows": getattr(args, "duplicate_rows", "warn"),
         "outlying_dates": getattr(args, "outlying_dates", "error"),
         "strict": bool(getattr(args, "strict", False)),
     }
+    if grid.discrete:
+        settings.update(_discrete_settings(args, grid, horizon, per_opportunity, discount_how))
     if comparison is not None:
         settings["purchase_models_compared"] = list(fitted)
-    _write(args, progress, out_dir, customers, segments, {**fitted, "gamma_gamma": gg},
-           provenance, settings, holdout, comparison)  # fmt: skip
+    models = {**fitted, **({"gamma_gamma": gg} if gg is not None else {})}
+    _write(args, progress, out_dir, customers, segments, models, provenance, settings, holdout,
+           comparison)  # fmt: skip
     total = scores.segments["all"].iloc[0]
     return RunResult(
         path=out_dir, n_customers=len(customers), seconds=progress.total, horizon=horizon,
-        time_unit=args.time_unit, method=args.method, prob=args.prob, purchase_model=chosen,
+        time_unit=grid.unit, method=args.method, prob=args.prob, purchase_model=chosen,
         total={str(k): v for k, v in total.items()}, comparison=comparison,
+        time_grid=grid.kind, spend_model=settings["spend_model"],
     )  # fmt: skip
 
 
-def _provenance(args, source, rfm, gg, n_rows, n_multi) -> dict[str, Any]:
+def _discrete_settings(args, grid: TimeGrid, horizon, per_opportunity, how) -> dict[str, Any]:
+    """The ``settings`` entries of a discrete-time run: the grid and what the rate is used for."""
+    if per_opportunity is None:
+        use = f"nothing (no DERT): {how}"
+    elif per_opportunity == 0:
+        use = "nothing (no DERT: it sums over every future opportunity and needs a rate > 0)"
+    else:
+        use = "DERT (the dert_* columns); no CLV without a spend model"
+    annual = None
+    if grid.per_year is not None and args.discount_rate_per_period is None:
+        annual = DEFAULT_ANNUAL_DISCOUNT_RATE if args.discount_rate is None else args.discount_rate
+    return {
+        "opportunity_grid": grid.name,
+        "opportunity_dates": list(grid.grid) if isinstance(grid.grid, tuple) else None,
+        "opportunity_dates_file": grid.source,
+        "opportunities_per_year": grid.per_year,
+        "horizon_note": f"the next {horizon:g} opportunities after the last calibration one",
+        "discount_rate_per_period": per_opportunity,
+        "annual_discount_rate": annual,
+        "discount_rate_conversion": how,
+        "discount_rate_used_for": use,
+        "p_alive_note": "P(active at the last calibration opportunity n = periods), before the "
+        "dropout chance of the next opportunity (FHS 2010 eq. 11 is P(alive at n + 1))",
+    }
+
+
+def _dert_table(rfm, model, rate: float, prob: float, n_draws: int | None) -> pd.DataFrame:
+    """BG/BB's DERT (FHS 2010 eq. 14) per customer: mean, sd and credible interval.
+
+    Over the same evenly thinned posterior draws as the predictions (``n_draws``), ``rate``
+    per opportunity.  DERT factors as ``P(active at n) x E[p | x, n] x R(n)`` where only the
+    discounted survival sum ``R(n) = sum_t (1 + d)^-t B(gamma, delta + n + t) / B(gamma,
+    delta + n)`` is costly (thousands of terms at a weekly grid's rate), and it depends on
+    the history only through ``n``: it is taken from :func:`clvbayes.math.bgbb.dert` once per
+    distinct ``n``, at the history ``x = t_x = n`` (active at ``n`` for sure, so DERT is
+    ``E[p | n, n] R(n)`` there), and combined with each history's P(alive) and ``E[p]``.
+    """
+    from clvbayes.data import compress
+    from clvbayes.predict import draw_stats, joint_draws
+
+    math = model._math
+    data = compress(rfm, columns=model.history_columns)
+    d = joint_draws(model, None, n_draws)[0]
+    alpha, beta, gamma, delta = (d[p] for p in ("alpha", "beta", "gamma", "delta"))
+    x, t_x, n = (np.asarray(data[c], dtype=float) for c in model.history_columns)
+    ns, which = np.unique(n, return_inverse=True)
+    at_n = math.dert(alpha, beta, gamma, delta, ns, ns, ns, rate)  # (S, distinct n)
+    survival_sum = at_n * (alpha + beta + ns) / (alpha + ns)  # R(n)
+    p_alive = math.p_alive_at(alpha, beta, gamma, delta, x, t_x, n, 0)
+    values = p_alive * (alpha + x) / (alpha + beta + n) * survival_sum[:, which.ravel()]
+    stats = draw_stats(np.atleast_2d(values), prob)
+    columns = {"mean": "dert_mean", "sd": "dert_sd", "lower": "dert_ci_lower",
+               "upper": "dert_ci_upper"}  # fmt: skip
+    return pd.DataFrame(
+        {name: data.expand(np.asarray(stats[k], dtype=float)) for k, name in columns.items()},
+        index=rfm.index,
+    )
+
+
+def _provenance(args, source, rfm, gg, n_rows, n_multi, grid: TimeGrid) -> dict[str, Any]:
     """The ``data`` entry of ``model_summary``: input, columns, periods, counts, exclusions."""
     a = rfm.attrs
-    return {
+    out = {
         "input": source,
         "columns": {
             "customer_id": args.customer_id_col,
             "date": args.date_col,
-            "amount": args.amount_col,
+            "amount": args.amount_col if gg is not None else None,
         },
         "date_format": args.date_format,
         "time_unit": a.get("time_unit"),
@@ -531,12 +692,23 @@ def _provenance(args, source, rfm, gg, n_rows, n_multi) -> dict[str, Any]:
             "outlying_date_rows": a.get("n_outlying_date_rows"),
             "outlying_date_rows_dropped": a.get("n_outlying_date_rows_dropped"),
             "customers_first_seen_in_holdout": a.get("n_customers_first_seen_in_holdout", 0),
-            "customers_not_in_spend_fit (frequency 0; still predicted)": gg.fit_info_.get(
-                "n_customers_excluded"
+            "customers_not_in_spend_fit (frequency 0; still predicted)": (
+                gg.fit_info_.get("n_customers_excluded") if gg is not None else None
             ),
         },
         "group_by": {c: {"customers_with_several_values": n} for c, n in n_multi.items()},
     }
+    if grid.discrete:
+        del out["n_transactions_after_same_day_merge"]
+        out.update(
+            opportunity_grid=grid.name,
+            opportunity_labels="calibration_end and observation_end name the last calibration "
+            "and the last observed opportunity",
+            n_customer_opportunities_with_a_transaction=a.get("n_occasions"),
+            n_transactions_merged_within_an_opportunity=a.get("n_transactions_merged"),
+            n_customers_periods0=a.get("n_customers_periods0"),
+        )
+    return out
 
 
 def _write(args, progress, out_dir, customers, segments, models, provenance, settings, holdout,

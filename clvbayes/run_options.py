@@ -10,17 +10,30 @@ parameter ``margin``), says what is wrong and how to fix it.
 Units: ``horizon`` and ``discount_rate_per_period`` are in the ``time_unit`` of the run
 (weeks or days); ``discount_rate`` is a fraction per year (365.25 days); ``margin`` a fraction
 of revenue; money is in the currency of the amount column.
+
+Discrete opportunities (``--opportunities``, :func:`run_grid`): the data are summarised on a
+grid of purchase opportunities (:func:`clvbayes.data.discrete.summarize_opportunities`) and
+fitted by a discrete-time purchase model (BG/BB).  Then ``horizon`` is a whole number of
+opportunities, ``discount_rate_per_period`` is per opportunity, and an annual
+``discount_rate`` is converted exactly for the calendar grids (:func:`discount_per_opportunity`;
+an explicit list of opportunity dates has no fixed length in years, so it needs a rate per
+opportunity).  Continuous-time models, ``--time-unit`` and the value options (no spend model:
+the summaries carry no transaction values yet) are refused there, as BG/BB is on continuous
+time.
 """
 
 from __future__ import annotations
 
 import codecs
 import json
+import math
 import os
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from clvbayes.units import DAYS_PER_YEAR, TIME_UNITS, annual_to_period_rate, period_to_annual_rate
@@ -42,10 +55,34 @@ MIN_HORIZON_DAYS = 1.0
 MAX_HORIZON_DAYS = 100 * DAYS_PER_YEAR
 METHODS = ("nuts", "laplace", "map")
 MAX_POSTERIOR_DRAWS = 1_000_000  # draws x chains
-#: ``--purchase-model`` choices: the key (also the report's model key and file name) and the
-#: name used in progress messages; see :func:`clvbayes.models.protocols.purchase_models`.
-PURCHASE_MODELS = {"bgnbd": "BG/NBD", "mbgnbd": "MBG/NBD", "pnbd": "Pareto/NBD"}
-DEFAULT_PURCHASE_MODEL = "bgnbd"
+#: Continuous-time ``--purchase-model`` choices: the key (also the report's model key and file
+#: name) and the name used in progress messages; see
+#: :func:`clvbayes.models.protocols.purchase_models`.
+CONTINUOUS_PURCHASE_MODELS = {"bgnbd": "BG/NBD", "mbgnbd": "MBG/NBD", "pnbd": "Pareto/NBD"}
+#: Discrete-time ``--purchase-model`` choices (``--opportunities`` runs).
+DISCRETE_PURCHASE_MODELS = {"bgbb": "BG/BB"}
+#: Every ``--purchase-model`` choice but ``compare``.
+PURCHASE_MODELS = {**CONTINUOUS_PURCHASE_MODELS, **DISCRETE_PURCHASE_MODELS}
+#: The purchase model of a run without ``--purchase-model``, by time grid.
+DEFAULT_PURCHASE_MODELS = {"continuous": "bgnbd", "discrete": "bgbb"}
+DEFAULT_PURCHASE_MODEL = DEFAULT_PURCHASE_MODELS["continuous"]
+DEFAULT_TIME_UNIT = "weeks"
+#: ``--opportunities`` calendar grids: the data layer's grid name
+#: (:data:`clvbayes.data.discrete.GRIDS`) and opportunities per year (weeks: of the
+#: 365.25-day year, as :mod:`clvbayes.units` converts rates for ``--time-unit weeks``).
+OPPORTUNITY_GRIDS: dict[str, tuple[str, float]] = {
+    "yearly": ("year", 1.0),
+    "quarterly": ("quarter", 4.0),
+    "monthly": ("month", 12.0),
+    "weekly": ("week", DAYS_PER_YEAR / 7.0),
+}
+#: The data layer's names are accepted too (``--opportunities year``).
+_GRID_ALIASES = {data: name for name, (data, _) in OPPORTUNITY_GRIDS.items()}
+#: Longest horizon on an explicit list of opportunity dates (they have no length in years).
+MAX_HORIZON_OPPORTUNITIES = 10_000
+#: ``--demo`` data sets: the bundled CDNOW sample (continuous time, with a holdout period)
+#: and the donations data of the BG/BB paper (yearly opportunities, no transaction values).
+DEMOS = ("cdnow", "donations")
 #: ``--purchase-model compare``: fit every registered purchase model, report them side by side
 #: and use the one :func:`clvbayes.report.comparison.choose_model` picks.
 COMPARE = "compare"
@@ -73,9 +110,10 @@ def check_run(args: Options) -> dict[str, dict[str, Any]]:
     (:func:`check_input`, which reads its header only).  Raises :class:`UserError`.
     """
     check_options(args)
+    grid = run_grid(args)
     priors = {}
     if getattr(args, "priors", None):
-        priors = load_priors(args.priors, purchase_model_key(args))
+        priors = load_priors(args.priors, purchase_model_key(args), grid=grid.kind)
     check_output(Path(args.output), args.path)
     check_input(args)
     return priors
@@ -83,15 +121,287 @@ def check_run(args: Options) -> dict[str, dict[str, Any]]:
 
 def check_options(args: Options) -> None:
     """Refuse option values that cannot be meant, before anything slow runs."""
-    _check_value_options(args)
+    grid = run_grid(args)
+    if grid.discrete:
+        _check_discrete_options(args, grid)
+    else:
+        _check_value_options(args)
     _check_time_options(args)
     _check_input_options(args)
     _check_fit_options(args)
 
 
+# ---------------------------------------------------------------------------------------
+# the time grid: continuous time or discrete opportunities
+
+
+@dataclass(frozen=True)
+class TimeGrid:
+    """The time grid of a run (:func:`run_grid`).
+
+    Attributes
+    ----------
+    kind : {"continuous", "discrete"}
+    name : str
+        Continuous: the time unit (``"weeks"``, ``"days"``).  Discrete: the
+        ``--opportunities`` grid (``"yearly"``, ``"quarterly"``, ``"monthly"``,
+        ``"weekly"``) or ``"explicit"`` for a list of opportunity dates.
+    grid : str or tuple of str, optional
+        Discrete: what :func:`clvbayes.data.discrete.summarize_opportunities` takes, the data
+        layer's grid name (``"year"``, ...) or the opportunity start dates (ISO text).
+    per_year : float, optional
+        Opportunities per year of a calendar grid (None for explicit dates).
+    flag : str
+        How the command line chose the grid, for messages (``--opportunities yearly``).
+    source : str, optional
+        The file the opportunity dates were read from.
+    """
+
+    kind: str
+    name: str
+    grid: str | tuple[str, ...] | None = None
+    per_year: float | None = None
+    flag: str = ""
+    source: str | None = None
+
+    @property
+    def discrete(self) -> bool:
+        return self.kind == "discrete"
+
+    @property
+    def unit(self) -> str:
+        """The time unit of the customer table: ``"opportunities"``, weeks or days."""
+        return "opportunities" if self.discrete else self.name
+
+    @property
+    def one(self) -> str:
+        """One time unit in words (``"week"``, ``"quarterly opportunity"``)."""
+        if not self.discrete:
+            return self.name[:-1]
+        return "opportunity" if self.per_year is None else f"{self.name} opportunity"
+
+
+def run_grid(args: Options) -> TimeGrid:
+    """The run's time grid: ``--opportunities`` (or ``--demo donations``: yearly) or continuous
+    time in ``--time-unit`` (default weeks).
+
+    ``--opportunities`` takes a calendar grid (``yearly``, ``quarterly``, ``monthly``,
+    ``weekly``; weeks run Monday to Sunday), a comma-separated list of opportunity start
+    dates (``2020-03-01,2021-03-01,...``) or a text file with one date per line (blank lines
+    and ``#`` comments skipped, a first line that is no date taken as a header).  Raises
+    :class:`UserError` for a grid it cannot use, ``--time-unit`` with it, or a bad
+    ``--demo`` combination.
+    """
+    text = getattr(args, "opportunities", None)
+    demo = getattr(args, "demo", None)
+    if demo is not None and args.path is not None:
+        raise UserError(
+            f"PATH {args.path} and --demo {demo} both name the data; pass your transactions "
+            "file or a bundled data set (--demo), not both."
+        )
+    if demo == "donations":
+        if text is not None and text.strip().lower() not in ("yearly", "year"):
+            raise UserError(
+                f"--demo donations has yearly opportunities (annual appeals 1996-2001), so "
+                f"--opportunities {text} cannot apply; drop it (or pass --opportunities yearly)."
+            )
+        text = "yearly"
+    if text is None:
+        unit = getattr(args, "time_unit", None) or DEFAULT_TIME_UNIT
+        return TimeGrid("continuous", unit, flag=f"--time-unit {unit}")
+    flag = "--demo donations" if demo == "donations" else f"--opportunities {text}"
+    if getattr(args, "time_unit", None) is not None:
+        raise UserError(
+            f"--time-unit {args.time_unit} and {flag} both set the time grid: --time-unit is for "
+            "continuous time (recency and T in days or weeks), --opportunities for discrete "
+            "purchase opportunities (recency and periods count opportunities). Drop one."
+        )
+    key = text.strip().lower()
+    key = _GRID_ALIASES.get(key, key)
+    if key in OPPORTUNITY_GRIDS:
+        data_grid, per_year = OPPORTUNITY_GRIDS[key]
+        return TimeGrid("discrete", key, data_grid, per_year, flag)
+    dates, source = _opportunity_dates(text)
+    return TimeGrid("discrete", "explicit", dates, None, flag, source)
+
+
+def _opportunity_dates(text: str) -> tuple[tuple[str, ...], str | None]:
+    """The dates of ``--opportunities`` as ISO text, from a file or a comma-separated list."""
+    from clvbayes.data.discrete import _explicit_grid
+    from clvbayes.errors import DataError
+
+    names = ", ".join(OPPORTUNITY_GRIDS)
+    path = Path(text)
+    source = None
+    if path.is_file():
+        source = str(path)
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"--opportunities {text}: cannot read the file ({err}).") from None
+        items = [ln.split(",")[0].strip() for ln in lines]
+        items = [v for v in items if v and not v.startswith("#")]
+        if items and _as_date(items[0]) is None:
+            items = items[1:]  # a header line
+        where = f"--opportunities {text} (a file of dates)"
+    else:
+        items = [v.strip() for v in text.split(",") if v.strip()]
+        where = f"--opportunities {text!r}"
+        if len(items) == 1 and _as_date(items[0]) is None:
+            looks_like_file = any(c in text for c in "/\\") or "." in text
+            if looks_like_file:
+                raise UserError(f"--opportunities {text}: file not found.")
+            raise UserError(
+                f"--opportunities {text!r} is neither a grid ({names}) nor a list of "
+                "opportunity dates (e.g. --opportunities 2020-03-01,2021-03-01,2022-03-01) nor "
+                "a file of dates (one per line)."
+            )
+    bad = [v for v in items if _as_date(v) is None]
+    if bad:
+        raise UserError(
+            f"{where}: {', '.join(map(repr, bad[:3]))} "
+            f"{'is not a date' if len(bad) == 1 else 'are not dates'}; write the opportunity "
+            "start dates like 2020-03-01."
+        )
+    if len(items) < 2:
+        raise UserError(
+            f"{where} gives {len(items)} opportunity date(s); a discrete-time model needs at "
+            "least two (the first transaction's opportunity and a later one)."
+        )
+    try:
+        dates = _explicit_grid(items)
+    except DataError as err:
+        raise UserError(f"{where}: {err}") from None
+    return tuple(str(d.date()) for d in dates), source
+
+
+def _as_date(text: str) -> pd.Timestamp | None:
+    try:
+        ts = pd.Timestamp(text)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return None if ts is pd.NaT else ts
+
+
+def default_horizon(grid: TimeGrid) -> float | None:
+    """One year: 52 weeks, 365 days, or the calendar grid's opportunities in a year (1, 4, 12,
+    52); None for explicit opportunity dates (``--horizon`` is required there)."""
+    if not grid.discrete:
+        return DEFAULT_HORIZON[grid.name]
+    return None if grid.per_year is None else float(math.floor(grid.per_year))
+
+
+def discount_per_opportunity(args: Options, grid: TimeGrid) -> tuple[float | None, str]:
+    """The discount rate per opportunity of a discrete-time run, and how it was obtained.
+
+    ``--discount-rate-per-period`` as given; else the annual ``--discount-rate`` (default
+    10 % a year) converted exactly on a calendar grid: ``(1 + r) ** (1 / k) - 1`` with
+    ``k`` = 1, 4, 12 or 365.25 / 7 opportunities a year.  On explicit opportunity dates
+    without ``--discount-rate-per-period``: ``None`` (no rate, so no DERT).
+    """
+    per = args.discount_rate_per_period
+    if per is not None:
+        return float(per), f"{per:g} per opportunity (--discount-rate-per-period)"
+    if grid.per_year is None:
+        return None, (
+            "none: the opportunities are explicit dates, which have no fixed length in years, "
+            "so pass a rate per opportunity with --discount-rate-per-period (needed for DERT)"
+        )
+    annual = DEFAULT_ANNUAL_DISCOUNT_RATE if args.discount_rate is None else args.discount_rate
+    rate = float(np.expm1(np.log1p(annual) / grid.per_year))
+    k = f"{grid.per_year:g}" if grid.per_year != DAYS_PER_YEAR / 7 else "(365.25 / 7)"
+    how = "" if grid.per_year == 1 else f" = (1 + {annual:g})^(1/{k}) - 1"
+    return rate, f"{100 * annual:g} % a year{how} = {rate:.6g} per {grid.one}"
+
+
+def _check_discrete_options(args: Options, grid: TimeGrid) -> None:
+    """--horizon, the discount rates and the value options of a discrete-time run."""
+    if args.horizon is not None:
+        h = args.horizon
+        top = MAX_HORIZON_OPPORTUNITIES if grid.per_year is None else round(100 * grid.per_year)
+        cap = "10,000 opportunities" if grid.per_year is None else f"100 years ({top:,})"
+        if h != math.floor(h) or h < 1:
+            raise UserError(
+                f"--horizon {h:g} is not a whole number of opportunities: with {grid.flag} the "
+                "horizon counts the next opportunities to predict (a whole number, at least 1), "
+                f"e.g. --horizon {max(1, round(h)) if h >= 1 else 5} for the next "
+                f"{max(1, round(h)) if h >= 1 else 5}."
+            )
+        if h > top:
+            raise UserError(
+                f"--horizon {h:g} opportunities is more than clvbayes predicts over on this grid "
+                f"({grid.flag}): at most {cap}. Pass a shorter horizon."
+            )
+    elif grid.per_year is None:
+        raise UserError(
+            f"{grid.flag} lists the opportunity dates, so there is no default horizon of one "
+            "year: pass --horizon, the number of future opportunities to predict (e.g. "
+            "--horizon 5)."
+        )
+    for flag, value, default in (("--margin", args.margin, 1.0), ("--cac", args.cac, None),
+                                 ("--negative-amounts", args.negative_amounts, "error")):  # fmt: skip
+        if value != default:
+            raise UserError(
+                f"{flag} {value:g} applies to transaction values and CLV, but a discrete-time run "
+                f"({grid.flag}) has no spend model: the opportunity summaries carry no values "
+                "yet, so the report gives P(alive), expected transactions and DERT only. Drop "
+                f"{flag}."
+                if not isinstance(value, str) else
+                f"{flag} {value} applies to transaction values, which a discrete-time run "
+                f"({grid.flag}) does not read (no spend model). Drop {flag}."
+            )  # fmt: skip
+    rate, per = args.discount_rate, args.discount_rate_per_period
+    if rate is not None and grid.per_year is None:
+        raise UserError(
+            f"--discount-rate {rate:g} is an annual rate, but {grid.flag} lists the opportunity "
+            "dates, which have no fixed length in years, so it cannot be converted to a rate "
+            "per opportunity. Pass the rate per opportunity with --discount-rate-per-period "
+            "(e.g. 0.1 when the opportunities are a year apart)."
+        )
+    if rate is not None:
+        _check_annual_rate(rate)
+    if per is not None:
+        if per < 0:
+            raise UserError(
+                f"--discount-rate-per-period {per:g} is negative, which would make future "
+                "transactions worth more than those today. Pass a rate per opportunity of 0 or "
+                "more."
+            )
+        annual = per if grid.per_year is None else float(
+            np.expm1(np.log1p(per) * grid.per_year) if per < 1e6 else np.inf
+        )  # fmt: skip
+        if annual > 1:
+            what = (f"compounds to {100 * annual:,.0f} % a year" if np.isfinite(annual)
+                    and annual < 1e6 else "compounds to more than 10^6 % a year")  # fmt: skip
+            if grid.per_year is None:
+                what = f"is {100 * per:,.0f} % per opportunity"
+            example = ("" if grid.per_year is None else
+                       f"; 10 % a year is --discount-rate-per-period "
+                       f"{float(np.expm1(np.log1p(0.1) / grid.per_year)):.3g} per {grid.one}")  # fmt: skip
+            raise UserError(
+                f"--discount-rate-per-period {per:g} {what}. The rate is per opportunity and a "
+                f"fraction{example}. Rates above 100 % a year (or per opportunity) are refused."
+            )
+
+
+def _check_annual_rate(rate: float) -> None:
+    if rate < 0:
+        raise UserError(
+            f"--discount-rate {rate:g} is negative, which would make money in the future "
+            "worth more than money today. Pass an annual rate from 0 to 1, e.g. "
+            "--discount-rate 0.10 for 10 % a year (0 for no discounting)."
+        )
+    if rate > 1:
+        raise UserError(
+            f"--discount-rate {rate:g} reads as {100 * rate:,.0f} % a year: the rate is a "
+            f"fraction, so pass --discount-rate {_fraction_text(rate)} for {rate:g} % a year. "
+            "Rates above 1 (100 % a year) are refused."
+        )
+
+
 def _check_value_options(args: Options) -> None:
     """--margin, --discount-rate, --discount-rate-per-period and --horizon."""
-    unit = args.time_unit
+    unit = getattr(args, "time_unit", None) or DEFAULT_TIME_UNIT
     per_day = TIME_UNITS[unit]
     one = unit[:-1]  # "week" / "day"
     if args.horizon is not None:
@@ -117,18 +427,7 @@ def _check_value_options(args: Options) -> None:
         )
     rate = args.discount_rate
     if rate is not None:
-        if rate < 0:
-            raise UserError(
-                f"--discount-rate {rate:g} is negative, which would make money in the future "
-                "worth more than money today. Pass an annual rate from 0 to 1, e.g. "
-                "--discount-rate 0.10 for 10 % a year (0 for no discounting)."
-            )
-        if rate > 1:
-            raise UserError(
-                f"--discount-rate {rate:g} reads as {100 * rate:,.0f} % a year: the rate is a "
-                f"fraction, so pass --discount-rate {_fraction_text(rate)} for {rate:g} % a year. "
-                "Rates above 1 (100 % a year) are refused."
-            )
+        _check_annual_rate(rate)
     per = args.discount_rate_per_period
     if per is not None:
         if per < 0:
@@ -151,6 +450,16 @@ def _check_value_options(args: Options) -> None:
 
 def _check_time_options(args: Options) -> None:
     """--calibration-end, --observation-end (dates, in order) and --date-format."""
+    if getattr(args, "demo", None) == "donations":
+        given = [f for f, v in (("--calibration-end", args.calibration_end),
+                                ("--observation-end", args.observation_end)) if v is not None]  # fmt: skip
+        if given:
+            raise UserError(
+                f"{' and '.join(given)}: --demo donations is the published calibration summary "
+                "(1995 cohort, appeals 1996-2001) written as a transaction log; which earlier "
+                "years a donor gave in is not in it, so a holdout split would test made-up "
+                "dates (and the paper's holdout years are not bundled). Drop the option."
+            )
     cal_text, obs_text = _ends(args)  # with the bundled sample's defaults
     ends = {}
     for flag, value in (("--calibration-end", cal_text), ("--observation-end", obs_text)):
@@ -188,11 +497,16 @@ def _check_input_options(args: Options) -> None:
     """Column names, --sep, --encoding, the data layer's choices and --group-by."""
     columns = {"--customer-id-col": args.customer_id_col, "--date-col": args.date_col,
                "--amount-col": args.amount_col}  # fmt: skip
+    discrete = run_grid(args).discrete
+    if discrete:  # no amounts are read
+        del columns["--amount-col"]
     if len(set(columns.values())) < len(columns):
         named = ", ".join(f"{flag} {col!r}" for flag, col in columns.items())
         raise UserError(
             f"{named}: the customer id, date and amount must be three different columns."
-        )
+            if not discrete else f"{named}: the customer id and date must be two different "
+            "columns."
+        )  # fmt: skip
     sep = getattr(args, "sep", None)
     if sep is not None:
         if sep in ("\\t", "tab", "TAB"):
@@ -211,9 +525,11 @@ def _check_input_options(args: Options) -> None:
     if args.path is None:
         given = [f for f, v in (("--sep", sep), ("--encoding", encoding)) if v is not None]
         if given:
+            bundled = ("the bundled donations data are used" if getattr(args, "demo", None)
+                       == "donations" else "the bundled CDNOW sample is used")  # fmt: skip
             raise UserError(
-                f"{' and '.join(given)} apply to your CSV file, but no PATH was given (the "
-                "bundled CDNOW sample is used); pass the file, or drop the option."
+                f"{' and '.join(given)} apply to your CSV file, but no PATH was given ({bundled}"
+                "); pass the file, or drop the option."
             )
     from clvbayes.report import RESERVED_NAMES
 
@@ -227,10 +543,26 @@ def _check_input_options(args: Options) -> None:
 
 
 def _check_fit_options(args: Options) -> None:
-    """--purchase-model can be used (with compare: by PSIS-LOO, which needs posterior draws);
-    draws x chains stay within what memory holds."""
+    """--purchase-model can be used on the run's time grid (with compare: by PSIS-LOO, which
+    needs posterior draws); draws x chains stay within what memory holds."""
     key = purchase_model_key(args)
-    usable = purchase_model_classes(key)
+    grid = run_grid(args)
+    if grid.discrete and key in CONTINUOUS_PURCHASE_MODELS:
+        raise UserError(
+            f"--purchase-model {key} ({PURCHASE_MODELS[key]}) is a continuous-time model, but "
+            f"{grid.flag} makes this a discrete-time run (recency and periods count "
+            "opportunities, not weeks or days). Use --purchase-model bgbb (BG/BB, the default "
+            f"with --opportunities), or drop {grid.flag.split()[0]} for continuous time."
+        )
+    if not grid.discrete and key in DISCRETE_PURCHASE_MODELS:
+        raise UserError(
+            f"--purchase-model {key} ({PURCHASE_MODELS[key]}) models customers who can act only "
+            "at discrete purchase opportunities, so it needs the opportunity grid: pass "
+            f"--opportunities {'|'.join(OPPORTUNITY_GRIDS)} or a list of opportunity dates "
+            "(e.g. --opportunities 2020-03-01,2021-03-01,2022-03-01), or run the bundled "
+            "example with --demo donations."
+        )
+    usable = purchase_model_classes(key, grid.kind)
     if key == COMPARE and args.method == "map":
         raise UserError(
             "--purchase-model compare ranks the purchase models by PSIS-LOO, which needs "
@@ -252,21 +584,39 @@ def _check_fit_options(args: Options) -> None:
 
 
 def purchase_model_key(args: Options) -> str:
-    """The ``--purchase-model`` value (a model key, or ``compare``)."""
-    return getattr(args, "purchase_model", None) or DEFAULT_PURCHASE_MODEL
+    """The ``--purchase-model`` value (a model key, or ``compare``); without one, the default of
+    the run's time grid (:data:`DEFAULT_PURCHASE_MODELS`: BG/NBD, or BG/BB on opportunities)."""
+    key = getattr(args, "purchase_model", None)
+    return key or DEFAULT_PURCHASE_MODELS[run_grid(args).kind]
 
 
-def purchase_model_classes(key: str) -> dict[str, type]:
-    """The purchase model(s) a run fits: ``{key: class}``, every usable one for ``compare``.
+def purchase_model_classes(key: str, grid: str = "continuous") -> dict[str, type]:
+    """The purchase model(s) a run on ``grid`` fits: ``{key: class}``, every usable one for
+    ``compare``.
 
     Raises :class:`UserError` when the model cannot drive the predictions (it lacks the
     :class:`~clvbayes.models.protocols.PurchaseModel` methods), or when fewer than two can
-    be compared.
+    be compared.  On discrete opportunities clvbayes has one purchase model (BG/BB), so
+    ``compare`` is refused there: nothing to compare.
     """
     from clvbayes.models.protocols import purchase_model_candidates
 
-    candidates = purchase_model_candidates()
-    usable = {k: cls for k, (cls, why) in candidates.items() if why is None}
+    if grid == "discrete":
+        candidates = purchase_model_candidates("discrete")
+        usable = {k: cls for k, (cls, why) in candidates.items() if why is None}
+        if key == COMPARE:
+            # compare_purchase_models ranks continuous-time models; with one discrete-time
+            # model there is nothing to rank, so the choice is the user's, said plainly
+            names = ", ".join(f"{DISCRETE_PURCHASE_MODELS.get(k, k)} ({k})" for k in candidates)
+            raise UserError(
+                "--purchase-model compare fits every purchase model of the run's time grid and "
+                "compares them, but on discrete opportunities clvbayes has only one, "
+                f"{names}: there is nothing to compare. Use --purchase-model bgbb (the default "
+                "with --opportunities)."
+            )
+    else:
+        candidates = purchase_model_candidates()
+        usable = {k: cls for k, (cls, why) in candidates.items() if why is None}
     if key == COMPARE:
         if len(usable) < 2:
             why = "; ".join(f"{k}: {r}" for k, (_, r) in candidates.items() if r is not None)
@@ -287,18 +637,21 @@ def purchase_model_classes(key: str) -> dict[str, type]:
 
 
 def load_priors(
-    path_text: str, purchase_model: str = DEFAULT_PURCHASE_MODEL
+    path_text: str, purchase_model: str = DEFAULT_PURCHASE_MODEL, *, grid: str = "continuous"
 ) -> dict[str, dict[str, Any]]:
     """Parse ``--priors FILE.json`` into ``{model: {parameter: Prior}}``, checking every name.
 
     The models are the purchase model(s) of the run (``purchase_model``: a model key, or
-    ``compare`` for every usable one) and ``gamma_gamma``; the key of a purchase model the run
-    does not fit is refused (its priors would be silently unused).
+    ``compare`` for every usable one) and, in continuous time (``grid``), ``gamma_gamma``;
+    the key of a model the run does not fit is refused (its priors would be silently
+    unused).
     """
     from clvbayes.models import GammaGammaModel
     from clvbayes.models.priors import AVAILABLE_DISTRIBUTIONS, Prior
 
-    classes = {**purchase_model_classes(purchase_model), "gamma_gamma": GammaGammaModel}
+    classes = dict(purchase_model_classes(purchase_model, grid))
+    if grid != "discrete":
+        classes["gamma_gamma"] = GammaGammaModel
     valid = "; ".join(f"{m!r} (parameters {', '.join(c.param_names)})" for m, c in classes.items())
     example = '{"gamma_gamma": {"q": {"dist": "Gamma", "alpha": 20, "beta": 5}}}'
     dists = ", ".join(AVAILABLE_DISTRIBUTIONS)
@@ -330,6 +683,17 @@ def load_priors(
         )
     out: dict[str, dict[str, Any]] = {}
     for model, params in spec.items():
+        if grid == "discrete" and model == "gamma_gamma":
+            raise UserError(
+                f"{where}: model 'gamma_gamma' is not fitted in this run: a discrete-time run "
+                "has no spend model (the opportunity summaries carry no transaction values); "
+                f"valid models: {valid}."
+            )
+        if grid == "discrete" and model in CONTINUOUS_PURCHASE_MODELS:
+            raise UserError(
+                f"{where}: model {model!r} is a continuous-time model, not fitted in a "
+                f"discrete-time run (--purchase-model {purchase_model}); valid models: {valid}."
+            )
         if model in PURCHASE_MODELS and model not in classes and purchase_model == COMPARE:
             raise UserError(
                 f"{where}: model {model!r} is not fitted in this run: --purchase-model compare "
@@ -400,6 +764,7 @@ def check_input(args: Options) -> None:
     path = Path(args.path)
     if not path.exists():
         raise UserError(f"input file not found: {path}")
+    discrete = run_grid(args).discrete
     if not path.is_file() and not path.is_dir():
         raise UserError(f"input path is not a file: {path}")
     if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
@@ -442,8 +807,9 @@ def check_input(args: Options) -> None:
     needed = {
         args.customer_id_col: "--customer-id-col COL",
         args.date_col: "--date-col COL",
-        args.amount_col: "--amount-col COL",
     }
+    if not discrete:  # a discrete-time run reads no amounts
+        needed[args.amount_col] = "--amount-col COL"
     missing = {c: flag for c, flag in needed.items() if c not in columns}
     if missing:
         hint = ""
@@ -490,12 +856,18 @@ def check_output(out_dir: Path, input_path: str | None = None) -> None:
         raise UserError(f"cannot write the report to {out_dir}: permission denied on {parent}.")
 
 
-def _bundled_file() -> Any:
-    return files("clvbayes.datasets").joinpath("files", "CDNOW_sample.txt")
+def _bundled_file(demo: str | None = None) -> Any:
+    name = "donations_calibration.csv" if demo == "donations" else "CDNOW_sample.txt"
+    return files("clvbayes.datasets").joinpath("files", name)
+
+
+def _is_cdnow(args: Options) -> bool:
+    """The run is on the bundled CDNOW sample (no PATH, no other --demo)."""
+    return args.path is None and getattr(args, "demo", None) in (None, "cdnow")
 
 
 def _ends(args: Options) -> tuple[str | None, str | None]:
-    if args.path is None:
+    if _is_cdnow(args):
         return (args.calibration_end or CDNOW_CALIBRATION_END,
                 args.observation_end or CDNOW_OBSERVATION_END)  # fmt: skip
     return args.calibration_end, args.observation_end
