@@ -85,7 +85,6 @@ TRUE_PARAMS = {
     "r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426,
     "p": 6.25, "q": 3.74, "gamma": 15.44,
 }  # fmt: skip
-SHORT_NAMES = {"BetaGeoModel": "BG/NBD", "GammaGammaModel": "GG"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -319,35 +318,29 @@ def predict_bayesian(
         },
     )
     if elpd:
-        for prefix, model in (("bgnbd", purchase_model), ("gg", spend_model)):
+        for prefix, model in (("purchase", purchase_model), ("gg", spend_model)):
             loo = model.loo()
             pred.elpd[f"{prefix}_elpd_loo"] = loo.elpd
             pred.elpd[f"{prefix}_elpd_loo_se"] = loo.se
             pred.elpd[f"{prefix}_p_loo"] = loo.p_eff
             pred.elpd[f"{prefix}_max_pareto_k"] = loo.max_pareto_k
             pred.elpd[f"{prefix}_elpd_waic"] = model.waic().elpd
-    for prefix, model in (("bgnbd", purchase_model), ("gg", spend_model)):
+    for prefix, model in (("purchase", purchase_model), ("gg", spend_model)):
         info = getattr(model, "fit_info_", {})
         for key in ("max_r_hat", "divergences", "min_ess_bulk"):
             if key in info:
                 pred.diagnostics[f"{prefix}_{key}"] = info[key]
         pred.params.update(_param_intervals(model))
-    from clvbayes.models.bgnbd import BetaGeoFamily
-
-    # the tracking plot evaluates BG/NBD-family formulas; other families have no curve yet
-    if isinstance(purchase_model, BetaGeoFamily):
-        pred.tracking = tracking_data(
-            purchase_model, ds.transactions, ds.rfm, prob=PROB, n_sims=st.tracking_sims,
-            seed=st.seed,
-        )  # fmt: skip
+    pred.tracking = tracking_data(
+        purchase_model, ds.transactions, ds.rfm, prob=PROB, n_sims=st.tracking_sims,
+        seed=st.seed,
+    )  # fmt: skip
     return pred
 
 
 def _bayesian_spec(purchase_cls, spend_cls, method: str) -> ModelSpec:
-    name = (
-        f"{SHORT_NAMES.get(purchase_cls.__name__, purchase_cls.__name__)}"
-        f" + {SHORT_NAMES.get(spend_cls.__name__, spend_cls.__name__)} {method.upper()}"
-    )
+    spend_name = "GG" if spend_cls.display_name == "Gamma-Gamma" else spend_cls.display_name
+    name = f"{purchase_cls.display_name or purchase_cls.__name__} + {spend_name} {method.upper()}"
 
     def run(ds: Dataset, st: Settings) -> Prediction:
         kwargs: dict[str, Any] = {}
@@ -664,8 +657,8 @@ POINT_COLUMNS = [
 INTERVAL_COLUMNS = [
     "model", "purchases PI90 coverage", "purchases PI90 width", "spend PI90 coverage",
     "spend PI90 width", "total purchases PI90", "total purchases in PI90", "total spend PI90",
-    "total spend in PI90", "bgnbd_elpd_loo", "bgnbd_elpd_loo_se", "bgnbd_elpd_waic",
-    "gg_elpd_loo", "gg_elpd_loo_se", "bgnbd_max_r_hat", "fit seconds",
+    "total spend in PI90", "purchase_elpd_loo", "purchase_elpd_loo_se", "purchase_elpd_waic",
+    "gg_elpd_loo", "gg_elpd_loo_se", "purchase_max_r_hat", "fit seconds",
 ]  # fmt: skip
 
 

@@ -66,7 +66,7 @@ def test_compare_models_smoke_writes_one_row_per_registered_model(tmp_path):
     for r in bayes:
         assert 0 < float(r["purchases PI90 coverage"]) <= 1
     nuts = next(r for r in rows if r["model"].endswith("NUTS"))
-    assert float(nuts["bgnbd_elpd_loo"]) < 0  # a log density of count data
+    assert float(nuts["purchase_elpd_loo"]) < 0  # a log density of count data
     text = Path(f"{stem}.md").read_text()
     assert "| model |" in text and "load average" in text
 
