@@ -85,6 +85,27 @@ def test_predictions_at_the_fit(laplace, donations):
     assert float(sims.mean()) * 11_104 == pytest.approx(12_884.16, rel=0.02)
 
 
+def test_score_customers_reproduces_the_reference_total(donations):
+    """The generic predictions (clvbayes.predict) at the MLE: sum of E[X*(5)] = 12,884.16, and
+    P(alive at n + 1) = 0.1081, 0.5897, 0.9304 for (x, t_x) = (0, 0), (2, 4), (6, 6)."""
+    from clvbayes.predict import score_customers
+
+    mle = BetaGeoBetaBinomModel().fit(donations, method="mle")
+    res = score_customers(donations, mle, horizon=5, seed=1, n_outcome_samples=200)
+    c = res.customers
+    assert float(c["purchases_mean"].sum()) == pytest.approx(12_884.16, rel=1e-3)
+    assert res.settings["time_unit"] == "opportunities"
+    # p_alive in the table is P(active at n); the published P(alive at n + 1) multiplies it by
+    # the survival of one more opportunity, E[1 - theta | alive at n] = (delta + n)/(gamma + delta + n)
+    p = _point(mle)
+    surv = (p["delta"] + 6) / (p["gamma"] + p["delta"] + 6)
+    for (x, t_x), ref in zip([(0, 0), (2, 4), (6, 6)], [0.1081, 0.5897, 0.9304], strict=True):
+        row = donations[(donations["frequency"] == x) & (donations["recency"] == t_x)].index[0]
+        assert float(c.loc[row, "p_alive_mean"]) * surv == pytest.approx(ref, abs=2e-4)
+    assert (c["purchases_pi_upper"] >= c["purchases_pi_lower"]).all()
+    assert c["purchases_ci_lower"].isna().all()  # an MLE is a point: no credible interval
+
+
 def test_intervals_widen_with_posterior_sd(donations):
     """Credible intervals are not collapsed: fewer customers, wider posterior, wider intervals."""
     small = donations.iloc[::10]
