@@ -402,7 +402,8 @@ def _result_line(result: RunResult) -> str:
     what = "Total CLV" if q == "clv" else "Expected transactions"
     over = f"over {result.horizon:g} {result.time_unit}"
     if result.time_unit == "opportunities":
-        over = f"in the next {result.horizon:g} opportunities"
+        over = ("in the next opportunity" if result.horizon == 1
+                else f"in the next {result.horizon:g} opportunities")  # fmt: skip
     line = (
         f"clvbayes: report written to {result.path} ({result.n_customers:,} customers, "
         f"{result.seconds:.1f} s). {what} {over}: "
