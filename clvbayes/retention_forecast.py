@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -88,9 +88,9 @@ def forecast_totals(
     sizes = {name: len(labels) for name, (_, labels) in groupings.items()}
     exp = {name: {"active": np.zeros((K, n_s, g)), "revenue": np.zeros((K, n_s, g))}
            for name, g in sizes.items()}  # fmt: skip
-    sim = {name: {q_: np.zeros((K, n_sim, g)) for q_ in ("active", "revenue")}
-           | {q_: np.zeros((n_sim, g)) for q_ in ("renewals_total", "revenue_total", "value_total")}
-           for name, g in sizes.items()}  # fmt: skip
+    hist = {name: {"count": np.zeros((n_sim, g, K + 1)), "pay": np.zeros((n_sim, g, K + 1))}
+            for name, g in sizes.items()}  # fmt: skip
+    sim: dict[str, dict[str, np.ndarray]] = {name: {} for name in sizes}
     offset = 0
     for model, tenure, pay in parts:
         tenure = np.asarray(tenure, dtype=float)
@@ -111,25 +111,36 @@ def forecast_totals(
                 np.add.at(money, (inverse, c), pay)
                 exp[name]["revenue"] += surv @ money
         step = max(1, int(max_chunk_elements) // n_sim)
+        rows = np.arange(n_sim)[:, None]
         for c0 in range(0, n, step):
             t = tenure[c0 : c0 + step]
             left = m.sample_churn_period(rng, *sim_args, t) - t  # due dates survived + 1
-            renew = np.clip(left - 1.0, 0.0, K)
-            disc = (1.0 - q**renew) / (1.0 - q) if q < 1.0 else renew
-            alive = [(left > k).astype(float) for k in range(1, K + 1)]
+            # renewals among the next K due dates; still active after k more <=> renew >= k
+            renew = np.clip(left - 1.0, 0.0, K).astype(np.int64)
             for name, (codes, labels) in groupings.items():
-                onehot = np.zeros((t.size, len(labels)))
-                onehot[np.arange(t.size), codes[offset + c0 : offset + c0 + t.size]] = 1.0
-                sim[name]["renewals_total"] += renew @ onehot
+                g = len(labels)
+                cell = (rows * g + codes[offset + c0 : offset + c0 + t.size]) * (K + 1) + renew
+                size = n_sim * g * (K + 1)
+                hist[name]["count"] += np.bincount(cell.ravel(), minlength=size).reshape(
+                    n_sim, g, K + 1
+                )
                 if with_pay:
-                    paid = onehot * pay[c0 : c0 + t.size, None]
-                    sim[name]["revenue_total"] += renew @ paid
-                    sim[name]["value_total"] += disc @ paid
-                for j in range(K):
-                    sim[name]["active"][j] += alive[j] @ onehot
-                    if with_pay:
-                        sim[name]["revenue"][j] += alive[j] @ paid
+                    w = np.broadcast_to(pay[c0 : c0 + t.size], cell.shape).ravel()
+                    hist[name]["pay"] += np.bincount(cell.ravel(), weights=w, minlength=size
+                                                     ).reshape(n_sim, g, K + 1)  # fmt: skip
         offset += n
+    r = np.arange(K + 1, dtype=float)
+    disc_r = (1.0 - q**r) / (1.0 - q) if q < 1.0 else r
+    for name in groupings:
+        h = hist[name]
+        at_least = h["count"][..., ::-1].cumsum(axis=-1)[..., ::-1]  # renew >= k
+        sim[name]["active"] = np.moveaxis(at_least[..., 1:], -1, 0)
+        sim[name]["renewals_total"] = h["count"] @ r
+        if with_pay:
+            paid = h["pay"][..., ::-1].cumsum(axis=-1)[..., ::-1]
+            sim[name]["revenue"] = np.moveaxis(paid[..., 1:], -1, 0)
+            sim[name]["revenue_total"] = h["pay"] @ r
+            sim[name]["value_total"] = h["pay"] @ disc_r
     weights = q ** np.arange(K)
     cohort_rows, total_rows = [], []
     quantities = ("active", "revenue") if with_pay else ("active",)
@@ -165,17 +176,19 @@ def forecast_totals(
     return cohorts.reset_index(drop=True), totals
 
 
-_GROUPINGS = ("all", "fit_group", "cohort", "plan")
+_GROUPINGS = ("all", "fit_group", "plan", "cohort")
 
 
 def _grouping_order(name: str) -> int:
     return _GROUPINGS.index(name) if name in _GROUPINGS else len(_GROUPINGS)
 
 
-def segment_codes(table: pd.DataFrame, fit_by: str) -> dict[str, tuple[np.ndarray, list[str]]]:
+def segment_codes(table: pd.DataFrame) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """The report's groupings of ``table``'s rows: ``all``, ``cohort`` and ``plan`` (where
+    present; a fit group is a plan or a cohort, so it is one of them)."""
     out = {"all": (np.zeros(len(table), dtype=np.int64), ["all"])}
-    for col in ("fit_group", "cohort", "plan"):
-        if col not in table or (col == "fit_group" and fit_by == "none") or col == fit_by:
+    for col in ("cohort", "plan"):
+        if col not in table:
             continue
         labels = sorted(pd.unique(table[col]).tolist(), key=str)
         codes = pd.Categorical(table[col], categories=labels).codes.astype(np.int64)
@@ -233,11 +246,15 @@ def _truncate(raw: pd.DataFrame, opts: SimpleNamespace, start: pd.Timestamp) -> 
 
 @dataclass
 class Holdout:
+    """The holdout check: its table (None without one), settings, notes, the refitted models
+    by fit group, the error figures by (fit group, model) and the refits' parameters."""
+
     table: pd.DataFrame | None
     settings: dict[str, Any]
     notes: list[str]
     models: dict[str, dict[str, Any]]
     metrics: dict[tuple[str, str], dict[str, Any]]
+    fits: list[dict[str, Any]] = field(default_factory=list)
 
 
 def holdout_check(raw: pd.DataFrame, subs: pd.DataFrame, opts: SimpleNamespace, groups: list[str],
@@ -328,8 +345,9 @@ def holdout_check(raw: pd.DataFrame, subs: pd.DataFrame, opts: SimpleNamespace, 
         table["actual_active"] <= table["active_pi_upper"]
     )
     order = {g: i for i, g in enumerate(["all", *labels])}
+    rank = {"fit_group": order, "model": {"sbg": 0, "bdw": 1}}
     table = table.sort_values(["fit_group", "model", "k"], kind="stable",
-                              key=lambda s: s.map(order) if s.name == "fit_group" else s)  # fmt: skip
+                              key=lambda s: s.map(rank[s.name]) if s.name in rank else s)  # fmt: skip
     for (g, key), part in table.groupby(["fit_group", "model"], sort=False):
         done = part[part["complete"]]
         err = done["active_mean"] - done["actual_active"]
@@ -348,4 +366,16 @@ def holdout_check(raw: pd.DataFrame, subs: pd.DataFrame, opts: SimpleNamespace, 
             "of the data (the 'unknown' column)."
         )
     settings["refit_method"] = opts.method
-    return Holdout(table.reset_index(drop=True), settings, notes, fitted, metrics)
+    from clvbayes.report.retention_comparison import MODEL_NAMES, _loglik_at_mean
+
+    fits = []
+    for g, pair in fitted.items():
+        for key, model in pair.items():
+            d = model.draws()
+            fits.append({
+                "fit_group": str(g), "model": MODEL_NAMES[key],
+                "n_subscribers": int(model.fit_info_.get("n_customers", 0)),
+                "loglik": _loglik_at_mean(model),
+                **{f"{p}_mean": float(np.mean(d[p])) for p in model.param_names},
+            })  # fmt: skip
+    return Holdout(table.reset_index(drop=True), settings, notes, fitted, metrics, fits)

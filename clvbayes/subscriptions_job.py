@@ -355,11 +355,14 @@ def _censor_pending_renewals(spells: pd.DataFrame, raw: pd.DataFrame, opts: Simp
     all such renewals are treated alike, as unresolved).  The number of spells set back is
     ``attrs["pending_renewals_not_counted"]``.
     """
-    from clvbayes.data.subscriptions import _due_dates, _parse_optional_dates, parse_period
+    import datetime as dt
+
+    from clvbayes.data.subscriptions import _parse_optional_dates, parse_period
+    from clvbayes.datasets.subscriptions import _add_months
 
     n_per, unit = parse_period(opts.period)
-    grace = np.timedelta64(int(opts.grace_days), "D")
-    cut = np.datetime64(pd.Timestamp(as_of).normalize().to_datetime64(), "ns") - grace
+    grace = dt.timedelta(days=int(opts.grace_days))
+    cut = pd.Timestamp(as_of).normalize().date() - grace
     active = spells[(spells["churned"] == 0) & (spells["periods"] >= 1)]
     out = spells.copy()
     out.attrs = dict(spells.attrs)
@@ -368,20 +371,25 @@ def _censor_pending_renewals(spells: pd.DataFrame, raw: pd.DataFrame, opts: Simp
         return out
     ids = raw[opts.customer_id_col].astype(str)
     days = _parse_optional_dates(raw[opts.date_col], opts.date_col, ids, opts.date_format)
-    log = pd.DataFrame({"id": ids.to_numpy(), "day": days.dt.normalize().to_numpy()})
+    log = pd.DataFrame({"id": ids.to_numpy(), "day": days.dt.normalize().dt.date.to_numpy()})
     log = log[log["id"].isin(set(active["customer_id"].astype(str)))].drop_duplicates()
-    by_id = {k: np.sort(g["day"].to_numpy(dtype="datetime64[ns]")) for k, g in log.groupby("id")}
-    one, nn, units = np.ones(1, np.int64), np.array([n_per], np.int64), np.array([unit], object)
+    by_id = {k: sorted(g["day"]) for k, g in log.groupby("id")}
+    months = n_per * (12 if unit == "year" else 1) if unit in ("month", "year") else 0
+    step = dt.timedelta(days=n_per * (7 if unit == "week" else 1))
 
-    def next_due(d):
-        return _due_dates(np.array([d], dtype="datetime64[ns]"), one, nn, units)[0]
+    def next_due(day: dt.date) -> dt.date:  # the rule of subscriptions_from_charges
+        return _add_months(day, months) if months else day + step
 
     back = []
-    for sid, row in active.iterrows():
-        start = np.datetime64(pd.Timestamp(row["start"]).normalize().to_datetime64(), "ns")
-        charged = by_id.get(str(row["customer_id"]), np.array([], dtype="datetime64[ns]"))
+    for sid, customer, start, periods in zip(
+        active.index, active["customer_id"].astype(str), active["start"], active["periods"],
+        strict=True,
+    ):  # fmt: skip
+        start = pd.Timestamp(start).date()
         last, due_dates = start, []
-        for day in charged[charged > start]:
+        for day in by_id.get(customer, []):
+            if day <= start:
+                continue
             due = next_due(last)
             if day < due - grace:
                 continue  # an extra charge inside the period
@@ -389,7 +397,7 @@ def _censor_pending_renewals(spells: pd.DataFrame, raw: pd.DataFrame, opts: Simp
                 break
             due_dates.append(due)
             last = day
-        if len(due_dates) == int(row["periods"]) and due_dates[-1] >= cut:
+        if len(due_dates) == int(periods) and due_dates[-1] >= cut:
             back.append(sid)
     out.loc[back, "periods"] = out.loc[back, "periods"] - 1
     out.attrs["pending_renewals_not_counted"] = len(back)
@@ -491,7 +499,7 @@ def _job(opts: SimpleNamespace, progress: Progress, out_dir: Path) -> Subscripti
             parts.append((model, active["periods"].to_numpy(float), pay))
         scored = pd.concat(frames)
         cohorts, totals = forecast_totals(
-            parts, segment_codes(scored, opts.fit_by), horizon=opts.horizon, prob=opts.prob,
+            parts, segment_codes(scored), horizon=opts.horizon, prob=opts.prob,
             discount_rate=opts.rate_per_period, seed=opts.seed + 2,
         )  # fmt: skip
     tables = _tables(scored, cohorts, totals, comparison, holdout, opts)
@@ -618,7 +626,7 @@ def _summary(
         "data": data,
         "settings": settings,
         "model_comparison": comparison.to_summary(),
-        "holdout": {"settings": holdout.settings, "notes": holdout.notes},
+        "holdout": {"settings": holdout.settings, "notes": holdout.notes, "fits": holdout.fits},
         "warnings": progress.warnings,
         "timings_s": progress.timings,
     }

@@ -119,7 +119,7 @@ def check_subscriptions(opts: SimpleNamespace, defaults: dict[str, Any]) -> None
         if clash:
             flags = ", ".join("--" + k.replace("_", "-") for k in clash)
             raise UserError(
-                f"{flags} describe your own input file, but --demo {opts.demo} reads a bundled "
+                f"{flags}: options for your own input file, but --demo {opts.demo} reads a bundled "
                 "example with its own settings; drop them, or pass your file as PATH."
             )
         for k, v in DEMOS[opts.demo]["options"].items():

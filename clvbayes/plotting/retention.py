@@ -348,7 +348,6 @@ def plot_renewal_forecast(
     unit = f" ({currency})" if currency and quantity == "revenue" else ""
     ax.set_xlabel("future period k (the k-th next due date of each subscriber)")
     ax.set_ylabel(f"{what}{unit}")
-    ax.set_ylim(bottom=0)
     where = "" if segment == "all" else f": {grouping} {segment}"
     ax.set_title(title or f"Forecast {what} per period{where}")
     ax.legend(frameon=False, fontsize="small")

@@ -198,10 +198,13 @@ _HISTORY = (
     ),
 )
 _SEGMENT = (
-    Column("grouping", "string", "", "what the rows group by: all, fit_group, cohort or plan"),
+    Column("grouping", "string", "", "what the rows group by: all, plan or cohort"),
     Column("group", "string", "", "the group's value (as text)"),
 )
-_K = "the k-th next due date of each subscriber (about k {period} after the observation date)"
+_K = (
+    "the k-th next due date of each subscriber (about k periods of {period} after the "
+    "observation date)"
+)
 _COHORT_QUANTITIES = {
     "active": (
         "subscribers",
@@ -590,6 +593,10 @@ def summary_markdown(summary: Mapping[str, Any], tables: Mapping[str, pd.DataFra
     holdout = summary.get("holdout")
     if holdout:
         lines += ["## Holdout check", "", *_md_items(holdout.get("settings") or {}), ""]
+        if holdout.get("fits"):
+            lines += ["The refits on the data up to the holdout start (posterior means; "
+                      "log-likelihood at them):", ""]  # fmt: skip
+            lines += [_md_table(pd.DataFrame(holdout["fits"]).astype(object), "{:,.4f}"), ""]
         h = tables.get("holdout")
         if h is not None and len(h):
             show = ["fit_group", "model", "k", "at_risk", "actual_active", "unknown",
