@@ -30,6 +30,11 @@ CLV (:mod:`clvbayes.plotting.clv`)
     :func:`plot_clv_distribution`, :func:`plot_segment_totals`, :func:`plot_interval_kinds`.
 Parameters and sampler (:mod:`clvbayes.plotting.diagnostics`)
     :func:`plot_posteriors`, :func:`plot_trace`.
+Retention, sBG and BdW (:mod:`clvbayes.plotting.retention`)
+    :func:`plot_survival_curves` and :func:`plot_retention_rates` (the models' curves with
+    credible bands against the observed ones, :func:`empirical_survival`),
+    :func:`plot_renewal_forecast` (renewal revenue or survivors per future period, both
+    intervals), :func:`plot_holdout_survivors` (projected vs actual in a holdout).
 
 Simulation-based bands take a ``seed``: the same seed gives the same picture.
 """
@@ -49,8 +54,16 @@ from clvbayes.plotting.customers import (
 )
 from clvbayes.plotting.diagnostics import plot_posteriors, plot_trace
 from clvbayes.plotting.discrete import history_grid, plot_history_grid
+from clvbayes.plotting.retention import (
+    empirical_survival,
+    plot_holdout_survivors,
+    plot_renewal_forecast,
+    plot_retention_rates,
+    plot_survival_curves,
+)
 
 __all__ = [
+    "empirical_survival",
     "history_grid",
     "plot_calibration_holdout",
     "plot_clv_distribution",
@@ -58,11 +71,15 @@ __all__ = [
     "plot_expected_purchases_matrix",
     "plot_frequency_ppc",
     "plot_history_grid",
+    "plot_holdout_survivors",
     "plot_interval_kinds",
     "plot_p_alive_matrix",
     "plot_pit",
     "plot_posteriors",
+    "plot_renewal_forecast",
+    "plot_retention_rates",
     "plot_segment_totals",
+    "plot_survival_curves",
     "plot_trace",
     "plot_tracking",
     "tracking_data",
