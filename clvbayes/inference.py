@@ -93,14 +93,13 @@ def log_density(model, data, *, use_priors: bool = True, jacobian: bool = False)
     names = tuple(model.param_names)
     weights = model._likelihood_weights(data)
     exact = model._loglik_sum_function(data)
-    priors = [model.priors[k] for k in names]
 
     def loglik(p: np.ndarray) -> float:
         params = dict(zip(names, p, strict=True))
         return float(np.sum(weights * model._loglik(params, data)))
 
     def log_prior(theta: np.ndarray) -> float:
-        return float(sum(float(pr.logpdf(np.exp(t))) for pr, t in zip(priors, theta, strict=True)))
+        return model._log_prior(dict(zip(names, np.exp(theta), strict=True)))
 
     def f(theta: np.ndarray) -> tuple[float, np.ndarray]:
         theta = np.asarray(theta, dtype=float)

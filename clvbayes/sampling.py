@@ -89,7 +89,8 @@ def pymc_model(model: Any, data: CompressedRFM, fast: bool = False):
     loglik_sum = model._loglik_sum_function(data) if fast else None
     with pm.Model() as pm_model:
         if loglik_sum is not None:
-            params = [model.priors[k].to_pymc(k) for k in model.param_names]
+            rvs = model._pymc_params()
+            params = [rvs[k] for k in model.param_names]
             total, _ = _loglik_op(loglik_sum, len(params))(*params)
             pm.Potential("loglik", total)
         else:
@@ -105,7 +106,7 @@ def _symbolic_loglik(model: Any, data: CompressedRFM) -> None:
 
     shared = {c: pm.Data(c, np.asarray(data[c], dtype=float)) for c in data.columns}
     counts = pm.Data("counts", model._likelihood_weights(data).astype(float))
-    params = {k: model.priors[k].to_pymc(k) for k in model.param_names}
+    params = model._pymc_params()
     view = _SharedView(shared, data)
     terms = getattr(model, "_symbolic_terms", None)
     if terms is not None:

@@ -19,6 +19,7 @@ from clvbayes.models.pnbd import ParetoNBDModel
 from clvbayes.models.priors import AVAILABLE_DISTRIBUTIONS, Prior
 from clvbayes.models.protocols import PurchaseModel, SpendModel, purchase_models
 from clvbayes.models.sbg import ShiftedBetaGeometricModel
+from clvbayes.models.sbg_pooled import PooledShiftedBetaGeometricModel
 
 __all__ = [
     "AVAILABLE_DISTRIBUTIONS",
@@ -34,6 +35,7 @@ __all__ = [
     "ModifiedBetaGeoModel",
     "NotFittedError",
     "ParetoNBDModel",
+    "PooledShiftedBetaGeometricModel",
     "Prior",
     "PurchaseModel",
     "ShiftedBetaGeometricModel",

@@ -152,6 +152,18 @@ class CLVModel:
         """Log-likelihood of each distinct history (not yet weighted by counts)."""
         raise NotImplementedError
 
+    def _log_prior(self, params: dict[str, float]) -> float:
+        """Log prior density at ``params`` (parameter scale): independent priors by default;
+        a hierarchical model overrides it with the joint density."""
+        return float(sum(float(self.priors[k].logpdf(params[k])) for k in self.param_names))
+
+    def _pymc_params(self) -> dict[str, Any]:
+        """The parameters as PyMC random variables, in the current model context (priors)."""
+        return {k: self.priors[k].to_pymc(k) for k in self.param_names}
+
+    def _restore(self, attrs: dict[str, Any]) -> None:
+        """Restore instance settings saved by :meth:`_attrs` (hook for models with any)."""
+
     def _initial_point(self, data: CompressedRFM) -> dict[str, float]:
         return dict.fromkeys(self.param_names, 1.0)
 
@@ -697,11 +709,12 @@ def _rebuild(cls, registry, groups: dict, attrs: dict, where: str) -> CLVModel:
         raise ModelError(f"{where} holds a {name}, not a {cls.__name__}.")
     priors = {k: Prior.from_dict(v) for k, v in json.loads(attrs["priors"]).items()}
     model = model_cls(priors=priors)
+    model._restore(attrs)
     posterior = groups["posterior"]
-    missing = [k for k in model_cls.param_names if k not in posterior]
+    missing = [k for k in model.param_names if k not in posterior]
     if missing:
         raise ValueError(f"its posterior lacks parameter(s) {missing}")
-    for k in model_cls.param_names:
+    for k in model.param_names:
         v = posterior[k].values
         if posterior[k].dims != ("chain", "draw") or not np.all(np.isfinite(v)) or (v <= 0).any():
             raise ValueError(f"its draws of {k} are not positive finite (chain, draw) values")
