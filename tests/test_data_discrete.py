@@ -190,3 +190,24 @@ def test_validate_errors():
         validate_discrete_rfm(good.assign(weights=[0, 0]))
     with pytest.raises(DataError, match="Column 'weights' has 1 row"):
         validate_discrete_rfm(good.assign(weights=[1, -2]))
+
+
+def test_monetary_value_is_the_mean_of_the_repeat_opportunities():
+    """Amounts of one opportunity add up; the first opportunity and the holdout are left out."""
+    tx = pd.DataFrame({
+        "customer_id": ["a", "a", "a", "a", "a", "b", "c", "c"],
+        "date": ["2020-03-01", "2020-04-01", "2021-06-01", "2021-07-01", "2022-05-01",
+                 "2021-01-05", "2020-02-02", "2022-02-02"],
+        "amount": [10.0, 5.0, 20.0, 4.0, 7.0, 3.0, 8.0, 9.0],
+    })  # fmt: skip
+    full = summarize_opportunities(tx, "year", monetary_value_col="amount")
+    assert full.loc["a", "frequency"] == 2 and full.loc["a", "monetary_value"] == (24.0 + 7.0) / 2
+    assert full.loc["b", "monetary_value"] == 0.0 and full.loc["c", "monetary_value"] == 9.0
+    cal = summarize_opportunities(
+        tx, "year", monetary_value_col="amount", calibration_end="2021-12-31"
+    )
+    assert cal.loc["a", "monetary_value"] == 24.0 and cal.loc["c", "monetary_value"] == 0.0
+    assert "monetary_value" not in summarize_opportunities(tx, "year").columns
+    bad = tx.assign(amount=[10.0, -5.0, 20.0, 4.0, 7.0, 3.0, 8.0, 9.0])
+    with pytest.raises(DataError, match="negative"):
+        summarize_opportunities(bad, "year", monetary_value_col="amount")

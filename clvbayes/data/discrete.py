@@ -138,6 +138,8 @@ def summarize_opportunities(
     datetime_format: str | None = None,
     duplicate_rows: str = "warn",
     outlying_dates: str = "error",
+    monetary_value_col: str | None = None,
+    negative_amounts: str = "error",
 ) -> pd.DataFrame:
     """Summarise a transaction log into one discrete-time (BG/BB) row per customer.
 
@@ -160,6 +162,13 @@ def summarize_opportunities(
         with ``calibration_end``.  Transactions after that opportunity are refused.
     customer_id_col, datetime_col, datetime_format, duplicate_rows, outlying_dates
         As in :func:`~clvbayes.data.summarize_transactions`.
+    monetary_value_col : str, optional
+        Column with the transaction value; adds ``monetary_value``: the mean value of the
+        repeat *opportunities* in the calibration period (the amounts of an opportunity's
+        transactions added up, the first opportunity left out; 0 when ``frequency`` is 0),
+        as the Gamma-Gamma spend model expects.
+    negative_amounts : {"error", "drop", "keep"}
+        As in :func:`~clvbayes.data.summarize_transactions` (with ``monetary_value_col``).
 
     Returns
     -------
@@ -222,8 +231,8 @@ def summarize_opportunities(
         )
     p = _prepare(
         transactions, customer_id_col=customer_id_col, datetime_col=datetime_col,
-        monetary_value_col=None, time_unit="days", datetime_format=datetime_format,
-        merge_same_day=True, negative_amounts="error", duplicate_rows=duplicate_rows,
+        monetary_value_col=monetary_value_col, time_unit="days", datetime_format=datetime_format,
+        merge_same_day=True, negative_amounts=negative_amounts, duplicate_rows=duplicate_rows,
         outlying_dates=outlying_dates,
     )  # fmt: skip
     opp = _opportunity_of(p.times, grid, explicit)
@@ -284,6 +293,20 @@ def summarize_opportunities(
         },
         index=index,
     )
+    if monetary_value_col is not None:
+        # repeat value: amounts in calibration opportunities after the first one
+        repeat = (opp > first[p.codes]) & (opp <= cal)
+        value = np.bincount(p.codes, weights=np.where(repeat, p.tx.amounts, 0.0),
+                            minlength=p.n_customers)[cohort]  # fmt: skip
+        x = df["frequency"].to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            df["monetary_value"] = np.where(x > 0, value / np.maximum(x, 1), 0.0)
+        if not np.isfinite(df["monetary_value"]).all():
+            raise DataError(
+                f"Column {monetary_value_col!r}: some customers' amounts add up beyond the "
+                "range of floating-point numbers; check the amounts for corrupt values, or "
+                "rescale them (e.g. to thousands)."
+            )
     holdout = calibration_end is not None
     if holdout:
         hold = np.bincount(occ_code[~in_cal], minlength=p.n_customers)[cohort]
