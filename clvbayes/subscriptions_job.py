@@ -58,7 +58,7 @@ from clvbayes.subscriptions_options import (
     check_subscriptions,
 )
 
-__all__ = ["SubscriptionsResult", "run_command", "run_subscriptions"]
+__all__ = ["SubscriptionsResult", "censor_pending_renewals", "run_command", "run_subscriptions"]
 
 
 @dataclass(frozen=True)
@@ -313,7 +313,11 @@ def _summarise(raw: pd.DataFrame, opts: SimpleNamespace, as_of: Any = None,
             customer_id_col=opts.customer_id_col, date_col=opts.date_col,
             amount_col=opts.amount_col, plan_col=opts.plan_col, datetime_format=opts.date_format,
         )  # fmt: skip
-        spells = _censor_pending_renewals(spells, raw, opts, as_of)
+        spells = censor_pending_renewals(
+            spells, raw, as_of=as_of, grace_days=opts.grace_days, period=opts.period,
+            customer_id_col=opts.customer_id_col, date_col=opts.date_col,
+            datetime_format=opts.date_format,
+        )  # fmt: skip
         subs = spells.drop(columns=["spell", "n_charges", "end", "period"])
         if "mean_charge" in subs:
             subs = subs.rename(columns={"mean_charge": "price"})
@@ -341,9 +345,22 @@ def _summarise(raw: pd.DataFrame, opts: SimpleNamespace, as_of: Any = None,
     return subs
 
 
-def _censor_pending_renewals(spells: pd.DataFrame, raw: pd.DataFrame, opts: SimpleNamespace,
-                             as_of: Any) -> pd.DataFrame:  # fmt: skip
+def censor_pending_renewals(
+    spells: pd.DataFrame,
+    charges: pd.DataFrame,
+    *,
+    as_of: Any,
+    grace_days: int,
+    period: str = "month",
+    customer_id_col: str = "customer_id",
+    date_col: str = "date",
+    datetime_format: str | None = None,
+) -> pd.DataFrame:
     """Do not count a renewal whose outcome was not fully observed on ``as_of`` yet.
+
+    ``spells`` is the result of :func:`clvbayes.data.subscriptions.subscriptions_from_charges`
+    on ``charges`` with the same ``as_of``, ``grace_days``, ``period`` and columns; returns a
+    copy with ``periods`` corrected (``clvbayes subscriptions`` applies it to every charge log).
 
     In a charge log a payment is seen at once, a missed renewal only ``grace_days`` after its
     due date.  So among the spells whose last due date ``d`` lies within ``grace_days`` before
@@ -360,8 +377,8 @@ def _censor_pending_renewals(spells: pd.DataFrame, raw: pd.DataFrame, opts: Simp
     from clvbayes.data.subscriptions import _parse_optional_dates, parse_period
     from clvbayes.datasets.subscriptions import _add_months
 
-    n_per, unit = parse_period(opts.period)
-    grace = dt.timedelta(days=int(opts.grace_days))
+    n_per, unit = parse_period(period)
+    grace = dt.timedelta(days=int(grace_days))
     cut = pd.Timestamp(as_of).normalize().date() - grace
     active = spells[(spells["churned"] == 0) & (spells["periods"] >= 1)]
     out = spells.copy()
@@ -369,8 +386,8 @@ def _censor_pending_renewals(spells: pd.DataFrame, raw: pd.DataFrame, opts: Simp
     if active.empty:
         out.attrs["pending_renewals_not_counted"] = 0
         return out
-    ids = raw[opts.customer_id_col].astype(str)
-    days = _parse_optional_dates(raw[opts.date_col], opts.date_col, ids, opts.date_format)
+    ids = charges[customer_id_col].astype(str)
+    days = _parse_optional_dates(charges[date_col], date_col, ids, datetime_format)
     log = pd.DataFrame({"id": ids.to_numpy(), "day": days.dt.normalize().dt.date.to_numpy()})
     log = log[log["id"].isin(set(active["customer_id"].astype(str)))].drop_duplicates()
     by_id = {k: sorted(g["day"]) for k, g in log.groupby("id")}

@@ -284,21 +284,17 @@ def test_forecast_totals_match_score_subscribers_for_one_model(rng):
 
 def test_charge_log_renewal_inside_the_grace_period_is_not_counted_yet():
     """Paid or not, a renewal due within grace_days of as_of is unresolved for everyone."""
-    from types import SimpleNamespace
-
     from clvbayes.data.subscriptions import subscriptions_from_charges
-    from clvbayes.subscriptions_job import _censor_pending_renewals
+    from clvbayes.subscriptions_job import censor_pending_renewals
 
     charges = pd.DataFrame({
         "customer_id": ["paid", "paid", "paid", "late", "late", "old", "old", "old"],
         "date": ["2024-10-28", "2024-11-28", "2024-12-28", "2024-10-28", "2024-11-28",
                  "2024-10-10", "2024-11-10", "2024-12-10"],
     })  # fmt: skip
-    opts = SimpleNamespace(period="1 month", grace_days=7, customer_id_col="customer_id",
-                           date_col="date", date_format=None)  # fmt: skip
     spells = subscriptions_from_charges(charges, as_of="2024-12-31", grace_days=7)
     assert spells["periods"].to_dict() == {"late#1": 1, "old#1": 2, "paid#1": 2}
-    fixed = _censor_pending_renewals(spells, charges, opts, "2024-12-31")
+    fixed = censor_pending_renewals(spells, charges, as_of="2024-12-31", grace_days=7)
     # 'paid' renewed on its 12-28 due date, 'late' has not paid it yet: both now at 1 renewal
     assert fixed["periods"].to_dict() == {"late#1": 1, "old#1": 2, "paid#1": 1}
     assert fixed["churned"].tolist() == [0, 0, 0]
