@@ -15,7 +15,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
-NOTEBOOKS = ["01_quickstart.ipynb", "02_model_checking.ipynb", "03_segments_and_reporting.ipynb"]
+NOTEBOOKS = [
+    "01_quickstart.ipynb",
+    "02_model_checking.ipynb",
+    "03_segments_and_reporting.ipynb",
+    "04_subscriptions.ipynb",
+]
 MAX_BYTES = 1_500_000
 
 
