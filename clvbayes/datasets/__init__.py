@@ -10,6 +10,9 @@ published them for research use; these copies are those redistributed in the MIT
 - :func:`load_donations_summary` (:mod:`clvbayes.datasets.donations`): the discrete-time
   donations summary of Fader, Hardie & Shang (2010), 11,104 donors, for BG/BB, and
   :func:`load_donations_transactions`, the same donors as a transaction log;
+- :func:`load_fh2007_survival`, :func:`load_fh2007_subscribers` and
+  :func:`load_subscription_box_charges` (:mod:`clvbayes.datasets.subscriptions`): the two
+  retention cohorts of Fader & Hardie (2007) and a simulated subscription-box charge log;
 - :func:`load_cdnow_summary`: the published calibration summary of the sample (weeks,
   39-week calibration ending 1997-09-30), used by the BG/NBD paper ("Counting your
   customers the easy way", Marketing Science 24(2), 2005).
@@ -28,6 +31,11 @@ import pandas as pd
 
 from clvbayes.data import validate_rfm
 from clvbayes.datasets.donations import load_donations_summary, load_donations_transactions
+from clvbayes.datasets.subscriptions import (
+    load_fh2007_subscribers,
+    load_fh2007_survival,
+    load_subscription_box_charges,
+)
 
 __all__ = [
     "CALIBRATION_END",
@@ -37,6 +45,9 @@ __all__ = [
     "load_cdnow_transactions",
     "load_donations_summary",
     "load_donations_transactions",
+    "load_fh2007_subscribers",
+    "load_fh2007_survival",
+    "load_subscription_box_charges",
 ]
 
 #: Last day of the 39-week calibration period of the published CDNOW analyses.
