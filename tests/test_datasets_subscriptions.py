@@ -50,7 +50,7 @@ def test_box_charge_log():
     assert {p: float(v[0]) for p, v in prices.items()} == {
         p: spec["price"] for p, spec in BOX_PLANS.items()
     }
-    assert np.all(np.diff(log["date"].to_numpy()) >= np.timedelta64(0))
+    assert np.all(np.diff(log["date"].to_numpy()) >= np.timedelta64(0, "D"))
 
 
 def test_box_file_is_what_the_generator_writes():

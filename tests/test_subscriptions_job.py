@@ -282,6 +282,25 @@ def test_forecast_totals_match_score_subscribers_for_one_model(rng):
     assert totals.at[0, "value_total_pi_lower"] < totals.at[0, "value_total_mean"]
 
 
+def test_pointwise_loo_matches_the_model_and_is_exact_for_constant_histories():
+    from clvbayes.datasets.subscriptions import load_fh2007_subscribers
+    from clvbayes.models.sbg import ShiftedBetaGeometricModel
+    from clvbayes.report.retention_comparison import _histories, pointwise_retention_loo
+
+    subs = load_fh2007_subscribers()
+    regular = subs[subs["cohort"] == "regular"]
+    model = ShiftedBetaGeometricModel().fit(regular, method="laplace", draws=400, seed=1)
+    hist, counts = _histories(model)
+    elpd, p, k = pointwise_retention_loo(model, hist)
+    assert np.sum(counts * elpd) == pytest.approx(model.loo().elpd, rel=1e-10)
+    assert np.isfinite(k).all()
+    # active subscribers in their first period: log S(0) = 0 under every draw
+    new = pd.DataFrame({"periods": [0, 0, 1, 2], "churned": [0, 1, 1, 0]}, index=list("abcd"))
+    elpd, p, k = pointwise_retention_loo(model, new)
+    assert elpd[0] == 0.0 and p[0] == 0.0 and np.isnan(k[0])
+    assert np.isfinite(k[1:]).all() and (elpd[1:] < 0).all()
+
+
 def test_charge_log_renewal_inside_the_grace_period_is_not_counted_yet():
     """Paid or not, a renewal due within grace_days of as_of is unresolved for everyone."""
     from clvbayes.data.subscriptions import subscriptions_from_charges

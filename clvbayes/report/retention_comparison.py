@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clvbayes.report.comparison import _weighted_total, pointwise_loo
+from clvbayes.report.comparison import _weighted_total
 
 __all__ = [
     "CHOICE_RULE",
@@ -102,15 +102,31 @@ def _histories(model: Any) -> tuple[pd.DataFrame, np.ndarray]:
 def pointwise_retention_loo(model: Any, histories: pd.DataFrame):
     """PSIS-LOO terms per history row: ``(elpd_i, p_i, k_i)``; ``k_i`` NaN where exact.
 
-    Rows whose log-likelihood is the same under every posterior draw have the exact LOO term
-    ``log p(y_i)`` (leaving them out changes nothing) and no Pareto k.
+    The computation of :meth:`clvbayes.models.CLVModel.loo_terms` (Pareto-smoothed importance
+    weights with the relative efficiency of the draws), except for rows whose log-likelihood
+    is the same under every posterior draw (e.g. an active subscriber in her first period,
+    ``log S(0) = 0``): their LOO term is exactly ``log p(y_i)`` and they have no Pareto k
+    (ArviZ 1.x refuses to smooth a constant tail).
     """
-    elpd, p, k = pointwise_loo(model, histories)
-    ll = model.log_likelihood(histories, per="customer").values.reshape(-1, len(histories))
-    constant = np.ptp(ll, axis=0) <= 1e-12 * np.maximum(1.0, np.abs(ll[0]))
-    elpd = np.where(constant, ll[0], elpd)
-    p = np.where(constant, 0.0, p)
-    k = np.where(constant, np.nan, np.asarray(k, dtype=float))
+    from scipy.special import logsumexp
+
+    from clvbayes import compat
+
+    n = int(model.n_draws_)
+    if n < 10:
+        raise ValueError("LOO needs posterior draws: fit with method='nuts' or 'laplace'.")
+    ess = compat.ess(model.posterior_, model.param_names, "mean")
+    reff = float(np.mean(list(ess.values()))) / n
+    ll = np.asarray(model.log_likelihood(histories, per="customer").values, dtype=float)
+    ll = ll.reshape(n, len(histories)).T  # (rows, draws)
+    constant = np.ptp(ll, axis=1) <= 1e-12 * np.maximum(1.0, np.abs(ll[:, 0]))
+    elpd, p, k = ll[:, 0].copy(), np.zeros(len(ll)), np.full(len(ll), np.nan)
+    vary = ~constant
+    if vary.any():
+        log_w, k_vary = compat.psis_log_weights(-ll[vary], reff)
+        elpd[vary] = logsumexp(ll[vary] + log_w, axis=1)
+        p[vary] = logsumexp(ll[vary], axis=1) - np.log(n) - elpd[vary]
+        k[vary] = np.asarray(k_vary, dtype=float)
     return elpd, p, k
 
 
