@@ -12,9 +12,11 @@ Discrete opportunities: with ``--opportunities`` (``yearly``, ``quarterly``, ``m
 by BG/BB (``--purchase-model bgbb``, the default there); the horizon counts opportunities
 (``--horizon 5``: the next five), the discount rate is per opportunity (an annual
 ``--discount-rate`` is converted exactly on the calendar grids; explicit dates need
-``--discount-rate-per-period``).  Such runs have no spend model (the opportunity summaries
-carry no transaction values yet): the report gives P(alive), expected transactions and DERT,
-no CLV.  ``--purchase-model compare`` is refused there (one discrete-time model, nothing to
+``--discount-rate-per-period``).  With an amount column (``--amount-col``) Gamma-Gamma is
+fitted on the value of each repeat opportunity (its amounts added up) and the report has CLV;
+without one (e.g. the donations demo) there is no spend model: the report gives P(alive),
+expected transactions and DERT, and ``--margin``, ``--cac`` and ``--negative-amounts`` are
+refused.  ``--purchase-model compare`` is refused there (one discrete-time model, nothing to
 compare); continuous-time models and ``--time-unit`` are refused with ``--opportunities``, and
 ``bgbb`` without it.  ``clvbayes run --demo donations`` runs on the bundled donations data of
 the BG/BB paper (11,104 donors, yearly appeals 1996-2001).
@@ -222,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--customer-id-col", default="customer_id", help="customer id column")
     g.add_argument("--date-col", default="date", help="transaction date column")
     g.add_argument("--amount-col", default="amount",
-                   help="transaction value column (not read with --opportunities)")  # fmt: skip
+                   help="transaction value column (optional with --opportunities: without "
+                   "it, no spend model and no CLV)")  # fmt: skip
     g.add_argument("--date-format", default=None,
                    help="strftime format of the dates, e.g. %%Y%%m%%d (default: inferred)")  # fmt: skip
     g.add_argument("--sep", default=None,
@@ -310,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                    '"Gamma", "alpha": 20, "beta": 5}}}; models: the --purchase-model key '
                    "(bgnbd or mbgnbd: r, alpha, a, b; pnbd: r, alpha, s, beta; bgbb: alpha, "
                    "beta, gamma, delta; with compare, any of them) and gamma_gamma (p, q, "
-                   "gamma; not with --opportunities)")  # fmt: skip
+                   "gamma; with --opportunities only when there is an amount column)")  # fmt: skip
     f.add_argument("--draws", type=_positive_int, default=1000,
                    help="NUTS draws per chain (laplace: number of draws)")  # fmt: skip
     f.add_argument("--tune", type=_positive_int, default=1000, help="NUTS tuning steps per chain")
@@ -381,8 +384,8 @@ _NOT_OPTIONS = ("command", "progress")
 def _result_line(result: RunResult) -> str:
     """The one-line result: a credible interval only where the fit gives one.
 
-    The total CLV; without a spend model (discrete-time runs) the total expected
-    transactions and the expected number of customers still active instead.
+    The total CLV; without a spend model (discrete-time runs without amounts) the total
+    expected transactions and the expected number of customers still active instead.
     """
     total = result.total
     pct = f"{100 * result.prob:g} %"
@@ -412,7 +415,7 @@ def _result_line(result: RunResult) -> str:
     if q == "purchases":
         line += (
             f" Customers still active: {total['alive_total_mean']:,.0f} expected. No spend "
-            "model (the opportunity summaries carry no transaction values), so no CLV."
+            "model (the transactions have no amounts), so no CLV."
         )
     if result.comparison is not None:
         names = [PURCHASE_MODELS.get(k, k) for k in result.comparison.table["model"]]

@@ -5,12 +5,17 @@ the purchase model(s) and the Gamma-Gamma spend model, predicts every customer, 
 them and writes the report folder (:mod:`clvbayes.report`).
 
 On discrete opportunities (``opportunities="yearly"`` or a list of dates; ``demo=
-"donations"``) the summary is :func:`clvbayes.data.discrete.summarize_opportunities`, the
-purchase model BG/BB, and there is no spend model (the summaries carry no transaction
-values): the report has P(alive), expected transactions and, with a positive discount rate
-per opportunity, BG/BB's DERT (discounted expected residual transactions), no CLV.  ``clvbayes run`` parses its
-arguments and calls it; Python code can call it directly with the same options as plain
-arguments (flag ``--time-unit`` is parameter ``time_unit``, and so on)::
+"donations"``) the summary is :func:`clvbayes.data.discrete.summarize_opportunities` and the
+purchase model BG/BB; horizons and discount periods count opportunities.  The report has
+P(alive), expected transactions and, with a positive discount rate per opportunity, BG/BB's
+DERT (discounted expected residual transactions).  When the transactions have the amount
+column (``amount_col``) the Gamma-Gamma spend model is fitted on the mean value of the repeat
+opportunities (an opportunity's amounts added up) and the report has spend, revenue and CLV
+as in continuous time; without it (the bundled donations log) there is no spend model and no
+CLV, and the value options (``margin``, ``cac``, ``negative_amounts``) are refused.
+``clvbayes run`` parses its arguments and calls it; Python code can call it directly with
+the same options as plain arguments (flag ``--time-unit`` is parameter ``time_unit``, and
+so on)::
 
     from clvbayes.pipeline import run_report
 
@@ -52,6 +57,7 @@ from clvbayes.run_options import (
     _csv_options,
     _ends,
     _is_cdnow,
+    check_discrete_amounts,
     check_run,
     default_horizon,
     discount_per_opportunity,
@@ -95,8 +101,9 @@ class RunResult:
     total : dict
         The report's ``all`` row of ``segments``: totals over every customer with their
         intervals (e.g. ``clv_total_mean``, ``clv_total_ci_lower``; currency, over the
-        horizon).  Without a spend model (discrete-time runs) no ``revenue``/``clv`` keys:
-        ``purchases_total_mean`` and ``alive_total_mean`` are the headline figures.
+        horizon).  Without a spend model (discrete-time runs without amounts) no
+        ``revenue``/``clv`` keys: ``purchases_total_mean`` and ``alive_total_mean`` are the
+        headline figures.
     comparison : ModelComparison or None
         With ``purchase_model="compare"``: the models side by side and the reason for the
         choice.
@@ -175,11 +182,12 @@ def run_report(
         Instead of ``path``, a bundled data set: the CDNOW sample (as ``path=None``) or the
         donations of Fader, Hardie & Shang (2010) as a transaction log
         (:func:`clvbayes.datasets.load_donations_transactions`: 11,104 donors, yearly
-        opportunities 1996-2001, no amounts; BG/BB, no spend model).
+        opportunities 1996-2001, no amounts: BG/BB without a spend model).
     output : str
         Report folder, replaced only if it holds nothing but a previous clvbayes report.
     customer_id_col, date_col, amount_col : str
-        Columns of the customer id, the transaction date and its value (currency).
+        Columns of the customer id, the transaction date and its value (currency).  On
+        ``opportunities`` the amount column is optional: without it, no spend model.
     date_format : str, optional
         ``strftime`` format of the dates (default: inferred).
     sep, encoding : str, optional
@@ -203,7 +211,8 @@ def run_report(
         number of opportunities (default one year's on a calendar grid, required with
         dates), ``discount_rate_per_period`` is per opportunity and an annual
         ``discount_rate`` is converted exactly (calendar grids only); the purchase model is
-        BG/BB and there is no spend model (no ``margin``, ``cac``).
+        BG/BB, and Gamma-Gamma when the transactions have ``amount_col`` (else no spend
+        model, and ``margin``, ``cac``, ``negative_amounts`` are refused).
     calibration_end, observation_end : str, optional
         Last day of the calibration period (later transactions form the holdout period the
         report checks the predictions against) and of observation (dates, e.g.
@@ -341,12 +350,17 @@ def _summarise(tx: pd.DataFrame, args: Options, grid: TimeGrid) -> pd.DataFrame:
     if grid.discrete:
         from clvbayes.data.discrete import summarize_opportunities
 
-        rfm = summarize_opportunities(
-            tx, list(grid.grid) if isinstance(grid.grid, tuple) else grid.grid,
-            calibration_end=cal, observation_end=obs, customer_id_col=args.customer_id_col,
-            datetime_col=args.date_col, datetime_format=args.date_format,
-            duplicate_rows=args.duplicate_rows, outlying_dates=args.outlying_dates,
+        kw: dict[str, Any] = dict(
+            customer_id_col=args.customer_id_col, datetime_col=args.date_col,
+            datetime_format=args.date_format, duplicate_rows=args.duplicate_rows,
+            outlying_dates=args.outlying_dates,
         )  # fmt: skip
+        if args.amount_col in tx.columns:  # values for the spend model
+            kw.update(monetary_value_col=args.amount_col, negative_amounts=args.negative_amounts)
+        on = list(grid.grid) if isinstance(grid.grid, tuple) else grid.grid
+        rfm = summarize_opportunities(tx, on, calibration_end=cal, observation_end=obs, **kw)
+        if "monetary_value" in rfm.columns and "frequency_holdout" in rfm.columns:
+            rfm = _holdout_values(tx, rfm, on, kw)
         if not (rfm["frequency"] > 0).any():
             raise DataError(
                 f"None of the {len(rfm):,} customers made a repeat transaction at a later "
@@ -374,6 +388,34 @@ def _summarise(tx: pd.DataFrame, args: Options, grid: TimeGrid) -> pd.DataFrame:
             "period, so neither model can learn anything. Use a longer calibration period "
             "(--calibration-end) or more data."
         )
+    return rfm
+
+
+def _holdout_values(tx: pd.DataFrame, rfm: pd.DataFrame, grid, kw) -> pd.DataFrame:
+    """Add the actual holdout values to a discrete-time summary with a holdout period.
+
+    ``total_value_holdout``: the amounts of each customer's holdout transactions added up;
+    ``monetary_value_holdout``: that per holdout opportunity with a transaction (0 if
+    none), as ``monetary_value`` is per repeat opportunity.  The opportunity summary gives
+    the calibration repeat value only, so the holdout value is the repeat value over the
+    whole log (the same summary without the split, warnings already given by the first)
+    minus the calibration one: every holdout opportunity comes after the customer's first.
+    """
+    import warnings
+
+    from clvbayes.data.discrete import summarize_opportunities
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = summarize_opportunities(tx, grid, **kw).reindex(rfm.index)
+    total = (whole["monetary_value"] * whole["frequency"]).to_numpy(float) - (
+        rfm["monetary_value"] * rfm["frequency"]
+    ).to_numpy(float)
+    n = rfm["frequency_holdout"].to_numpy()
+    total = np.where(n > 0, total, 0.0)
+    attrs = dict(rfm.attrs)
+    rfm = rfm.assign(monetary_value_holdout=total / np.maximum(n, 1), total_value_holdout=total)
+    rfm.attrs = attrs
     return rfm
 
 
@@ -478,6 +520,8 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
     grid = run_grid(args)
     with progress.step("reading transactions"):
         tx, source = _read_input(args)
+    if grid.discrete:  # the value options need amounts (the file's header was checked)
+        check_discrete_amounts(args, tx.columns, priors=priors)
     where = f" on the opportunity grid ({grid.flag})" if grid.discrete else ""
     with progress.step(f"summarising per customer{where}"):
         rfm = _summarise(tx, args, grid)
@@ -506,7 +550,7 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
             fitted[k] = cls(priors=priors.get(k)).fit(
                 rfm, method=args.method, seed=args.seed, **fit_kw
             )
-    # a spend model needs transaction values: the opportunity summaries have none (yet)
+    # a spend model needs transaction values: a discrete-time log may have none
     gg = None
     if "monetary_value" in rfm.columns:
         with progress.step(f"fitting the Gamma-Gamma spend model ({args.method})"):
@@ -514,9 +558,12 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
                 rfm, method=args.method, seed=args.seed + 1, **fit_kw
             )
     else:
+        what = ("the bundled donations data have no transaction values"
+                if getattr(args, "demo", None) == "donations" else
+                f"the transactions have no amount column {args.amount_col!r} (--amount-col)")  # fmt: skip
         progress.say(
-            "clvbayes: no spend model: the opportunity summaries carry no transaction values, "
-            "so the report gives P(alive), expected transactions and DERT, no CLV"
+            f"clvbayes: no spend model: {what}, so the report gives P(alive), expected "
+            "transactions and DERT, no CLV"
         )
 
     horizon = args.horizon or default_horizon(grid)
@@ -591,7 +638,9 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
         "strict": bool(getattr(args, "strict", False)),
     }
     if grid.discrete:
-        settings.update(_discrete_settings(args, grid, horizon, per_opportunity, discount_how))
+        settings.update(
+            _discrete_settings(args, grid, horizon, per_opportunity, discount_how, gg is not None)
+        )
     if comparison is not None:
         settings["purchase_models_compared"] = list(fitted)
     models = {**fitted, **({"gamma_gamma": gg} if gg is not None else {})}
@@ -606,12 +655,19 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
     )  # fmt: skip
 
 
-def _discrete_settings(args, grid: TimeGrid, horizon, per_opportunity, how) -> dict[str, Any]:
+def _discrete_settings(
+    args, grid: TimeGrid, horizon, per_opportunity, how, spend: bool
+) -> dict[str, Any]:
     """The ``settings`` entries of a discrete-time run: the grid and what the rate is used for."""
+    clv = "CLV undiscounted (clv_* = margin x revenue over the horizon); " if spend else ""
     if per_opportunity is None:
-        use = f"nothing (no DERT): {how}"
+        use = f"nothing ({clv}no DERT): {how}"
     elif per_opportunity == 0:
-        use = "nothing (no DERT: it sums over every future opportunity and needs a rate > 0)"
+        use = (f"nothing ({clv}no DERT: it sums over every future opportunity and needs a "
+               "rate > 0)")  # fmt: skip
+    elif spend:
+        use = ("CLV (the clv_* columns: revenue at future opportunity t discounted by "
+               "(1 + d)^-t) and DERT (the dert_* columns)")  # fmt: skip
     else:
         use = "DERT (the dert_* columns); no CLV without a spend model"
     annual = None

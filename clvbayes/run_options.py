@@ -17,9 +17,11 @@ fitted by a discrete-time purchase model (BG/BB).  Then ``horizon`` is a whole n
 opportunities, ``discount_rate_per_period`` is per opportunity, and an annual
 ``discount_rate`` is converted exactly for the calendar grids (:func:`discount_per_opportunity`;
 an explicit list of opportunity dates has no fixed length in years, so it needs a rate per
-opportunity).  Continuous-time models, ``--time-unit`` and the value options (no spend model:
-the summaries carry no transaction values yet) are refused there, as BG/BB is on continuous
-time.
+opportunity).  Continuous-time models and ``--time-unit`` are refused there, as BG/BB is on
+continuous time.  The spend model (Gamma-Gamma) is fitted when the transactions have the
+amount column (``--amount-col``): then the report has CLV as in continuous time.  Without
+it, the value options (``--margin``, ``--cac``, ``--negative-amounts`` and ``gamma_gamma``
+priors) are refused (:func:`check_discrete_amounts`) rather than silently unused.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import codecs
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -115,7 +118,7 @@ def check_run(args: Options) -> dict[str, dict[str, Any]]:
     if getattr(args, "priors", None):
         priors = load_priors(args.priors, purchase_model_key(args), grid=grid.kind)
     check_output(Path(args.output), args.path)
-    check_input(args)
+    check_input(args, priors=priors)
     return priors
 
 
@@ -338,18 +341,7 @@ def _check_discrete_options(args: Options, grid: TimeGrid) -> None:
             "year: pass --horizon, the number of future opportunities to predict (e.g. "
             "--horizon 5)."
         )
-    for flag, value, default in (("--margin", args.margin, 1.0), ("--cac", args.cac, None),
-                                 ("--negative-amounts", args.negative_amounts, "error")):  # fmt: skip
-        if value != default:
-            raise UserError(
-                f"{flag} {value:g} applies to transaction values and CLV, but a discrete-time run "
-                f"({grid.flag}) has no spend model: the opportunity summaries carry no values "
-                "yet, so the report gives P(alive), expected transactions and DERT only. Drop "
-                f"{flag}."
-                if not isinstance(value, str) else
-                f"{flag} {value} applies to transaction values, which a discrete-time run "
-                f"({grid.flag}) does not read (no spend model). Drop {flag}."
-            )  # fmt: skip
+    _check_margin(args)  # the value options need amounts: check_discrete_amounts
     rate, per = args.discount_rate, args.discount_rate_per_period
     if rate is not None and grid.per_year is None:
         raise UserError(
@@ -413,18 +405,7 @@ def _check_value_options(args: Options) -> None:
                 f"to 100 years ({MAX_HORIZON_DAYS / per_day:,.0f} {unit}). Pass the horizon in "
                 f"{unit}, e.g. --horizon {DEFAULT_HORIZON[unit]:g} for one year."
             )
-    if args.margin > 1 and not getattr(args, "allow_margin_above_1", False):
-        hint = (
-            f"pass --margin {_fraction_text(args.margin)} for a {args.margin:g} % margin"
-            if args.margin <= 100
-            else "pass the margin as a fraction, e.g. --margin 0.3 for 30 %"
-        )
-        raise UserError(
-            f"--margin {args.margin:g} would multiply every customer's revenue by "
-            f"{args.margin:g}; the margin is a fraction of revenue between 0 and 1, so {hint}. "
-            "If a factor above 1 is what you mean (e.g. a currency conversion), add "
-            "--allow-margin-above-1."
-        )
+    _check_margin(args)
     rate = args.discount_rate
     if rate is not None:
         _check_annual_rate(rate)
@@ -446,6 +427,73 @@ def _check_value_options(args: Options) -> None:
                 f"--discount-rate-per-period {example:.3g}, or pass the annual rate with "
                 "--discount-rate 0.10. Rates above 100 % a year are refused."
             )
+
+
+def _check_margin(args: Options) -> None:
+    if args.margin > 1 and not getattr(args, "allow_margin_above_1", False):
+        hint = (
+            f"pass --margin {_fraction_text(args.margin)} for a {args.margin:g} % margin"
+            if args.margin <= 100
+            else "pass the margin as a fraction, e.g. --margin 0.3 for 30 %"
+        )
+        raise UserError(
+            f"--margin {args.margin:g} would multiply every customer's revenue by "
+            f"{args.margin:g}; the margin is a fraction of revenue between 0 and 1, so {hint}. "
+            "If a factor above 1 is what you mean (e.g. a currency conversion), add "
+            "--allow-margin-above-1."
+        )
+
+
+def check_discrete_amounts(
+    args: Options,
+    columns: Sequence[str],
+    *,
+    priors: Mapping[str, Any] | None = None,
+    where: str | None = None,
+) -> bool:
+    """Whether a discrete-time run fits the spend model: the transactions have the amount
+    column (``--amount-col``).
+
+    Without it the run has no spend model (P(alive), expected transactions and DERT, no
+    CLV), so the options that act on transaction values are refused (:class:`UserError`)
+    rather than silently unused: ``--margin``, ``--cac``, ``--negative-amounts`` and
+    ``gamma_gamma`` priors (``priors``, as :func:`load_priors` returns them).  ``columns``:
+    the columns of the transactions (the file's header, or the table read); ``where``: the
+    input in words, for the message.
+    """
+    columns = [str(c) for c in columns]
+    if args.amount_col in columns:
+        return True
+    given = [f"--margin {args.margin:g}" if args.margin != 1.0 else None,
+             f"--cac {args.cac:g}" if args.cac is not None else None,
+             f"--negative-amounts {args.negative_amounts}"
+             if args.negative_amounts != "error" else None,
+             f"--priors {args.priors} (model 'gamma_gamma')"
+             if "gamma_gamma" in (priors or {}) else None]  # fmt: skip
+    given = [g for g in given if g is not None]
+    if not given:
+        return False
+    grid = run_grid(args)
+    if getattr(args, "demo", None) == "donations":
+        what = "the bundled donations data have no transaction values"
+        fix = f"Drop {_and(g.split()[0] for g in given)}."
+    else:
+        shown = ", ".join(map(repr, columns[:12])) + (", ..." if len(columns) > 12 else "")
+        what = (f"{where or args.path} has no amount column {args.amount_col!r} (columns "
+                f"present: {shown})")  # fmt: skip
+        fix = (f"Name the column of transaction values with --amount-col COL, or drop "
+               f"{_and(g.split()[0] for g in given)}.")  # fmt: skip
+    verb = "applies" if len(given) == 1 else "apply"
+    raise UserError(
+        f"{_and(given)} {verb} to transaction values and CLV, but {what}, so this "
+        f"discrete-time run ({grid.flag}) has no spend model: the report gives P(alive), "
+        f"expected transactions and DERT only. {fix}"
+    )
+
+
+def _and(items) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def _check_time_options(args: Options) -> None:
@@ -497,16 +545,11 @@ def _check_input_options(args: Options) -> None:
     """Column names, --sep, --encoding, the data layer's choices and --group-by."""
     columns = {"--customer-id-col": args.customer_id_col, "--date-col": args.date_col,
                "--amount-col": args.amount_col}  # fmt: skip
-    discrete = run_grid(args).discrete
-    if discrete:  # no amounts are read
-        del columns["--amount-col"]
     if len(set(columns.values())) < len(columns):
         named = ", ".join(f"{flag} {col!r}" for flag, col in columns.items())
         raise UserError(
             f"{named}: the customer id, date and amount must be three different columns."
-            if not discrete else f"{named}: the customer id and date must be two different "
-            "columns."
-        )  # fmt: skip
+        )
     sep = getattr(args, "sep", None)
     if sep is not None:
         if sep in ("\\t", "tab", "TAB"):
@@ -642,16 +685,16 @@ def load_priors(
     """Parse ``--priors FILE.json`` into ``{model: {parameter: Prior}}``, checking every name.
 
     The models are the purchase model(s) of the run (``purchase_model``: a model key, or
-    ``compare`` for every usable one) and, in continuous time (``grid``), ``gamma_gamma``;
-    the key of a model the run does not fit is refused (its priors would be silently
-    unused).
+    ``compare`` for every usable one) and ``gamma_gamma``; the key of a model the run does
+    not fit is refused (its priors would be silently unused).  On discrete opportunities
+    (``grid``) the spend model is fitted only when the transactions have amounts, which
+    :func:`check_discrete_amounts` checks once the columns are known.
     """
     from clvbayes.models import GammaGammaModel
     from clvbayes.models.priors import AVAILABLE_DISTRIBUTIONS, Prior
 
     classes = dict(purchase_model_classes(purchase_model, grid))
-    if grid != "discrete":
-        classes["gamma_gamma"] = GammaGammaModel
+    classes["gamma_gamma"] = GammaGammaModel
     valid = "; ".join(f"{m!r} (parameters {', '.join(c.param_names)})" for m, c in classes.items())
     example = '{"gamma_gamma": {"q": {"dist": "Gamma", "alpha": 20, "beta": 5}}}'
     dists = ", ".join(AVAILABLE_DISTRIBUTIONS)
@@ -683,12 +726,6 @@ def load_priors(
         )
     out: dict[str, dict[str, Any]] = {}
     for model, params in spec.items():
-        if grid == "discrete" and model == "gamma_gamma":
-            raise UserError(
-                f"{where}: model 'gamma_gamma' is not fitted in this run: a discrete-time run "
-                "has no spend model (the opportunity summaries carry no transaction values); "
-                f"valid models: {valid}."
-            )
         if grid == "discrete" and model in CONTINUOUS_PURCHASE_MODELS:
             raise UserError(
                 f"{where}: model {model!r} is a continuous-time model, not fitted in a "
@@ -757,14 +794,28 @@ def _csv_options(args: Options) -> dict[str, Any]:
     return {k: v for k in ("sep", "encoding") if (v := getattr(args, k, None)) is not None}
 
 
-def check_input(args: Options) -> None:
-    """The input file exists, is readable and has the named columns (reads its header only)."""
+#: Columns of the bundled transaction logs: ``--demo donations`` has no amounts.
+DONATIONS_COLUMNS = ("customer_id", "date")
+CDNOW_COLUMNS = ("customer_id", "date", "quantity", "amount")
+
+
+def check_input(args: Options, *, priors: Mapping[str, Any] | None = None) -> None:
+    """The input file exists, is readable and has the named columns (reads its header only).
+
+    On discrete opportunities the amount column is optional, but the value options need it
+    (:func:`check_discrete_amounts`; ``priors`` as :func:`load_priors` returns them).
+    """
+    discrete = run_grid(args).discrete
     if args.path is None:
+        if discrete:
+            bundled = (
+                DONATIONS_COLUMNS if getattr(args, "demo", None) == "donations" else CDNOW_COLUMNS
+            )
+            check_discrete_amounts(args, bundled, priors=priors)
         return
     path = Path(args.path)
     if not path.exists():
         raise UserError(f"input file not found: {path}")
-    discrete = run_grid(args).discrete
     if not path.is_file() and not path.is_dir():
         raise UserError(f"input path is not a file: {path}")
     if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
@@ -808,7 +859,7 @@ def check_input(args: Options) -> None:
         args.customer_id_col: "--customer-id-col COL",
         args.date_col: "--date-col COL",
     }
-    if not discrete:  # a discrete-time run reads no amounts
+    if not discrete:  # on discrete opportunities the amounts are optional
         needed[args.amount_col] = "--amount-col COL"
     missing = {c: flag for c, flag in needed.items() if c not in columns}
     if missing:
@@ -830,6 +881,8 @@ def check_input(args: Options) -> None:
         raise UserError(
             f"--group-by column(s) {absent} not in the transactions; columns present: {columns}."
         )
+    if discrete:
+        check_discrete_amounts(args, columns, priors=priors, where=str(path))
 
 
 def check_output(out_dir: Path, input_path: str | None = None) -> None:

@@ -357,7 +357,7 @@ OTHERS = "others"
 #: Segment "active" (runs without CLV): P(alive) at least this.
 ACTIVE_MIN_P_ALIVE = BEST_MIN_P_ALIVE
 #: The named segments of a run without a spend model (no CLV, no past spend: e.g.
-#: discrete-time BG/BB runs, whose data carry no transaction values), tested in this order:
+#: discrete-time BG/BB runs on data without transaction values), tested in this order:
 #: "active" stands in for "best" and "at_risk", which need values; the others are those of
 #: :data:`SEGMENT_RULES`.
 PURCHASE_ONLY_RULES: dict[str, SegmentRule] = {
@@ -456,12 +456,13 @@ def label_customers(
     Parameters
     ----------
     table : DataFrame
-        One row per customer: ``frequency``, ``recency``, ``T``, ``monetary_value`` and
-        the predictions ``p_alive_col`` and ``clv_col`` (e.g. an RFM table joined with
+        One row per customer: ``frequency``, ``recency``, ``T`` (or ``periods`` on
+        discrete opportunities, see :func:`rfm_scores`), ``monetary_value`` and the
+        predictions ``p_alive_col`` and ``clv_col`` (e.g. an RFM table joined with
         ``score_customers(...).customers``).
     clv_col : str or None
         Column with CLV.  ``None``: a run without a spend model (no ``monetary_value``, no
-        CLV; ``periods`` may stand for ``T``, see :func:`rfm_scores`): only the labels that
+        CLV): only the labels that
         need no value -- ``time_since_last_purchase``, ``r_score``, ``f_score``, ``rfm_code``
         (R and F) and ``segment`` by the :data:`PURCHASE_ONLY_RULES` (active, lapsed, new,
         one_time, else others).
@@ -482,7 +483,9 @@ def label_customers(
     out["clv_decile"] = clv_deciles(table[clv_col])
     work = table[["frequency", "monetary_value", p_alive_col]].copy()
     out["churn_risk"] = churn_risk(work, p_alive_col=p_alive_col)
-    work = table[["frequency", "recency", "T", "monetary_value", p_alive_col]].join(
+    # T, or periods on discrete opportunities: only the scores use it, computed above
+    time = ["T"] if "T" in table.columns else []
+    work = table[["frequency", "recency", *time, "monetary_value", p_alive_col]].join(
         out[["r_score", "f_score", "clv_decile", "churn_risk"]]
     )
     out["segment"] = named_segments(work, p_alive_col=p_alive_col)

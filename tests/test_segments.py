@@ -224,6 +224,26 @@ def test_label_customers_without_clv_on_discrete_opportunities():
     assert set(labels["segment"]) <= {*seg.PURCHASE_ONLY_RULES, seg.OTHERS}
 
 
+def test_label_customers_with_clv_on_discrete_opportunities():
+    """BG/BB with a spend model: periods stands for T, and every label exists."""
+    t = pd.DataFrame(
+        {"frequency": [0, 0, 3, 5, 1], "recency": [0, 0, 4, 6, 2], "periods": [6, 1, 6, 6, 6],
+         "monetary_value": [0.0, 0.0, 40.0, 25.0, 10.0],
+         "p_alive_mean": [0.1, 0.6, 0.3, 0.99, 0.4], "clv_mean": [1.0, 8.0, 20.0, 90.0, 5.0]},
+        index=pd.Index(list("abcde"), name="customer_id"),
+    )  # fmt: skip
+    labels = label_customers(t)
+    assert list(labels.columns) == list(seg.LABEL_COLUMNS)
+    assert labels["time_since_last_purchase"].tolist() == [6, 1, 2, 0, 4]
+    assert labels["rfm_code"].str.len().eq(3).all()
+    pd.testing.assert_frame_equal(
+        labels.drop(columns="time_since_last_purchase"),
+        label_customers(t.rename(columns={"periods": "T"})).drop(
+            columns="time_since_last_purchase"
+        ),
+    )
+
+
 # ---------------------------------------------------------------- CLV / CAC
 def test_clv_to_cac_overall_and_per_group():
     t = pd.DataFrame({"clv_mean": [100.0, 30.0, 60.0], "channel": ["web", "shop", "web"]})

@@ -43,8 +43,9 @@ Discrete-time reports (BG/BB on an opportunity grid, ``time_grid`` ``"discrete"`
 settings): ``recency`` and ``periods`` (instead of ``T``) count opportunities, horizons are
 numbers of opportunities, ``p_alive`` is P(active at the last calibration opportunity), and
 ``dert_*`` columns give the discounted expected residual transactions; the settings name the
-grid (``opportunity_grid``, ``opportunity_dates``).  A report without a spend model has no
-value columns at all (no ``monetary_value``, spend, revenue, CLV, CLV deciles or churn flag)
+grid (``opportunity_grid``, ``opportunity_dates``).  With transaction values they have the
+spend model and its columns too, a value being per opportunity (its amounts added up).  A
+report without a spend model (e.g. the bundled donations data) has no value columns at all (no ``monetary_value``, spend, revenue, CLV, CLV deciles or churn flag)
 and its segments are those of :data:`clvbayes.segments.PURCHASE_ONLY_RULES`;
 :func:`~clvbayes.report.schema.report_kind` says which kind a report is and
 :func:`validate_report` checks each kind's columns and plots.

@@ -11,9 +11,11 @@ Two things decide which columns a report has (:func:`report_kind`, from the run'
 * the **time grid**: continuous time (``recency`` and ``T`` in days or weeks) or discrete
   opportunities (BG/BB: ``recency`` and ``periods`` count opportunities, ``p_alive`` is
   P(active at the last calibration opportunity), horizons count opportunities);
-* whether there is a **spend model**: without one (discrete-time runs, whose summaries carry
-  no transaction values) there are no ``monetary_value``, ``spend``, ``revenue``, ``clv``
-  columns, no CLV deciles and no churn flag -- never columns filled with stand-in values.
+* whether there is a **spend model**: without one (discrete-time runs on a log without
+  transaction values, such as the bundled donations data) there are no ``monetary_value``,
+  ``spend``, ``revenue``, ``clv`` columns, no CLV deciles and no churn flag -- never columns
+  filled with stand-in values.  Discrete-time runs with values have them all: values are
+  per opportunity there (an opportunity's transactions added up, as BG/BB counts it once).
 
 A column's ``needs`` says which kind of report has it; :func:`column_applies` decides.
 """
@@ -140,16 +142,33 @@ _QUANTITIES = {
 _SPEND_QUANTITIES = ("spend", "revenue", "clv")
 
 
+#: On discrete opportunities a transaction is an opportunity with a transaction: one value
+#: is the amounts of that opportunity added up (as ``monetary_value``).
+_DISCRETE_QUANTITIES = {
+    "spend": (
+        "the expected value of one future transaction opportunity (the amounts of its "
+        "transactions added up)",
+        "the value of one future transaction opportunity (the amounts of its transactions "
+        "added up)",
+    ),
+}
+
+
 def _prediction_columns() -> list[Column]:
     cols = []
     for q, (unit, what, outcome) in _QUANTITIES.items():
         for stat, (text, kind) in _STATS.items():
             if kind == "pi" and outcome is None:
                 continue
+            discrete = None
+            if q in _DISCRETE_QUANTITIES:
+                d_what, d_outcome = _DISCRETE_QUANTITIES[q]
+                discrete = text.format(what=d_what, outcome=d_outcome, prob="{prob}")
             cols.append(
                 Column(f"{q}_{stat}", "float64", unit, text.format(what=what, outcome=outcome,
                                                                    prob="{prob}"),
-                       needs="spend" if q in _SPEND_QUANTITIES else None)
+                       needs="spend" if q in _SPEND_QUANTITIES else None,
+                       discrete_meaning=discrete)
             )  # fmt: skip
     return cols
 
@@ -254,7 +273,10 @@ SCHEMA: dict[str, tuple[Column, ...]] = {
                "n: opportunities from the first transaction's to the last calibration "
                "opportunity (the customer's observed opportunities)", needs="discrete"),
         Column("monetary_value", "float64", "currency",
-               "mean value of the repeat purchases (0 when frequency is 0)", needs="spend"),
+               "mean value of the repeat purchases (0 when frequency is 0)", needs="spend",
+               discrete_meaning="mean value of the repeat transaction opportunities: the "
+               "amounts of each calibration opportunity after the first transaction's added "
+               "up, averaged over the frequency opportunities (0 when frequency is 0)"),
         Column("time_since_last_purchase", "float64", "{time_unit}", "T - recency",
                discrete_meaning="periods - recency: opportunities since the last transaction"),
         Column("r_score", "int64", _SCORE_UNIT,
@@ -292,10 +314,13 @@ SCHEMA: dict[str, tuple[Column, ...]] = {
                required=False, needs="discrete"),
         Column("monetary_value_holdout", "float64", "currency",
                "actual mean transaction value in the holdout period (0 if none)", required=False,
-               needs="spend"),
+               needs="spend",
+               discrete_meaning="actual mean value per holdout opportunity with a transaction "
+               "(its amounts added up; 0 if none)"),
         Column("total_value_holdout", "float64", "currency",
                "actual total transaction value in the holdout period", required=False,
-               needs="spend"),
+               needs="spend",
+               discrete_meaning="actual total transaction value in the holdout opportunities"),
     ),
     "segments": (
         Column("grouping", "string", "",
