@@ -22,6 +22,7 @@ from clvbayes.report.subscriptions import (
 from clvbayes.subscriptions_options import annual_to_grid_rate
 
 PLOTS = ("survival_curves.png", "retention_rates.png", "renewal_forecast.png")
+FAST = ["--draws", "400", "-q"]  # Laplace draws: enough for LOO and the intervals checked here
 
 
 def _exit(argv, capsys):
@@ -51,7 +52,7 @@ def _run(argv):
 @pytest.fixture(scope="module")
 def fh2007(tmp_path_factory):
     out = tmp_path_factory.mktemp("fh2007") / "report"
-    rc, stdout, stderr = _run(["subscriptions", "--demo", "fh2007", "-o", str(out), "-q"])
+    rc, stdout, stderr = _run(["subscriptions", "--demo", "fh2007", "-o", str(out), *FAST])
     assert rc == 0, stderr
     return out, stdout
 
@@ -59,7 +60,7 @@ def fh2007(tmp_path_factory):
 @pytest.fixture(scope="module")
 def box(tmp_path_factory):
     out = tmp_path_factory.mktemp("box") / "report"
-    rc, stdout, stderr = _run(["subscriptions", "--demo", "box", "-o", str(out), "-q"])
+    rc, stdout, stderr = _run(["subscriptions", "--demo", "box", "-o", str(out), *FAST])
     assert rc == 0, stderr
     return out, stdout
 
