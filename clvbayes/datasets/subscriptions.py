@@ -51,8 +51,10 @@ _FH2007_SOURCE = (
 
 #: The simulated box's plans: price per month (currency units), the Beta(alpha, beta)
 #: distribution of the monthly churn propensity theta, the discrete-Weibull shape c of each
-#: subscriber's survival (1 - theta)^(t^c) (c = 1: the sBG; c < 1: a subscriber grows less
-#: likely to cancel with tenure) and the plan's share of sign-ups.
+#: subscriber's survival (1 - theta)^(t^c) (c = 1: the sBG; c > 1: a subscriber grows more
+#: likely to cancel with tenure, as the premium plan's "box fatigue") and the plan's share of
+#: sign-ups.  basic and plus follow the sBG, so the report keeps it there and uses the BdW for
+#: premium.
 BOX_PLANS = {
     "basic": {"price": 19.0, "alpha": 0.9, "beta": 3.0, "c": 1.0, "share": 0.5},
     "plus": {"price": 29.0, "alpha": 1.1, "beta": 6.0, "c": 1.0, "share": 0.3},
