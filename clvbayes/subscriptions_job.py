@@ -431,6 +431,23 @@ def _fit_groups(subs: pd.DataFrame) -> list[str]:
     return groups
 
 
+def _check_summary(subs: pd.DataFrame, opts: SimpleNamespace) -> None:
+    """What the summary must allow before anything is fitted: someone to forecast, a holdout
+    that leaves data to fit on."""
+    from clvbayes.retention_forecast import _span_periods
+
+    if not (subs["churned"] == 0).any():
+        raise DataError(f"None of the {len(subs):,} subscribers is active at the end of the data "
+                        "(every one has cancelled): there is nobody to forecast.")  # fmt: skip
+    span = _span_periods(subs, opts)
+    h = opts.holdout_periods
+    if h is not None and h > 0 and h >= span:
+        raise UserError(
+            f"--holdout-periods {h} leaves no data to fit on: the data span {span} period(s) of "
+            f"{opts.period}. Pass a smaller --holdout-periods (e.g. {max(1, span // 4)}) or 0."
+        )
+
+
 # ---------------------------------------------------------------------------------------
 # fitting
 
@@ -473,6 +490,7 @@ def _job(opts: SimpleNamespace, progress: Progress, out_dir: Path) -> Subscripti
     with progress.step(f"summarising every subscriber on the {opts.period} grid"):
         subs = _summarise(raw, opts)
         groups = _fit_groups(subs)
+        _check_summary(subs, opts)
     fitted: dict[str, dict[str, Any]] = {}
     for g in groups:
         part = subs[subs["fit_group"] == g]
@@ -493,9 +511,6 @@ def _job(opts: SimpleNamespace, progress: Progress, out_dir: Path) -> Subscripti
 
     has_price = "price" in subs.columns
     active_all = subs[subs["churned"] == 0]
-    if active_all.empty:
-        raise DataError(f"None of the {len(subs):,} subscribers is active at the end of the data "
-                        "(every one has cancelled): there is nobody to forecast.")  # fmt: skip
     frames, parts = [], []
     with progress.step(f"forecasting {len(active_all):,} active subscribers, "
                        f"{opts.horizon} periods ahead"):  # fmt: skip

@@ -374,6 +374,16 @@ def test_missing_end_column_names_the_flag(tmp_path, capsys, no_slow_steps):
     assert rc == 2 and "Missing column(s) 'end'" in err and "--end-col COL" in err
 
 
+def test_holdout_longer_than_the_data_is_refused_before_fitting(tmp_path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("fitted before refusing the holdout")
+
+    monkeypatch.setattr(subscriptions_job, "_fit_pair", refuse)
+    rc, _out, err = _exit(["subscriptions", "--demo", "fh2007", "--holdout-periods", "12", "-o",
+                           str(tmp_path / "o"), "-q"], capsys)  # fmt: skip
+    assert rc == 2 and "--holdout-periods 12 leaves no data to fit on" in err
+
+
 def test_data_errors_exit_2_with_the_data_layer_message(tmp_path, capsys):
     path = _table(tmp_path, n=50)
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
