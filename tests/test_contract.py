@@ -33,6 +33,7 @@ from clvbayes.models import (
     NotFittedError,
 )
 from clvbayes.models.bdw import BetaDiscreteWeibullModel
+from clvbayes.models.pooled import PooledBetaDiscreteWeibullModel, PooledShiftedBetaGeometricModel
 from clvbayes.models.priors import Prior
 from clvbayes.models.protocols import (
     PURCHASE_METHODS,
@@ -44,7 +45,6 @@ from clvbayes.models.protocols import (
     purchase_models,
 )
 from clvbayes.models.sbg import ShiftedBetaGeometricModel
-from clvbayes.models.sbg_pooled import PooledShiftedBetaGeometricModel
 from clvbayes.predict import score_customers
 from clvbayes.predict.retention import score_subscribers
 
@@ -138,7 +138,8 @@ def _rows() -> list[Row]:
     rows += [
         Row(ShiftedBetaGeometricModel, _tiny_subscriptions, retention=True),
         Row(BetaDiscreteWeibullModel, _tiny_subscriptions, retention=True),
-        Row(PooledShiftedBetaGeometricModel, _tiny_subscriptions),  # per cohort: cohort_model()
+        Row(PooledShiftedBetaGeometricModel, _tiny_subscriptions),  # per group: group_model()
+        Row(PooledBetaDiscreteWeibullModel, _tiny_subscriptions),
     ]
     cls, reason = purchase_model_candidates()["pnbd"]
     rows.append(

@@ -1,4 +1,4 @@
-"""PooledShiftedBetaGeometricModel: the joint density, the graph, recovery and shrinkage, errors."""
+"""Pooled retention models (sBG, BdW): the joint density, the graph, recovery and shrinkage, errors."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from clvbayes.compat import posterior_from_arrays
 from clvbayes.errors import DataError
 from clvbayes.math import sbg
+from clvbayes.models.pooled import PooledBetaDiscreteWeibullModel, PooledShiftedBetaGeometricModel
 from clvbayes.models.priors import Prior
 from clvbayes.models.sbg import ShiftedBetaGeometricModel
-from clvbayes.models.sbg_pooled import PooledShiftedBetaGeometricModel
 
 TRUTH = {"alpha_mean": 0.8, "alpha_shape": 25.0, "beta_mean": 2.5, "beta_shape": 25.0}
 
@@ -104,7 +105,7 @@ def test_pymc_graph_equals_the_numpy_density(cohorts):
 
 def test_recovers_the_cohorts_and_shrinks_the_young_ones(cohorts, laplace):
     table, a, b = cohorts
-    summary = laplace.cohort_summary(prob=0.9)
+    summary = laplace.group_summary(prob=0.9)
     truth = a / (a + b)
     inside = (summary["mean_churn_lower"].to_numpy() <= truth) & (
         truth <= summary["mean_churn_upper"].to_numpy()
@@ -116,7 +117,7 @@ def test_recovers_the_cohorts_and_shrinks_the_young_ones(cohorts, laplace):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         alone = ShiftedBetaGeometricModel().fit(young, method="laplace", seed=1)
-    d, pooled = alone.draws(), laplace.cohort_model("c7").draws()
+    d, pooled = alone.draws(), laplace.group_model("c7").draws()
     s_alone = sbg.survival(d["alpha"].ravel(), d["beta"].ravel(), 4.0)
     s_pooled = sbg.survival(pooled["alpha"].ravel(), pooled["beta"].ravel(), 4.0)
     true_surv = float(sbg.survival(a[7], b[7], 4.0))
@@ -131,7 +132,7 @@ def test_cohort_model_feeds_score_subscribers(laplace, cohorts):
 
     table = cohorts[0]
     one = table[table["cohort"] == "c0"]
-    res = score_subscribers(one, laplace.cohort_model("c0"), horizon=3, seed=1, price_col=None)
+    res = score_subscribers(one, laplace.group_model("c0"), horizon=3, seed=1, price_col=None)
     assert (res.subscribers["p_renew_ci_upper"] > res.subscribers["p_renew_ci_lower"]).all()
 
 
@@ -142,7 +143,7 @@ def test_save_load_round_trip(laplace, tmp_path):
     assert loaded.groups_ == laplace.groups_ and loaded.pooled_by == "cohort"
     for k, v in laplace.draws().items():
         np.testing.assert_array_equal(loaded.draws()[k], v)
-    pd.testing.assert_frame_equal(loaded.cohort_summary(), laplace.cohort_summary())
+    pd.testing.assert_frame_equal(loaded.group_summary(), laplace.group_summary())
 
 
 def test_errors_name_the_problem(cohorts, laplace):
@@ -155,6 +156,49 @@ def test_errors_name_the_problem(cohorts, laplace):
     with pytest.raises(DataError, match=r"groups the model was not fitted on: \['new'\]"):
         laplace._compress(other)
     with pytest.raises(DataError, match="Unknown group 'zz'"):
-        laplace.cohort_model("zz")
+        laplace.group_model("zz")
     with pytest.raises(ValueError, match=r"unknown prior name\(s\) \['alpha'\]"):
         PooledShiftedBetaGeometricModel(priors={"alpha": Prior("HalfNormal", sigma=1)})
+
+
+@pytest.mark.parametrize("cls", [PooledShiftedBetaGeometricModel, PooledBetaDiscreteWeibullModel])
+def test_each_family_pools_its_own_likelihood_with_an_exact_gradient(cls, cohorts):
+    """The pooled likelihood is the base model's per group; gradient and PyMC graph agree."""
+    table = cohorts[0].iloc[::3]
+    model = cls()
+    data = model._compress(table)
+    base = cls._base
+    expected_names = {f"{p}_{k}" for p in base.param_names for k in ("mean", "shape")}
+    expected_names |= {f"{p}_{i}" for p in base.param_names for i in range(8)}
+    assert set(model.param_names) == expected_names
+    rng = np.random.default_rng(0)
+    typical = {"alpha": 0.8, "beta": 2.5, "c": 1.1}
+    point = {f"{p}_mean": typical[p] for p in base.param_names}
+    point.update({f"{p}_shape": 10.0 for p in base.param_names})
+    point.update(
+        {f"{p}_{i}": typical[p] * rng.uniform(0.7, 1.3) for p in base.param_names for i in range(8)}
+    )
+    model.posterior_ = posterior_from_arrays({k: np.full((1, 1), v) for k, v in point.items()})
+    f = model._loglik_sum_function(data)
+    values = np.array([point[k] for k in model.param_names])
+    total, grad = f(*values)
+    expected = 0.0
+    for i, g in enumerate(model.groups_):
+        one = base()._compress(table[table["cohort"] == g])
+        params = {p: point[f"{p}_{i}"] for p in base.param_names}
+        expected += float(np.sum(one.counts * base()._loglik(params, one)))
+    assert total == pytest.approx(expected, rel=1e-10)
+    for j in range(len(values)):
+        h = 1e-6 * values[j]
+        up, dn = values.copy(), values.copy()
+        up[j] += h
+        dn[j] -= h
+        fd = (f(*up)[0] - f(*dn)[0]) / (2 * h)
+        assert grad[j] == pytest.approx(fd, rel=1e-5, abs=1e-5), model.param_names[j]
+    dens = float(np.sum(data.counts * model._loglik(point, data))) + model._log_prior(point)
+    logp = model.build_pymc_model(data, fast=False).compile_logp(jacobian=False)
+    got = float(logp({f"{k}_log__": np.log(v) for k, v in point.items()}))
+    assert got == pytest.approx(dens, rel=1e-9)
+    assert isinstance(model.group_model(model.groups_[0]), base)
+    summary = model.group_summary()
+    assert list(summary.index) == model.groups_ and "mean_churn_mean" in summary

@@ -16,10 +16,10 @@ from clvbayes.models.bgnbd import BetaGeoModel
 from clvbayes.models.gamma_gamma import GammaGammaModel
 from clvbayes.models.mbgnbd import ModifiedBetaGeoModel
 from clvbayes.models.pnbd import ParetoNBDModel
+from clvbayes.models.pooled import PooledBetaDiscreteWeibullModel, PooledShiftedBetaGeometricModel
 from clvbayes.models.priors import AVAILABLE_DISTRIBUTIONS, Prior
 from clvbayes.models.protocols import PurchaseModel, SpendModel, purchase_models
 from clvbayes.models.sbg import ShiftedBetaGeometricModel
-from clvbayes.models.sbg_pooled import PooledShiftedBetaGeometricModel
 
 __all__ = [
     "AVAILABLE_DISTRIBUTIONS",
@@ -35,6 +35,7 @@ __all__ = [
     "ModifiedBetaGeoModel",
     "NotFittedError",
     "ParetoNBDModel",
+    "PooledBetaDiscreteWeibullModel",
     "PooledShiftedBetaGeometricModel",
     "Prior",
     "PurchaseModel",

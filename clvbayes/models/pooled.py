@@ -1,34 +1,31 @@
-"""sBG with partial pooling across cohorts (or plans): a hierarchical prior on each cohort's shapes.
+"""Retention models with partial pooling across cohorts (or plans): sBG and BdW.
 
-Cohort ``c`` has its own churn-probability Beta, ``theta ~ Beta(alpha_c, beta_c)`` (the sBG of
-:mod:`clvbayes.models.sbg` within the cohort), and the cohorts' shapes share a population::
+Group ``g`` (a cohort or a plan) has its own retention model -- the sBG of
+:mod:`clvbayes.models.sbg` with ``(alpha_g, beta_g)``, or the BdW of :mod:`clvbayes.models.bdw`
+with ``(alpha_g, beta_g, c_g)`` -- and each of those parameters is drawn from a population
+shared by the groups::
 
-    alpha_c ~ Gamma(shape = alpha_shape, rate = alpha_shape / alpha_mean)
-    beta_c  ~ Gamma(shape = beta_shape,  rate = beta_shape / beta_mean)
+    theta_g ~ Gamma(shape = theta_shape, rate = theta_shape / theta_mean)
 
-so ``alpha_mean`` is the population mean of ``alpha_c`` and ``alpha_shape`` how alike the
-cohorts are (coefficient of variation ``1 / sqrt(alpha_shape)``; a large shape pulls every
-cohort to the mean, a small one lets each speak for itself).  A young cohort, with few
-renewals observed, borrows strength from the older ones; a large old cohort is barely moved.
+so ``theta_mean`` is the population mean of parameter ``theta`` and ``theta_shape`` how alike
+the groups are (coefficient of variation ``1 / sqrt(theta_shape)``: a large shape pulls every
+group to the mean, a small one lets each speak for itself).  A young cohort, with few renewals
+observed, borrows strength from the older ones; a large old cohort is barely moved.
 
-Data: the subscribers table of the sBG plus the grouping column ``pooled_by`` (default
-``"cohort"``); the likelihood is the sBG's on one term per (cohort, periods, churned) cell
-with a count.  Every fit method works (MAP and Laplace on the joint density of the
-hyperparameters and the cohort shapes, NUTS on the same model in PyMC).
+Data: the base model's subscribers table plus the grouping column ``pooled_by`` (default
+``"cohort"``); the likelihood is the base model's on one term per (group, periods, churned)
+cell with a count, with its exact gradient.  Every fit method works (MAP and Laplace on the
+joint density of the hyperparameters and the group parameters, NUTS on the same model in
+PyMC).
 
-Priors (hyperparameters; names ``alpha_mean``, ``alpha_shape``, ``beta_mean``, ``beta_shape``):
+Hyperpriors: ``theta_mean`` gets the base model's default prior on ``theta`` and
+``theta_shape`` Gamma(alpha=2, beta=0.2) (mean 10: moderate pooling, a long right tail towards
+complete pooling).  Names: ``alpha_mean``, ``alpha_shape``, ``beta_mean``, ``beta_shape`` and,
+for the BdW, ``c_mean``, ``c_shape``; the group parameters are ``alpha_0``, ``alpha_1``, ...
+in the sorted order of the groups (``groups_``).
 
-===========  ============================  ==========================================
-name         default                       note
-===========  ============================  ==========================================
-alpha_mean   HalfCauchy(beta=1)            as the sBG's prior on alpha
-alpha_shape  Gamma(alpha=2, beta=0.2)      mean 10: moderate pooling, long right tail
-beta_mean    HalfCauchy(beta=1)            as the sBG's prior on beta
-beta_shape   Gamma(alpha=2, beta=0.2)
-===========  ============================  ==========================================
-
-:meth:`cohort_model` returns a :class:`~clvbayes.models.sbg.ShiftedBetaGeometricModel` with one
-cohort's pooled draws, for :func:`clvbayes.predict.score_subscribers` and the sBG's methods.
+:meth:`PooledRetentionModel.group_model` returns the base model holding one group's pooled
+draws, for :func:`clvbayes.predict.score_subscribers` and the base model's methods.
 """
 
 from __future__ import annotations
@@ -43,41 +40,46 @@ from scipy import special
 from clvbayes.data import CompressedRFM, compress
 from clvbayes.data.subscriptions import validate_subscribers
 from clvbayes.errors import DataError
-from clvbayes.math import sbg
 from clvbayes.math._xp import NUMPY
+from clvbayes.models.bdw import BetaDiscreteWeibullModel
 from clvbayes.models.priors import Prior
 from clvbayes.models.sbg import RetentionModel, ShiftedBetaGeometricModel
 
-HYPER = ("alpha_mean", "alpha_shape", "beta_mean", "beta_shape")
-DEFAULT_PRIORS: dict[str, Prior] = {
-    "alpha_mean": Prior("HalfCauchy", beta=1),
-    "alpha_shape": Prior("Gamma", alpha=2, beta=0.2),
-    "beta_mean": Prior("HalfCauchy", beta=1),
-    "beta_shape": Prior("Gamma", alpha=2, beta=0.2),
-}
+SHAPE_PRIOR = Prior("Gamma", alpha=2, beta=0.2)
 
 
-class PooledShiftedBetaGeometricModel(RetentionModel):
-    """Bayesian sBG with a hierarchical prior across the groups of ``pooled_by``.
+def _hyper(base: type) -> tuple[str, ...]:
+    return tuple(f"{p}_{kind}" for p in base.param_names for kind in ("mean", "shape"))
+
+
+class PooledRetentionModel(RetentionModel):
+    """A retention model (``_base``) with a hierarchical prior across the groups of ``pooled_by``.
 
     Parameters
     ----------
     pooled_by : str
         Column of the subscribers table naming each subscriber's cohort (or plan).
     priors : dict of str to Prior, optional
-        Replace hyperpriors; valid names: alpha_mean, alpha_shape, beta_mean, beta_shape.
+        Replace hyperpriors (names ``<parameter>_mean`` and ``<parameter>_shape``).
 
     Examples
     --------
     >>> model = PooledShiftedBetaGeometricModel("cohort").fit(subs, method="laplace")  # doctest: +SKIP
-    >>> model.cohort_model("2024-01").p_renew(1, active)  # doctest: +SKIP
+    >>> model.group_model("2024-01").p_renew(1, active)  # doctest: +SKIP
     """
 
-    display_name: ClassVar[str] = "pooled sBG"
-    param_names: ClassVar[tuple[str, ...]] = HYPER  # + alpha_<i>, beta_<i> once fitted
-    default_priors: ClassVar[dict[str, Prior]] = DEFAULT_PRIORS
+    _base: ClassVar[type] = ShiftedBetaGeometricModel
     history_columns: ClassVar[tuple[str, ...]] = ("group", "periods", "churned")
-    _math = sbg
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        base = cls._base
+        cls.param_names = _hyper(base)  # + <parameter>_<i> per group, once fitted
+        cls.default_priors = {
+            f"{p}_{kind}": base.default_priors[p] if kind == "mean" else SHAPE_PRIOR
+            for p in base.param_names for kind in ("mean", "shape")
+        }  # fmt: skip
+        cls._math = base._math
 
     def __init__(self, pooled_by: str = "cohort", priors: dict[str, Prior] | None = None) -> None:
         super().__init__(priors)
@@ -93,14 +95,14 @@ class PooledShiftedBetaGeometricModel(RetentionModel):
     def _set_groups(self, groups: list[str]) -> None:
         self.groups_ = list(groups)
         n = len(groups)
-        self.param_names = (
-            HYPER + tuple(f"alpha_{i}" for i in range(n)) + tuple(f"beta_{i}" for i in range(n))
+        self.param_names = _hyper(self._base) + tuple(
+            f"{p}_{i}" for p in self._base.param_names for i in range(n)
         )
 
     def _compress(self, rfm: pd.DataFrame) -> CompressedRFM:
         if self.pooled_by not in rfm.columns:
             raise DataError(
-                f"PooledShiftedBetaGeometricModel pools by column {self.pooled_by!r}, which the "
+                f"{type(self).__name__} pools by column {self.pooled_by!r}, which the "
                 f"subscribers table lacks (columns: {list(map(str, rfm.columns))}); pass "
                 "pooled_by=... naming the cohort or plan column."
             )
@@ -128,56 +130,58 @@ class PooledShiftedBetaGeometricModel(RetentionModel):
         }  # fmt: skip
 
     def _initial_point(self, data: CompressedRFM) -> dict[str, float]:
-        point = {"alpha_mean": 1.0, "alpha_shape": 5.0, "beta_mean": 1.0, "beta_shape": 5.0}
-        point.update(dict.fromkeys(self.param_names[len(HYPER) :], 1.0))
+        base_point = self._base()._initial_point(data)
+        point = {}
+        for p in self._base.param_names:
+            point[f"{p}_mean"], point[f"{p}_shape"] = float(base_point[p]), 5.0
+            point.update({f"{p}_{i}": float(base_point[p]) for i in range(len(self.groups_))})
         return point
 
-    def _shapes(self, params, group, xp=NUMPY):
-        """Each row's cohort shapes from the per-cohort parameters (any array namespace)."""
-        alpha = beta = 0.0
-        for i in range(len(self.groups_)):
-            member = xp.where(xp.eq(group, i), 1.0, 0.0)
-            alpha = alpha + params[f"alpha_{i}"] * member
-            beta = beta + params[f"beta_{i}"] * member
-        return alpha, beta
+    def _row_params(self, params, group, xp=NUMPY):
+        """Each row's group parameters from the per-group ones (any array namespace)."""
+        rows = {}
+        for p in self._base.param_names:
+            value = 0.0
+            for i in range(len(self.groups_)):
+                value = value + params[f"{p}_{i}"] * xp.where(xp.eq(group, i), 1.0, 0.0)
+            rows[p] = value
+        return rows
 
     def _loglik(self, params, data, xp=NUMPY):
         group = data["group"]
         if xp is NUMPY:
             group = np.asarray(group)
-        alpha, beta = self._shapes(params, group, xp)
-        return sbg.loglik(alpha, beta, data["periods"], data["churned"], xp=xp)
+        return self._base()._loglik(self._row_params(params, group, xp), data, xp=xp)
 
     def _loglik_sum_function(self, data: CompressedRFM):
         weights = self._likelihood_weights(data)
         group = np.asarray(data["group"]).astype(int)
+        math = self._base._math
         parts = [
-            sbg.prepare_loglik_sum(
+            math.prepare_loglik_sum(
                 data["periods"][group == i], data["churned"][group == i], weights[group == i]
             )
             for i in range(len(self.groups_))
         ]
-        n_groups, n_hyper = len(self.groups_), len(HYPER)
+        index = {name: j for j, name in enumerate(self.param_names)}
+        slots = [[index[f"{p}_{i}"] for p in self._base.param_names] for i in range(len(parts))]
 
         def total_and_grad(*values):
             grad = np.zeros(len(values))
             total = 0.0
-            for i, part in enumerate(parts):
-                a, b = values[n_hyper + i], values[n_hyper + n_groups + i]
-                value, g = sbg.loglik_sum_and_grad(a, b, part)
+            for part, slot in zip(parts, slots, strict=True):
+                value, g = math.loglik_sum_and_grad(*(values[j] for j in slot), part)
                 total += float(value)
-                grad[n_hyper + i], grad[n_hyper + n_groups + i] = g
+                grad[slot] = g
             return total, grad
 
         return total_and_grad
 
     def _log_prior(self, params: dict[str, float]) -> float:
-        out = float(sum(float(self.priors[k].logpdf(params[k])) for k in HYPER))
-        for shape_name, mean_name, prefix in (
-            ("alpha_shape", "alpha_mean", "alpha"), ("beta_shape", "beta_mean", "beta"),
-        ):  # fmt: skip
-            k = params[shape_name]
-            rate = k / params[mean_name]
+        out = float(sum(float(self.priors[k].logpdf(params[k])) for k in _hyper(self._base)))
+        for prefix in self._base.param_names:
+            k = params[f"{prefix}_shape"]
+            rate = k / params[f"{prefix}_mean"]
             x = np.array([params[f"{prefix}_{i}"] for i in range(len(self.groups_))])
             out += float(
                 np.sum(k * np.log(rate) - special.gammaln(k) + (k - 1) * np.log(x) - rate * x)
@@ -187,39 +191,54 @@ class PooledShiftedBetaGeometricModel(RetentionModel):
     def _pymc_params(self) -> dict[str, Any]:
         import pymc as pm
 
-        rvs = {k: self.priors[k].to_pymc(k) for k in HYPER}
-        for prefix in ("alpha", "beta"):
+        rvs = {k: self.priors[k].to_pymc(k) for k in _hyper(self._base)}
+        for prefix in self._base.param_names:
             k, m = rvs[f"{prefix}_shape"], rvs[f"{prefix}_mean"]
             for i in range(len(self.groups_)):
                 rvs[f"{prefix}_{i}"] = pm.Gamma(f"{prefix}_{i}", alpha=k, beta=k / m)
         return rvs
 
-    # ------------------------------------------------------------------ per cohort
-    def cohort_model(self, group: str) -> ShiftedBetaGeometricModel:
-        """An sBG holding one group's pooled posterior draws (for predictions and plots)."""
+    # ------------------------------------------------------------------ per group
+    def group_model(self, group: str) -> RetentionModel:
+        """The base model holding one group's pooled posterior draws (predictions, plots)."""
         from clvbayes.compat import posterior_from_arrays
 
         if group not in self.groups_:
             raise DataError(f"Unknown group {group!r}; fitted groups: {self.groups_[:10]}.")
         i = self.groups_.index(group)
         d = self.draws()
-        model = ShiftedBetaGeometricModel()
-        model.posterior_ = posterior_from_arrays({"alpha": d[f"alpha_{i}"], "beta": d[f"beta_{i}"]})
+        model = self._base()
+        model.posterior_ = posterior_from_arrays({p: d[f"{p}_{i}"] for p in self._base.param_names})
         model.time_unit_ = getattr(self, "time_unit_", None)
         return model
 
-    def cohort_summary(self, prob: float = 0.9) -> pd.DataFrame:
-        """Pooled posterior of each group's shapes and mean churn probability alpha/(alpha+beta)."""
+    def group_summary(self, prob: float = 0.9) -> pd.DataFrame:
+        """Pooled posterior of each group's parameters and mean churn propensity alpha/(alpha+beta)."""
         from clvbayes.predict.summary import draw_stats
 
         d = self.draws()
         rows = {}
         for i, g in enumerate(self.groups_):
-            a, b = d[f"alpha_{i}"].ravel(), d[f"beta_{i}"].ravel()
+            values = {p: d[f"{p}_{i}"].ravel() for p in self._base.param_names}
+            values["mean_churn"] = values["alpha"] / (values["alpha"] + values["beta"])
             row = {}
-            for name, v in (("alpha", a), ("beta", b), ("mean_churn", a / (a + b))):
+            for name, v in values.items():
                 st = draw_stats(v, prob)
                 row.update({f"{name}_mean": float(st["mean"]), f"{name}_lower": float(st["lower"]),
                             f"{name}_upper": float(st["upper"])})  # fmt: skip
             rows[g] = row
         return pd.DataFrame.from_dict(rows, orient="index").rename_axis(self.pooled_by)
+
+
+class PooledShiftedBetaGeometricModel(PooledRetentionModel):
+    """sBG with partial pooling across the groups of ``pooled_by`` (see the module docstring)."""
+
+    _base: ClassVar[type] = ShiftedBetaGeometricModel
+    display_name: ClassVar[str] = "pooled sBG"
+
+
+class PooledBetaDiscreteWeibullModel(PooledRetentionModel):
+    """BdW with partial pooling across the groups of ``pooled_by`` (see the module docstring)."""
+
+    _base: ClassVar[type] = BetaDiscreteWeibullModel
+    display_name: ClassVar[str] = "pooled BdW"
