@@ -181,3 +181,20 @@ def test_counts_and_residual_value():
         DataError, match=r"residual_value needs the price per period in column 'amount'"
     ):
         model.residual_value(0.1, subs, price_col="amount")
+
+
+def test_loo_with_histories_no_draw_changes():
+    """Active subscribers in their first period have likelihood 1 under every draw: their LOO
+    term is exactly 0 (no Pareto smoothing, which fails on constant tails in ArviZ 1.x)."""
+    rng = np.random.default_rng(0)
+    t = pd.DataFrame(
+        {"periods": np.r_[np.zeros(50, int), rng.integers(1, 8, 300)],
+         "churned": np.r_[np.zeros(50, int), rng.integers(0, 2, 300)]},
+        index=pd.Index([f"s{i}" for i in range(350)], name="id"),
+    )  # fmt: skip
+    model = ShiftedBetaGeometricModel().fit(t, method="laplace", seed=1)
+    data, elpd_i, _, k_i = model.loo_terms()
+    flat = (data["periods"] == 0) & (data["churned"] == 0)
+    assert flat.any() and np.all(elpd_i[flat] == 0.0) and np.all(k_i[flat] == 0.0)
+    loo = model.loo()
+    assert np.isfinite(loo.elpd) and loo.max_pareto_k < 0.7

@@ -511,11 +511,18 @@ class CLVModel:
         for start in range(0, keep.size, step):
             idx = keep[start : start + step]
             view = {c: np.asarray(data[c])[idx] for c in data.columns}
-            ll = np.asarray(self._loglik(params, view), dtype=float).T  # (histories, samples)
-            log_w, k = compat.psis_log_weights(-ll, reff)
-            loo_i = _logsumexp(ll + log_w, axis=1)
-            lppd_i = _logsumexp(ll, axis=1) - np.log(n_samples)
-            out[:, idx] = loo_i, lppd_i - loo_i, np.asarray(k, dtype=float)
+            ll = np.asarray(self._loglik(params, view), dtype=float)
+            ll = np.broadcast_to(ll, (n_samples, idx.size)).T  # (histories, samples)
+            # a history whose likelihood no draw changes (e.g. a subscriber in her first
+            # period) needs no importance weights: its LOO term is that likelihood, exactly
+            flat = np.ptp(ll, axis=1) <= 1e-12 * np.maximum(1.0, np.abs(ll[:, 0]))
+            out[0, idx[flat]], out[1, idx[flat]], out[2, idx[flat]] = ll[flat, 0], 0.0, 0.0
+            if (~flat).any():
+                vary = ll[~flat]
+                log_w, k = compat.psis_log_weights(-vary, reff)
+                loo_i = _logsumexp(vary + log_w, axis=1)
+                lppd_i = _logsumexp(vary, axis=1) - np.log(n_samples)
+                out[:, idx[~flat]] = loo_i, lppd_i - loo_i, np.asarray(k, dtype=float)
         return data, out[0], out[1], out[2]
 
     def loo(self, rfm: pd.DataFrame | None = None) -> ELPD:
