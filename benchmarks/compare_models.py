@@ -170,7 +170,19 @@ def load_dataset(name: str, n_customers: int | None = None, seed: int = 0) -> Da
         raise ValueError(f"Unknown dataset {name!r}; choose from {DATASETS} or 'all'.")
     if n_customers is not None:
         desc += f", random subsample of {tx['customer_id'].nunique():,} customers"
-    return Dataset(name, desc, tx, _split(tx))
+    rfm = _split(tx)
+    # Gamma-Gamma needs a positive mean repeat spend (CDNOW master has one customer whose
+    # repeat purchases are all worth 0): such customers are left out of every model, and said so
+    zero = ((rfm["frequency"] > 0) & (rfm["monetary_value"] <= 0)).to_numpy()
+    if zero.any():
+        attrs = dict(rfm.attrs)
+        rfm = rfm[~zero].copy()
+        rfm.attrs = attrs
+        desc += (
+            f"; {int(zero.sum())} customer(s) whose repeat purchases are all worth 0 left out "
+            "(the spend model needs positive spend)"
+        )
+    return Dataset(name, desc, tx, rfm)
 
 
 def simulate_transactions(n_customers: int, seed: int) -> pd.DataFrame:
