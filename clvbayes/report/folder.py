@@ -528,6 +528,24 @@ def _check_space(out: Path, need: int) -> None:
         raise err
 
 
+def staged_writing(stage):
+    """``writing(*names)``: a context manager that names the files in ``stage``'s journal
+    before they are written and turns an ``OSError`` into a :class:`ReportWriteError` naming
+    them and the report folder."""
+
+    @contextlib.contextmanager
+    def writing(*names: str):
+        stage.expect(*names)
+        try:
+            yield
+        except ReportWriteError:
+            raise
+        except OSError as err:
+            raise _write_failed(stage.out, ", ".join(names), err) from err
+
+    return writing
+
+
 def _write_failed(out: Path, what: str, err: BaseException) -> ReportWriteError:
     text = _os_text(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
     code = getattr(err, "errno", None)

@@ -25,6 +25,7 @@ from clvbayes.report.folder import (
     _table_bytes,
     _write_failed,
     check_output_folder,
+    staged_writing,
 )
 from clvbayes.report.lock import output_lock
 from clvbayes.report.plots import _write_model_plots, _write_plots
@@ -173,15 +174,7 @@ def _fill(
     customers_table, segments = tables["customers"], tables["segments"]
     table_files = [f"{t}.{f}" for t in tables for f in formats]
 
-    @contextlib.contextmanager
-    def writing(*names: str):
-        stage.expect(*names)
-        try:
-            yield
-        except ReportWriteError:
-            raise
-        except OSError as err:
-            raise _write_failed(out, ", ".join(names), err) from err
+    writing = staged_writing(stage)
 
     with writing(*table_files):
         for name, df in tables.items():
