@@ -156,3 +156,23 @@ def test_same_seed_same_table_and_chunking_does_not_change_the_law():
     pd.testing.assert_frame_equal(a.subscribers, small.subscribers)  # per-history part
     ca, cs = a.cohorts["all"], small.cohorts["all"]
     np.testing.assert_allclose(ca["active_pi_lower"], cs["active_pi_lower"], atol=12)
+
+
+@pytest.mark.parametrize("cls", [ShiftedBetaGeometricModel, BetaDiscreteWeibullModel])
+def test_long_tenures_and_extreme_parameters_stay_finite(cls):
+    """Tenures up to 10,000 periods, a 120-period horizon, parameters e^-4..e^4."""
+    rng = np.random.default_rng(9)
+    draws = {k: np.exp(rng.uniform(-4.0, 4.0, (1, 30))) for k in cls.param_names}
+    if "c" in draws:
+        draws["c"] = np.exp(rng.uniform(-1.5, 1.5, (1, 30)))
+    model = cls()
+    model.posterior_ = posterior_from_arrays(draws)
+    table = pd.DataFrame({"periods": [0, 1, 100, 10_000], "churned": 0, "price": 9.99},
+                         index=pd.Index(list("abcd"), name="id"))  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = score_subscribers(table, model, horizon=120, discount_rate=0.01, seed=1,
+                                n_outcome_samples=60)  # fmt: skip
+    num = res.subscribers.select_dtypes("number").to_numpy()
+    assert np.isfinite(num).all()
+    assert np.isfinite(res.cohorts["all"].select_dtypes("number").to_numpy()).all()
