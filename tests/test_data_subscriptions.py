@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 
 import numpy as np
 import pandas as pd
@@ -136,8 +137,9 @@ def test_blank_end_strings_are_active():
     assert out["churned"].tolist() == [0, 0, 0]
 
 
-PATH = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "retention",
-                    "fh2007_survival.csv")  # fmt: skip
+PATH = str(
+    files("clvbayes.datasets").joinpath("files", "fh2007_survival.csv")
+)  # bundled copy of ../shared/data/retention
 
 
 def test_fh2007_survival_expansion():

@@ -10,7 +10,7 @@ from scipy import optimize, special
 from clvbayes.errors import ModelError
 from clvbayes.math import sbg
 
-DATA = "../shared/data/retention/fh2007_survival.csv"
+DATA = "clvbayes/datasets/files/fh2007_survival.csv"  # bundled copy of ../shared/data/retention
 
 
 def _fh2007(column: str, last: int = 7):

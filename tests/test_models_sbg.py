@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 
 import numpy as np
 import pandas as pd
@@ -13,8 +14,9 @@ from clvbayes.errors import DataError, ModelError
 from clvbayes.models.priors import Prior
 from clvbayes.models.sbg import ShiftedBetaGeometricModel
 
-PATH = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "retention",
-                    "fh2007_survival.csv")  # fmt: skip
+PATH = str(
+    files("clvbayes.datasets").joinpath("files", "fh2007_survival.csv")
+)  # bundled copy of ../shared/data/retention
 
 
 def fh2007(column: str) -> pd.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from importlib.resources import files
 
 import numpy as np
 import pandas as pd
@@ -17,8 +18,9 @@ from clvbayes.models.bdw import BetaDiscreteWeibullModel
 from clvbayes.models.sbg import ShiftedBetaGeometricModel
 from clvbayes.predict.retention import score_subscribers
 
-PATH = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "retention",
-                    "fh2007_survival.csv")  # fmt: skip
+PATH = str(
+    files("clvbayes.datasets").joinpath("files", "fh2007_survival.csv")
+)  # bundled copy of ../shared/data/retention
 COHORTS = ("high_end_pct_surviving", "regular_pct_surviving")
 
 
