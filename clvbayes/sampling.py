@@ -27,39 +27,32 @@ NUTS_SAMPLERS = ("pymc", "nutpie", "numpyro")
 
 # options of pymc.NUTS that pymc.sample passes to the step it builds
 _NUTS_STEP_OPTIONS = ("target_accept", "max_treedepth", "step_scale", "early_max_treedepth")
-_SAMPLER_PREFERENCE = ("nutpie", "pymc")
 
 
 def default_nuts_sampler() -> str:
-    """The NUTS back-end used when ``nuts_sampler`` is not given: nutpie if installed, else PyMC.
+    """The NUTS back-end used when ``nuts_sampler`` is not given: PyMC's own NUTS.
 
-    Chosen from measurements (``benchmarks/speed.py``, CDNOW sample, 4 chains x 1000 draws
-    after 1000 tuning steps, bulk ESS per second of fitting with compilation included, the
-    smallest over each model's parameters, 2-core machine):
+    PyMC's NUTS runs the model's exact-gradient NumPy likelihood on the compressed histories
+    and starts from our Laplace approximation (dense mass matrix, one start per chain).
+    Measured on the PyMC 6.4 stack, 2-core machine, BG/NBD, 4 chains:
 
-    ============================  ===============  =================  ==============
-    stack                         back-end         BG/NBD ESS/s       Gamma-Gamma ESS/s
-    ============================  ===============  =================  ==============
-    PyMC 6.4 / PyTensor 3.3       nutpie 0.16      125                256
-    PyMC 6.4 / PyTensor 3.3       pymc             81                 156
-    PyMC 5.x (earlier run)        nutpie / pymc    within noise of each other
-    ============================  ===============  =================  ==============
+    =====================================  ===========  ============  ======  =========
+    data                                   back-end     fit           r_hat   bulk ESS
+    =====================================  ===========  ============  ======  =========
+    CDNOW sample (1,016 histories), 1000   nutpie 0.16  11.5 s        1.003   6,401
+    CDNOW sample, 1000 (speed_pymc6.md)    pymc         ~1.6x slower  <1.01
+    CDNOW master (8,685 histories), 300    pymc         30 s          1.009   1,500
+    CDNOW master, 300                      nutpie 0.16  364 s         1.59    7
+    =====================================  ===========  ============  ======  =========
 
-    (``benchmarks/results/speed_pymc6.md``; both measured in one run, while other work
-    loaded the machine, so absolute figures are low and the ratio, ~1.6x for nutpie, is the
-    finding.)  nutpie is therefore preferred when installed (``pip install
-    clvbayes[nutpie]``); PyMC's own NUTS, which needs nothing extra and starts from our
-    Laplace approximation, is the fallback.  numpyro was 3-5x slower on both stacks and
-    is never the default.  The slow CDNOW reference fit (posterior means within 0.5 sd of the
-    published MLE, r_hat <= 1.01, no divergences) passes with nutpie and with PyMC's NUTS.
-    Pareto/NBD keeps PyMC's NUTS (``preferred_nuts_sampler``): nutpie would compile its
-    quadrature graph for many minutes.
+    (``benchmarks/nuts_families.py``; the master rows from a fresh process each, with other
+    work on the machine.)  nutpie is faster on small data but failed to adapt on the full
+    CDNOW cohort (r_hat 1.59 after 300 + 300 iterations, and over 18 minutes without
+    finishing 1000 + 1000), so it is not the default: pass ``nuts_sampler="nutpie"`` (``pip
+    install clvbayes[nutpie]``) to use it, and check its diagnostics.  numpyro was 3-5x slower
+    on both stacks.  Pareto/NBD keeps PyMC's NUTS in any case (``preferred_nuts_sampler``):
+    nutpie would compile its quadrature graph for many minutes.
     """
-    import importlib.util
-
-    for name in _SAMPLER_PREFERENCE:
-        if name == "pymc" or importlib.util.find_spec(name) is not None:
-            return name
     return "pymc"
 
 
