@@ -354,3 +354,13 @@ def test_rfm_empty(rfm):
 def test_rfm_not_a_dataframe():
     with pytest.raises(DataError, match="as a pandas DataFrame, got dict"):
         validate_rfm({"frequency": [1]})
+
+
+def test_object_ids_without_text_are_accepted():
+    """Found by the hostile-input property test: an object column holding only Python ints."""
+    from clvbayes.data import summarize_transactions
+
+    tx = pd.DataFrame({"customer_id": pd.Series([7, 7, 9], dtype=object),
+                       "date": ["2024-01-01", "2024-02-01", "2024-01-05"]})  # fmt: skip
+    out = summarize_transactions(tx, time_unit="days")
+    assert list(out.index) == [7, 9] and out.loc[7, "frequency"] == 1

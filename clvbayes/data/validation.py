@@ -318,6 +318,8 @@ def check_id_values(
     if not len(index) or not (_is_text_dtype(index.dtype)):
         return
     values = pd.Series(index.array)  # string dtypes keep their vectorised (Arrow) methods
+    if values.dtype == object and not values.map(lambda v: isinstance(v, str)).any():
+        return  # object ids without any text (e.g. Python ints): nothing to strip
     text = values
     stripped = text.str.strip()  # NaN for values that are not text
     if stripped.isna().all():
