@@ -7,14 +7,21 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from clvbayes.report.folder import (
     ReportBusy,
     ReportWriteError,
+    _check_space,
     _os_text,
     _output_path,
+    _publish,
     _read_json,
+    _recover,
     _sibling_prefix,
+    _Stage,
+    _write_failed,
+    check_output_folder,
 )
 
 _HELD: dict[str, tuple[int, int]] = {}  # lock path -> (fd, depth), this process's locks
@@ -131,3 +138,36 @@ def _acquire(path: Path, out: Path) -> int:
             return fd
         os.close(fd)
     raise ReportBusy(f"cannot take the lock {path} for {out}; retry.")
+
+
+def publish_staged(out: Path, protect: Any, need: int, fill, validate) -> Path:
+    """Write a report folder the safe way: under the lock, in a staging folder, then swapped in.
+
+    Under :func:`output_lock`: recover an interrupted swap, refuse a folder clvbayes did not
+    write (``protect``), check ``need`` bytes of free space, ``fill(stage)`` a staging folder,
+    seal it, ``validate(path)`` it, check the output folder again (nothing may have appeared
+    meanwhile) and swap it into place.  On any failure the staging folder is discarded and the
+    previous report is unchanged.
+    """
+    with output_lock(out):
+        _recover(out)
+        check_output_folder(out, protect)
+        _check_space(out, need)
+        try:
+            stage = _Stage(out)
+        except OSError as err:
+            raise _write_failed(out, f"a staging folder in {out.parent}", err) from err
+        try:
+            fill(stage)
+            stage.seal()
+            validate(stage.path)
+            check_output_folder(out, protect)  # again: nothing may have appeared meanwhile
+            try:
+                _publish(stage.path, out)
+            except OSError as err:
+                raise _write_failed(out, "the finished report into place", err) from err
+        except BaseException:
+            with contextlib.suppress(OSError):
+                stage.discard()
+            raise
+    return out

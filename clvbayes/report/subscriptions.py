@@ -44,7 +44,6 @@ discount rates are per period.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -58,20 +57,15 @@ import pandas as pd
 from clvbayes.report.folder import (
     MANIFEST,
     ReportWriteError,
-    _check_space,
     _manifest_files,
     _model_bytes,
     _output_path,
-    _publish,
-    _recover,
     _sha256,
-    _Stage,
     _table_bytes,
     _write_failed,
-    check_output_folder,
     staged_writing,
 )
-from clvbayes.report.lock import output_lock
+from clvbayes.report.lock import publish_staged
 from clvbayes.report.schema import (
     PANDAS_DTYPES,
     REPORT_VERSION,
@@ -449,31 +443,13 @@ def write_subscriptions_report(
     """
     formats = _normalise_formats(fmt)
     out = _output_path(out_dir)
-    with output_lock(out):
-        _recover(out)
-        check_output_folder(out, protect)
-        need = (sum(_table_bytes(df, formats) for df in tables.values())
-                + sum(_model_bytes(m) for m in models.values()) + (8 << 20))  # fmt: skip
-        _check_space(out, need)
-        try:
-            stage = _Stage(out)
-        except OSError as err:
-            raise _write_failed(out, f"a staging folder in {out.parent}", err) from err
-        try:
-            _fill(stage, tables, models, dict(summary), formats, dict(plots or {}),
-                  dict(context or {}))  # fmt: skip
-            stage.seal()
-            validate_subscriptions_report(stage.path)
-            check_output_folder(out, protect)
-            try:
-                _publish(stage.path, out)
-            except OSError as err:
-                raise _write_failed(out, "the finished report into place", err) from err
-        except BaseException:
-            with contextlib.suppress(OSError):
-                stage.discard()
-            raise
-    return out
+    need = (sum(_table_bytes(df, formats) for df in tables.values())
+            + sum(_model_bytes(m) for m in models.values()) + (8 << 20))  # fmt: skip
+
+    def fill(stage) -> None:
+        _fill(stage, tables, models, dict(summary), formats, dict(plots or {}), dict(context or {}))
+
+    return publish_staged(out, protect, need, fill, validate_subscriptions_report)
 
 
 def _fill(stage, tables, models, summary, formats, plots, context) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,18 +15,14 @@ from clvbayes.report.comparison import ModelComparison
 from clvbayes.report.folder import (
     MANIFEST,
     ReportWriteError,
-    _check_space,
     _model_bytes,
     _output_path,
-    _publish,
-    _recover,
     _Stage,
     _table_bytes,
     _write_failed,
-    check_output_folder,
     staged_writing,
 )
-from clvbayes.report.lock import output_lock
+from clvbayes.report.lock import publish_staged
 from clvbayes.report.plots import _write_model_plots, _write_plots
 from clvbayes.report.schema import (
     _POINT_FIT_NOTE,
@@ -128,34 +123,16 @@ def write_report(
         methods = {getattr(m, "fit_info_", {}).get("method") for m in models.values()} - {None}
         if len(methods) == 1:
             settings["method"] = methods.pop()
-    with output_lock(out):
-        _recover(out)
-        check_output_folder(out, protect)
-        need = (
-            sum(_table_bytes(df, formats) for df in tables.values())
-            + sum(_model_bytes(m) for m in models.values())
-            + (4 << 20)  # plots, dictionary, summaries
-        )
-        _check_space(out, need)
-        try:
-            stage = _Stage(out)
-        except OSError as err:
-            raise _write_failed(out, f"a staging folder in {out.parent}", err) from err
-        try:
-            _fill(stage, tables, models, provenance, formats, settings, holdout, extra,
-                  comparison)  # fmt: skip
-            stage.seal()
-            validate_report(stage.path)
-            check_output_folder(out, protect)  # again: nothing may have appeared meanwhile
-            try:
-                _publish(stage.path, out)
-            except OSError as err:
-                raise _write_failed(out, "the finished report into place", err) from err
-        except BaseException:
-            with contextlib.suppress(OSError):
-                stage.discard()
-            raise
-    return out
+    need = (
+        sum(_table_bytes(df, formats) for df in tables.values())
+        + sum(_model_bytes(m) for m in models.values())
+        + (4 << 20)  # plots, dictionary, summaries
+    )
+
+    def fill(stage) -> None:
+        _fill(stage, tables, models, provenance, formats, settings, holdout, extra, comparison)
+
+    return publish_staged(out, protect, need, fill, validate_report)
 
 
 def _fill(
