@@ -15,6 +15,7 @@ from clvbayes.models.bgbb import BetaGeoBetaBinomModel
 from clvbayes.models.bgnbd import BetaGeoModel
 from clvbayes.models.gamma_gamma import GammaGammaModel
 from clvbayes.models.mbgnbd import ModifiedBetaGeoModel
+from clvbayes.models.mixture import MixturePurchaseModel
 from clvbayes.models.pnbd import ParetoNBDModel
 from clvbayes.models.pooled import PooledBetaDiscreteWeibullModel, PooledShiftedBetaGeometricModel
 from clvbayes.models.priors import AVAILABLE_DISTRIBUTIONS, Prior
@@ -32,6 +33,7 @@ __all__ = [
     "ConvergenceWarning",
     "ExcludedCustomersWarning",
     "GammaGammaModel",
+    "MixturePurchaseModel",
     "ModifiedBetaGeoModel",
     "NotFittedError",
     "ParetoNBDModel",
