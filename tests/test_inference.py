@@ -174,3 +174,109 @@ def test_nuts_step_options_reach_the_laplace_started_step(cdnow, monkeypatch):
         BetaGeoModel().fit(cdnow, draws=10, tune=10, chains=1, seed=1, nuts_sampler="pymc",
                            progressbar=False, target_accept=0.93)  # fmt: skip
     assert seen["target_accept"] == pytest.approx(0.93)
+
+
+# ------------------------------------------------------------------ every family: exact gradient, Hessian
+def _family_params():
+    from test_contract import MODELS
+
+    return [
+        pytest.param(row, id=row.cls.__name__)
+        for row in MODELS
+        if row.skip is None and row.cls is not object
+    ]
+
+
+def _family_density(row, jacobian: bool):
+    model = row.cls()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = model._compress(row.data())
+    return model, data, inference.log_density(model, data, use_priors=True, jacobian=jacobian)
+
+
+@pytest.mark.parametrize("row", _family_params())
+def test_every_family_fits_with_its_exact_gradient(row, monkeypatch):
+    """MAP and Laplace of every family run on the model's exact gradient: the likelihood is
+    never differenced (only the prior, whose gradient the Prior objects do not give)."""
+    model, data, _ = _family_density(row, jacobian=False)
+    assert model._loglik_sum_function(data) is not None
+    calls = []
+    real = inference._central_gradient
+    monkeypatch.setattr(inference, "_central_gradient",
+                        lambda f, x, h=1e-6: calls.append(h) or real(f, x, h))  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        row.cls().fit(row.data(), method="map", seed=1)
+    assert calls and set(calls) == {1e-6}  # the prior's differences only (h = 1e-6)
+    # ... and that gradient is the derivative of the log density (values only)
+    for jacobian in (False, True):
+        _, _, f = _family_density(row, jacobian)
+        theta = np.log([model._initial_point(data)[k] for k in model.param_names]) + 0.05
+        value, grad = f(theta)
+        fd = inference._central_gradient(lambda t: f(t)[0], theta, h=1e-5)
+        np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-5 * max(1.0, abs(value)) ** 0.5)
+
+
+def _second_differences(f, x: np.ndarray, h: float) -> np.ndarray:
+    """Hessian from log density *values* only: Richardson-extrapolated central second differences."""
+
+    def at(h):
+        n = x.size
+        out = np.empty((n, n))
+        f0 = f(x)[0]
+        for i in range(n):
+            for j in range(i, n):
+                ei, ej = np.eye(n)[i] * h, np.eye(n)[j] * h
+                if i == j:
+                    out[i, i] = (f(x + ei)[0] - 2 * f0 + f(x - ei)[0]) / h**2
+                else:
+                    out[i, j] = out[j, i] = (
+                        f(x + ei + ej)[0]
+                        - f(x + ei - ej)[0]
+                        - f(x - ei + ej)[0]
+                        + f(x - ei - ej)[0]
+                    ) / (4 * h**2)
+        return out
+
+    return (4 * at(h / 2) - at(h)) / 3
+
+
+@pytest.mark.parametrize("row", _family_params())
+def test_laplace_hessian_matches_second_derivative_of_the_log_density(row):
+    """The Hessian behind the Laplace covariance (differences of the exact gradient) against a
+    second derivative computed from log-density values alone, at the mode and away from it."""
+    model, data, f = _family_density(row, jacobian=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        approx = inference.laplace_approximation(model, data)
+    for theta in (approx.mode, approx.mode + 0.1):
+        hess = inference._hessian(f, theta)
+        ref = _second_differences(f, theta, h=2e-3)
+        np.testing.assert_allclose(hess, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    neg_hess = -inference._hessian(f, approx.mode)
+    np.testing.assert_allclose(np.linalg.inv(approx.cov), neg_hess, rtol=1e-8,
+                               atol=1e-10 * np.abs(neg_hess).max())  # fmt: skip
+
+
+def test_large_fit_starts_from_the_mode_of_a_sample(monkeypatch):
+    """Beyond 2 x SUBSAMPLE_HISTORIES distinct histories the search starts at a sample's mode,
+    which ends at the same mode as a search from the initial point, in fewer full steps."""
+    from clvbayes.math import bgnbd
+
+    rng = np.random.default_rng(5)
+    n = 3_000
+    T = rng.uniform(13, 104, n).round(3)
+    sim = bgnbd.simulate(rng, 0.9, 3.0, 0.6, 6.0, T)
+    rfm = _rfm(sim["frequency"], sim["recency"], T)
+    model = BetaGeoModel()
+    data = model._compress(rfm)
+    monkeypatch.setattr(inference, "SUBSAMPLE_HISTORIES", 500)
+    f = inference.log_density(model, data, use_priors=True, jacobian=False)
+    start = inference._start(model, data, f, use_priors=True, jacobian=False)
+    generic = np.log([model._initial_point(data)[k] for k in model.param_names])
+    assert not np.allclose(start, generic) and f(start)[0] > f(generic)[0]
+    from_sample = inference._maximise(f, start, {}, "x")
+    from_generic = inference._maximise(f, generic, {}, "x")
+    np.testing.assert_allclose(from_sample[0], from_generic[0], atol=1e-6)
+    assert from_sample[2] < from_generic[2]
