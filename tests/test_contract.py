@@ -14,6 +14,7 @@ a protocol member is skipped with the reason shown by ``pytest -rs`` (and fails
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from collections.abc import Callable
@@ -65,7 +66,7 @@ def _tiny_continuous() -> pd.DataFrame:
         index=pd.Index(np.arange(1, N_TINY + 1), name="customer_id"),
     )
     rfm.attrs["time_unit"] = "weeks"
-    return rfm
+    return _with_attributes(rfm, 14)
 
 
 def _tiny_discrete() -> pd.DataFrame:
@@ -81,7 +82,7 @@ def _tiny_discrete() -> pd.DataFrame:
         index=pd.Index(np.arange(1, N_TINY + 1), name="customer_id"),
     )  # fmt: skip
     rfm.attrs["time_unit"] = "opportunities"
-    return rfm
+    return _with_attributes(rfm, 15)
 
 
 def _tiny_subscriptions() -> pd.DataFrame:
@@ -96,6 +97,16 @@ def _tiny_subscriptions() -> pd.DataFrame:
         index=pd.Index([f"s{i}" for i in range(N_TINY)], name="subscriber_id"),
     )  # fmt: skip
     rfm.attrs["period"] = "month"
+    return _with_attributes(rfm, 16)
+
+
+def _with_attributes(rfm: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Customer attributes for the covariate and pooling rows: a categorical ``channel``, a
+    numeric ``score`` (four values) and a segment column ``region``."""
+    rng = np.random.default_rng(seed + 100)
+    rfm["channel"] = rng.choice(["web", "store", "referral"], len(rfm))
+    rfm["score"] = rng.integers(0, 4, len(rfm)).astype(float)
+    rfm["region"] = rng.choice(["north", "south"], len(rfm))
     return rfm
 
 
@@ -126,6 +137,26 @@ class Row:
     retention: bool = False  # a contractual model: also score_subscribers
     skip: str | None = None
     marks: list = field(default_factory=list)
+    init: dict = field(default_factory=dict)  # covariates / pooled_by (models.segmented)
+
+    @property
+    def name(self) -> str:
+        base = "ParetoNBDModel" if self.cls is object else self.cls.__name__
+        extra = "+".join(f"{k}" for k in self.init)
+        return f"{base}[{extra}]" if extra else base
+
+    def make(self):
+        return self.cls(**self.init)
+
+    def fake(self, fitted, point_shape):
+        """A model with ``fitted``'s coding and fake draws of shape ``point_shape``."""
+        model = copy.copy(fitted) if self.init else self.cls()
+        model.posterior_ = posterior_from_arrays(_fake_draws(_point(fitted), *point_shape))
+        return model
+
+
+COVARIATES = {"covariates": ["channel", "score"]}
+POOLED = {"covariates": ["channel"], "pooled_by": "region"}
 
 
 def _rows() -> list[Row]:
@@ -141,11 +172,25 @@ def _rows() -> list[Row]:
         Row(PooledShiftedBetaGeometricModel, _tiny_subscriptions),  # per group: group_model()
         Row(PooledBetaDiscreteWeibullModel, _tiny_subscriptions),
     ]
+    # the same families with covariates and with partial pooling (clvbayes.models.segmented)
+    rows += [
+        Row(BetaGeoModel, _tiny_continuous, _purchase_predictions, purchase=True, init=COVARIATES),
+        Row(BetaGeoModel, _tiny_continuous, _purchase_predictions, purchase=True, init=POOLED),
+        Row(ModifiedBetaGeoModel, _tiny_continuous, _purchase_predictions, purchase=True,
+            init=COVARIATES),
+        Row(GammaGammaModel, _tiny_continuous, _spend_predictions, init=COVARIATES),
+        Row(GammaGammaModel, _tiny_continuous, _spend_predictions, init=POOLED),
+        Row(BetaGeoBetaBinomModel, _tiny_discrete, _discrete_predictions, purchase=True,
+            init=COVARIATES),
+        Row(ShiftedBetaGeometricModel, _tiny_subscriptions, init=COVARIATES),
+        Row(BetaDiscreteWeibullModel, _tiny_subscriptions, init=POOLED),
+    ]  # fmt: skip
     cls, reason = purchase_model_candidates()["pnbd"]
-    rows.append(
-        Row(cls or object, _tiny_continuous, _purchase_predictions, purchase=True,
-            skip=None if reason is None else f"ParetoNBDModel does not meet the contract: {reason}")
-    )  # fmt: skip
+    for init in ({}, COVARIATES):
+        rows.append(
+            Row(cls or object, _tiny_continuous, _purchase_predictions, purchase=True, init=init,
+                skip=None if reason is None else f"ParetoNBDModel does not meet the contract: {reason}")
+        )  # fmt: skip
     return rows
 
 
@@ -158,8 +203,7 @@ def _params(predicate=lambda row: True):
         if not predicate(row):
             continue
         marks = [pytest.mark.skip(reason=row.skip)] if row.skip else []
-        name = "ParetoNBDModel" if row.cls is object else row.cls.__name__
-        out.append(pytest.param(row, id=name, marks=marks))
+        out.append(pytest.param(row, id=row.name, marks=marks))
     return out
 
 
@@ -172,7 +216,7 @@ RETENTION = _params(lambda r: r.retention)
 def _fit(row: Row, method: str, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # few-customer FitWarnings and the like: not tested here
-        return row.cls().fit(row.data(), method=method, seed=1, **kw)
+        return row.make().fit(row.data(), method=method, seed=1, **kw)
 
 
 def _point(model) -> dict[str, float]:
@@ -189,15 +233,17 @@ def _fake_draws(point: dict[str, float], chains: int, draws: int) -> dict[str, n
 @pytest.fixture(scope="module")
 def map_fits():
     """MAP fit of every runnable row, by class name (fitted once for the module)."""
-    return {row.cls.__name__: _fit(row, "map") for row in MODELS if row.skip is None}
+    return {row.name: _fit(row, "map") for row in MODELS if row.skip is None}
 
 
 # ---------------------------------------------------------------- fitting
 @pytest.mark.parametrize("row", ALL)
 def test_map_posterior_is_one_chain_one_draw(row, map_fits):
-    model = map_fits[row.cls.__name__]
+    model = map_fits[row.name]
     draws = model.draws()
-    assert set(draws) == set(model.param_names) >= set(row.cls.param_names)
+    assert set(draws) == set(model.param_names)
+    if "pooled_by" not in row.init:
+        assert set(model.param_names) >= set(row.cls.param_names)
     for k, v in draws.items():
         assert v.shape == (1, 1), k
         assert np.isfinite(v).all() and (v > 0).all(), k
@@ -233,9 +279,7 @@ def test_short_nuts_posterior_shape(row):
 @pytest.mark.parametrize("shape", [(1, 1), (2, 5)], ids=["1x1", "2x5"])
 @pytest.mark.parametrize("row", WITH_PREDICTIONS)
 def test_predictions_on_fake_posteriors(row, shape, map_fits):
-    model = map_fits[row.cls.__name__]
-    fake = row.cls()
-    fake.posterior_ = posterior_from_arrays(_fake_draws(_point(model), *shape))
+    fake = row.fake(map_fits[row.name], shape)
     rfm = row.data().iloc[:7]
     preds = row.predict(fake, rfm)
     assert preds
@@ -254,11 +298,11 @@ def test_predictions_on_fake_posteriors(row, shape, map_fits):
 def test_save_load_round_trip(row, map_fits, tmp_path, monkeypatch):
     # CLVModel.load looks classes up in clvbayes.models: make sure this row's class is there
     monkeypatch.setattr(clvbayes.models, row.cls.__name__, row.cls, raising=False)
-    model = map_fits[row.cls.__name__]
+    model = map_fits[row.name]
     path = tmp_path / f"{row.cls.__name__}.nc"
     model.save(path)
     loaded = row.cls.load(path)
-    assert type(loaded) is row.cls
+    assert type(loaded) is type(model)
     assert loaded.priors == model.priors
     assert loaded.time_unit_ == model.time_unit_
     for k, v in model.draws().items():
@@ -277,7 +321,7 @@ def test_save_load_round_trip(row, map_fits, tmp_path, monkeypatch):
 # ---------------------------------------------------------------- errors
 @pytest.mark.parametrize("row", ALL)
 def test_before_fit_says_call_fit(row):
-    model = row.cls()
+    model = row.make()
     with pytest.raises(NotFittedError, match=rf"This {row.cls.__name__} is not fitted yet: call "):
         model.draws()
     if row.predict is not None:
@@ -287,20 +331,23 @@ def test_before_fit_says_call_fit(row):
 
 @pytest.mark.parametrize("row", ALL)
 def test_unknown_prior_name_lists_valid_ones(row):
-    valid = ", ".join(row.cls.param_names)
+    valid = ", ".join(row.make().param_names)
     with pytest.raises(
         ValueError, match=rf"unknown prior name\(s\) \['nope'\]\. Valid names are: {valid}\."
     ):
-        row.cls(priors={"nope": Prior("HalfNormal", sigma=1)})
+        row.cls(priors={"nope": Prior("HalfNormal", sigma=1)}, **row.init)
 
 
 # ---------------------------------------------------------------- score_customers
 @pytest.mark.parametrize("row", PURCHASE)
 def test_score_customers_with_gamma_gamma_on_2x5(row, map_fits):
-    bg = row.cls()
-    bg.posterior_ = posterior_from_arrays(_fake_draws(_point(map_fits[row.cls.__name__]), 2, 5))
+    bg = row.fake(map_fits[row.name], (2, 5))
     gg = GammaGammaModel()
     gg.posterior_ = posterior_from_arrays(_fake_draws(GG_POINT, 2, 5))
+    if row.init:  # with a spend model that has covariates too
+        gg = copy.copy(map_fits[f"GammaGammaModel[{'+'.join(row.init)}]"])
+        point = {k: float(v.ravel()[0]) for k, v in gg.draws().items()}
+        gg.posterior_ = posterior_from_arrays(_fake_draws({**point, **GG_POINT}, 2, 5))
     rfm = row.data()
     res = score_customers(rfm, bg, gg, horizon=26.0, n_outcome_samples=200, seed=3)
     assert res.settings["time_unit"] == rfm.attrs["time_unit"]
@@ -321,10 +368,7 @@ def test_score_customers_with_gamma_gamma_on_2x5(row, map_fits):
 @pytest.mark.parametrize("shape", [(1, 1), (2, 5)], ids=["1x1", "2x5"])
 @pytest.mark.parametrize("row", RETENTION)
 def test_score_subscribers_on_fake_posteriors(row, shape, map_fits):
-    model = row.cls()
-    model.posterior_ = posterior_from_arrays(
-        _fake_draws(_point(map_fits[row.cls.__name__]), *shape)
-    )
+    model = row.fake(map_fits[row.name], shape)
     table = row.data()
     res = score_subscribers(table, model, horizon=6, discount_rate=0.01, by="cohort", seed=2)
     active = table[table["churned"] == 0]

@@ -123,6 +123,21 @@ class CLVModel:
     """A back-end this model samples with unless the caller names one (None: the default)."""
     """NUTS settings this model samples with unless the caller gives them (e.g. target_accept)."""
 
+    def __new__(cls, *args: Any, **kwargs: Any):
+        # covariates / pooling: the family's segmented variant (clvbayes.models.segmented)
+        structured = any(
+            kwargs.get(k) is not None for k in ("covariates", "pooled_by", "reference")
+        )
+        if structured:
+            import inspect
+
+            from clvbayes.models.segmented import SegmentedModel, segmented
+
+            own = "pooled_by" in inspect.signature(cls.__init__).parameters  # pools itself
+            if not own and not issubclass(cls, SegmentedModel):
+                cls = segmented(cls)
+        return super().__new__(cls)
+
     def __init__(self, priors: dict[str, Prior] | None = None) -> None:
         priors = dict(priors or {})
         unknown = sorted(set(priors) - set(self.param_names))
@@ -163,6 +178,11 @@ class CLVModel:
 
     def _restore(self, attrs: dict[str, Any]) -> None:
         """Restore instance settings saved by :meth:`_attrs` (hook for models with any)."""
+
+    def _annotate(self, table: pd.DataFrame, source: pd.DataFrame | None = None) -> pd.DataFrame:
+        """``table`` with any columns the model derives from customer attributes (covariate
+        codes, segments; :mod:`clvbayes.models.segmented`); unchanged for a plain model."""
+        return table
 
     def _initial_point(self, data: CompressedRFM) -> dict[str, float]:
         return dict.fromkeys(self.param_names, 1.0)
@@ -420,32 +440,11 @@ class CLVModel:
         delta-method sd from the Hessian at the mode.  r_hat and ESS need several chains
         of NUTS draws (a Laplace sample is independent draws: ESS = draws, r_hat empty).
         """
-        from clvbayes import compat
-
         self._check_fitted()
-        post = self.posterior_
-        lo, hi = (1 - prob) / 2, 1 - (1 - prob) / 2
-        n_chains, n_draws = post.sizes["chain"], post.sizes["draw"]
-        diagnostics = n_chains > 1 and n_draws > 3
-        if diagnostics:
-            rhat = compat.rhat(post, self.param_names)
-            ess_bulk = compat.ess(post, self.param_names, "bulk")
-            ess_tail = compat.ess(post, self.param_names, "tail")
-        rows = {}
-        for k in self.param_names:
-            v = post[k].values
-            point = v.size == 1
-            row = {
-                "mean": v.mean(),
-                "sd": v.std(ddof=1) if not point else self.fit_info_.get("laplace_sd", {}).get(k),
-                f"lower_{prob:g}": np.nan if point else np.quantile(v, lo),
-                f"upper_{prob:g}": np.nan if point else np.quantile(v, hi),
-                "r_hat": rhat[k] if diagnostics else np.nan,
-                "ess_bulk": ess_bulk[k] if diagnostics else (v.size if not point else np.nan),
-                "ess_tail": ess_tail[k] if diagnostics else (v.size if not point else np.nan),
-            }
-            rows[k] = row
-        return pd.DataFrame(rows).T.astype(float)
+        return summary_table(
+            {k: self._draws[k] for k in self.param_names}, prob,
+            point_sd=self.fit_info_.get("laplace_sd", {}),
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ model comparison
     def log_likelihood(self, rfm: pd.DataFrame | None = None, per: str = "customer"):
@@ -685,8 +684,7 @@ class CLVModel:
         return model
 
     # reading the pieces back -------------------------------------------------------------
-    @classmethod
-    def _data_from_file(cls, cd, where: str) -> CompressedRFM:
+    def _data_from_file(self, cd, where: str) -> CompressedRFM:
         ids = pd.Index(cd["customer_id"].values.astype(str), name=cd.attrs.get("customer_id_name"))
         dtype = str(cd.attrs.get("customer_id_dtype", "object"))
         if dtype.startswith(("int", "uint")):
@@ -700,11 +698,42 @@ class CLVModel:
             raise ValueError("its customer-to-history index does not match the histories")
         if np.bincount(inverse.astype(np.int64), minlength=n_hist).tolist() != counts.tolist():
             raise ValueError("its history counts do not match the customers")
-        values = {c: cd[c].values for c in cls.history_columns}
+        columns = tuple(self.history_columns)
+        values = {c: cd[c].values for c in columns}
         return CompressedRFM(
             values=values, counts=counts.astype(np.int64), inverse=inverse.astype(np.int64),
-            customer_ids=ids, columns=cls.history_columns,
+            customer_ids=ids, columns=columns,
         )  # fmt: skip
+
+
+def summary_table(draws: dict[str, np.ndarray], prob: float = 0.9,
+                  point_sd: dict[str, float] | None = None) -> pd.DataFrame:  # fmt: skip
+    """The table of :meth:`CLVModel.summary` for draws ``{name: (chain, draw) array}``."""
+    from clvbayes import compat
+
+    post = compat.posterior_from_arrays(draws)
+    names = list(draws)
+    lo, hi = (1 - prob) / 2, 1 - (1 - prob) / 2
+    n_chains, n_draws = post.sizes["chain"], post.sizes["draw"]
+    diagnostics = n_chains > 1 and n_draws > 3
+    if diagnostics:
+        rhat = compat.rhat(post, names)
+        ess_bulk = compat.ess(post, names, "bulk")
+        ess_tail = compat.ess(post, names, "tail")
+    rows = {}
+    for k in names:
+        v = np.asarray(draws[k], dtype=float)
+        point = v.size == 1
+        rows[k] = {
+            "mean": v.mean(),
+            "sd": v.std(ddof=1) if not point else (point_sd or {}).get(k),
+            f"lower_{prob:g}": np.nan if point else np.quantile(v, lo),
+            f"upper_{prob:g}": np.nan if point else np.quantile(v, hi),
+            "r_hat": rhat[k] if diagnostics else np.nan,
+            "ess_bulk": ess_bulk[k] if diagnostics else (v.size if not point else np.nan),
+            "ess_tail": ess_tail[k] if diagnostics else (v.size if not point else np.nan),
+        }
+    return pd.DataFrame(rows).T.astype(float)
 
 
 def _rebuild(cls, registry, groups: dict, attrs: dict, where: str) -> CLVModel:
@@ -715,7 +744,9 @@ def _rebuild(cls, registry, groups: dict, attrs: dict, where: str) -> CLVModel:
     if not issubclass(model_cls, cls):
         raise ModelError(f"{where} holds a {name}, not a {cls.__name__}.")
     priors = {k: Prior.from_dict(v) for k, v in json.loads(attrs["priors"]).items()}
-    model = model_cls(priors=priors)
+    from clvbayes.models.segmented import structure_kwargs
+
+    model = model_cls(priors=priors, **structure_kwargs(attrs))
     model._restore(attrs)
     posterior = groups["posterior"]
     missing = [k for k in model.param_names if k not in posterior]
@@ -731,7 +762,7 @@ def _rebuild(cls, registry, groups: dict, attrs: dict, where: str) -> CLVModel:
     model.fit_info_ = json.loads(attrs.get("fit_info", "{}"))
     model.data_ = None
     if "constant_data" in groups:
-        model.data_ = model_cls._data_from_file(groups["constant_data"], where)
+        model.data_ = model._data_from_file(groups["constant_data"], where)
     return model
 
 

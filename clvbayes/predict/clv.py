@@ -313,6 +313,9 @@ def _prepare(rfm, purchase_model, spend_model, *, n_draws, n_outcome_samples, en
     checked = purchase_model._validate(rfm, require_monetary=has_spend)
     columns = tuple(purchase_model.history_columns)
     if has_spend:
+        # a spend model with covariates or segments adds its own codes (models.segmented)
+        annotate = getattr(spend_model, "_annotate", None)
+        checked = annotate(checked, source=rfm) if annotate is not None else checked
         columns += tuple(c for c in spend_model.history_columns if c not in columns)
     data = _by_active_key(compress(checked, columns=columns), purchase_model.active_columns)
     pparams, sparams = joint_draws(purchase_model, spend_model, n_draws)
