@@ -6,12 +6,14 @@ log of recurring charges (a subscriber has cancelled when no charge came within
 ``grace_days`` of a due date), or with ``survival=True`` cohort survival counts; summarises
 every subscriber on an explicit period grid (:mod:`clvbayes.data.subscriptions`); fits the
 sBG and the BdW (:mod:`clvbayes.models.sbg`, :mod:`clvbayes.models.bdw`) on each fit group
-(``fit_by``: everyone, or each plan or cohort separately); compares them by PSIS-LOO and by a
+(``fit_by``: everyone, or each plan or cohort separately), or with ``pool_by`` one partially
+pooled model of each family across the cohorts or plans (:mod:`clvbayes.models.pooled`);
+compares them by PSIS-LOO and by a
 holdout of the last periods (each model refitted on the data up to the holdout start, its
 projected survivors against the actual ones); uses one per fit group by the rule
 :data:`clvbayes.report.retention_comparison.CHOICE_RULE`; forecasts every active subscriber
-and each segment (:func:`clvbayes.predict.retention.score_subscribers`, and per-draw totals
-across fit groups here) and writes the report folder
+and each segment (:func:`clvbayes.predict.retention.score_subscribers` with one model per
+fit group: per-draw totals across groups) and writes the report folder
 (:mod:`clvbayes.report.subscriptions`).  ``clvbayes subscriptions`` parses its arguments and
 calls it; from Python::
 
@@ -23,8 +25,16 @@ Units: ``horizon`` and ``holdout_periods`` count periods of the grid (``period``
 months, years, weeks or days, or a multiple such as ``"3 months"``); ``discount_rate`` is
 per year and converted exactly to the grid (a month is 1/12 year; weeks and days use the
 365.25-day year of :mod:`clvbayes.units`), ``discount_rate_per_period`` is per period;
-money is in the currency of the price column.  The fit groups are independent (no pooling
-across groups), so totals over several groups pair the groups' posterior draws one to one.
+money is in the currency of the price column.  Totals over several groups pair the groups'
+posterior draws one to one (independent fits, or one pooled posterior).
+
+Value per renewal: the price per period (a subscriptions table's price column, or a charge
+log's mean charge when every spell's charges are equal); when the charge amounts of a spell
+vary (``attrs["amounts_vary"]`` of the charge-log summary), a
+:class:`~clvbayes.models.GammaGammaModel` fitted on every spell's repeat charges
+(``frequency`` = charges - 1, ``monetary_value`` = their mean amount, as the purchase job
+does with repeat purchases) gives each subscriber's amount per charge, draw by draw
+(:data:`VALUE_RULES` states which, in the report).
 
 Errors: :class:`~clvbayes.run_options.UserError` (options, input file, output location;
 exit 2), :class:`~clvbayes.errors.DataError` and :class:`~clvbayes.errors.ModelError`
@@ -58,7 +68,29 @@ from clvbayes.subscriptions_options import (
     check_subscriptions,
 )
 
-__all__ = ["SubscriptionsResult", "censor_pending_renewals", "run_command", "run_subscriptions"]
+__all__ = [
+    "VALUE_RULES",
+    "SubscriptionsResult",
+    "censor_pending_renewals",
+    "run_command",
+    "run_subscriptions",
+]
+
+#: How a renewal is valued, as ``model_summary`` states it (``settings["value_rule"]``).
+VALUE_RULES = {
+    "price": "Constant amounts: each renewal is worth its price per period x margin (a "
+    "subscriptions table's price column, or a charge log's mean charge of the spell); value "
+    "and residual value are price x margin x discounted renewals.",
+    "spend_model": "Varying amounts: the charge amounts of some spells differ, so a Gamma-Gamma "
+    "spend model (clvbayes.models.GammaGammaModel, file gamma_gamma.nc) was fitted on every "
+    "spell's repeat charges (frequency = charges - 1, monetary_value = mean amount of the "
+    "charges after the first); each subscriber's amount per charge is its conditional "
+    "expectation under each posterior draw, and value and residual value are margin x that "
+    "amount x discounted renewals, draw by draw (the spend and retention posteriors are "
+    "independent, draw s of each paired), so their credible intervals carry both "
+    "uncertainties; the predictive intervals of value and revenue simulate every future "
+    "charge's amount.",
+}
 
 
 @dataclass(frozen=True)
@@ -126,6 +158,7 @@ def run_subscriptions(
     sep: str | None = None,
     encoding: str | None = None,
     fit_by: str | None = None,
+    pool_by: str | None = None,
     horizon: int | None = None,
     discount_rate: float | None = None,
     discount_rate_per_period: float | None = None,
@@ -188,6 +221,13 @@ def run_subscriptions(
     fit_by : {"none", "plan", "cohort"}, optional
         Fit one pair of models per plan or cohort (default ``none``; ``cohort`` for survival
         input, whose cohorts are separate populations).
+    pool_by : {"cohort", "plan"}, optional
+        Partial pooling instead: one :class:`~clvbayes.models.pooled.
+        PooledShiftedBetaGeometricModel` and one :class:`~clvbayes.models.pooled.
+        PooledBetaDiscreteWeibullModel` across the groups of this column (or the input
+        column behind it); each group is forecast by its pooled group model, compared by
+        the pooled fit's LOO terms on its subscribers, and the ``pooling`` table sets its
+        raw (fitted alone) against its pooled estimates.
     horizon : int, optional
         Forecast horizon in periods (default one year of periods, at least 5).
     discount_rate, discount_rate_per_period : float, optional
@@ -320,7 +360,8 @@ def _summarise(raw: pd.DataFrame, opts: SimpleNamespace, as_of: Any = None,
         )  # fmt: skip
         subs = spells.drop(columns=["spell", "n_charges", "end", "period"])
         if "mean_charge" in subs:
-            subs = subs.rename(columns={"mean_charge": "price"})
+            subs = subs.rename(columns={"mean_charge": "price", "repeat_charges": "frequency",
+                                        "repeat_mean_charge": "monetary_value"})  # fmt: skip
         subs.attrs = dict(spells.attrs)
     else:
         subs = summarize_subscriptions(
@@ -439,6 +480,12 @@ def _check_summary(subs: pd.DataFrame, opts: SimpleNamespace) -> None:
     if not (subs["churned"] == 0).any():
         raise DataError(f"None of the {len(subs):,} subscribers is active at the end of the data "
                         "(every one has cancelled): there is nobody to forecast.")  # fmt: skip
+    if opts.pool_by and subs["fit_group"].nunique() < 2:
+        raise DataError(
+            f"--pool-by {opts.pool_by}: every subscriber is in one {opts.pool_by} "
+            f"({subs['fit_group'].iloc[0]!r}), so there is nothing to pool across; drop "
+            "--pool-by."
+        )
     span = _span_periods(subs, opts)
     h = opts.holdout_periods
     if h is not None and h > 0 and h >= span:
@@ -475,6 +522,103 @@ def _fit_pair(table: pd.DataFrame, group: str, opts: SimpleNamespace, seed: int)
     return fitted
 
 
+def _fit_pooled(table: pd.DataFrame, opts: SimpleNamespace, seed: int):
+    """The pooled sBG and BdW across ``opts.pool_by`` and their group models by group."""
+    from clvbayes.models.pooled import (
+        PooledBetaDiscreteWeibullModel,
+        PooledShiftedBetaGeometricModel,
+    )
+
+    pooled = {}
+    for key, cls in (("sbg", PooledShiftedBetaGeometricModel),
+                     ("bdw", PooledBetaDiscreteWeibullModel)):  # fmt: skip
+        try:
+            pooled[key] = cls(opts.pool_by).fit(table, method=opts.method, seed=seed,
+                                                **_fit_options(opts))  # fmt: skip
+        except ModelError as err:
+            raise ModelError(f"{err} (--pool-by {opts.pool_by})") from err
+    fitted = {g: {k: m.group_model(g) for k, m in pooled.items()} for g in pooled["sbg"].groups_}
+    return pooled, fitted
+
+
+def _holdout_fits(table: pd.DataFrame, groups: list[str], opts: SimpleNamespace, seed: int):
+    """Refits on the data up to the holdout start: ``({group: {"sbg", "bdw"}}, notes)``."""
+    if opts.pool_by:
+        try:
+            return _fit_pooled(table, opts, seed)[1], []
+        except ModelError as err:
+            return {}, [f"the pooled refit on the data up to the holdout start is not possible "
+                        f"({err}); no holdout check."]  # fmt: skip
+    fitted, notes = {}, []
+    for g in groups:
+        part = table[table["fit_group"] == g]
+        if part.empty:
+            continue
+        try:
+            fitted[g] = _fit_pair(part, g, opts, seed)
+        except ModelError as err:
+            notes.append(f"fit group {g!r}: the refit on the data up to the holdout start is not "
+                         f"possible ({err}); left out.")  # fmt: skip
+    return fitted, notes
+
+
+def _fit_spend(subs: pd.DataFrame, opts: SimpleNamespace):
+    """The Gamma-Gamma model of the charge amounts when they vary within spells, else None."""
+    if opts.kind != "charges" or not subs.attrs.get("amounts_vary") or "frequency" not in subs:
+        return None
+    from clvbayes.models import GammaGammaModel
+
+    try:
+        return GammaGammaModel().fit(subs[["frequency", "monetary_value"]], method=opts.method,
+                                     seed=opts.seed, **_fit_options(opts))  # fmt: skip
+    except ModelError as err:
+        raise ModelError(f"{err} (the spend model of the varying charge amounts, column "
+                         f"{opts.amount_col!r})") from err  # fmt: skip
+
+
+def _param_row(group, key, estimate, n, draws, prob, note=None) -> dict[str, Any]:
+    from clvbayes.predict.summary import draw_stats
+
+    values = {p: np.asarray(draws[p], dtype=float).ravel() for p in ("alpha", "beta")}
+    values["c"] = np.asarray(draws["c"], dtype=float).ravel() if "c" in draws else None
+    values["mean_churn"] = values["alpha"] / (values["alpha"] + values["beta"])
+    row: dict[str, Any] = {"fit_group": str(group), "model": key, "estimate": estimate,
+                           "n_subscribers": int(n), "note": note}  # fmt: skip
+    for p, v in values.items():
+        if v is None:
+            row.update({f"{p}_mean": np.nan, f"{p}_ci_lower": np.nan, f"{p}_ci_upper": np.nan})
+            continue
+        st = draw_stats(v, prob)
+        row.update({f"{p}_mean": float(st["mean"]), f"{p}_ci_lower": float(st["lower"]),
+                    f"{p}_ci_upper": float(st["upper"])})  # fmt: skip
+    return row
+
+
+def _pooling_table(subs, groups, fitted, opts) -> pd.DataFrame:
+    """Each group's parameters fitted alone (raw) and in the pooled fit, both families."""
+    import warnings
+
+    from clvbayes.models.bdw import BetaDiscreteWeibullModel
+    from clvbayes.models.sbg import ShiftedBetaGeometricModel
+
+    rows = []
+    for g in groups:
+        part = subs[subs["fit_group"] == g]
+        for key, cls in (("sbg", ShiftedBetaGeometricModel), ("bdw", BetaDiscreteWeibullModel)):
+            try:
+                with warnings.catch_warnings():  # a raw fit is shown, never used to forecast
+                    warnings.simplefilter("ignore")
+                    raw = cls().fit(part, method=opts.method, seed=opts.seed, **_fit_options(opts))
+                rows.append(_param_row(g, key, "raw", len(part), raw.draws(), opts.prob))
+            except ModelError as err:
+                rows.append({"fit_group": str(g), "model": key, "estimate": "raw",
+                             "n_subscribers": len(part), "note": str(err)})  # fmt: skip
+            rows.append(_param_row(g, key, "pooled", len(part), fitted[g][key].draws(), opts.prob))
+    from clvbayes.report.subscriptions import subscription_table
+
+    return subscription_table("pooling", pd.DataFrame(rows))
+
+
 # ---------------------------------------------------------------------------------------
 # the job
 
@@ -483,7 +627,7 @@ def _job(opts: SimpleNamespace, progress: Progress, out_dir: Path) -> Subscripti
     from clvbayes.predict.retention import score_subscribers
     from clvbayes.report.retention_comparison import MODEL_NAMES, compare_retention_models
     from clvbayes.report.subscription_plots import subscription_plots
-    from clvbayes.retention_forecast import Holdout, forecast_totals, holdout_check, segment_codes
+    from clvbayes.retention_forecast import Holdout, holdout_check, sort_segments
 
     with progress.step("reading the input"):
         raw, source = _read(opts)
@@ -492,56 +636,67 @@ def _job(opts: SimpleNamespace, progress: Progress, out_dir: Path) -> Subscripti
         groups = _fit_groups(subs)
         _check_summary(subs, opts)
     fitted: dict[str, dict[str, Any]] = {}
-    for g in groups:
-        part = subs[subs["fit_group"] == g]
-        where = "" if g == "all" else f" for {opts.fit_by} {g!r}"
-        with progress.step(
-            f"fitting sBG and BdW{where} ({opts.method}, {len(part):,} subscribers)"
-        ):
-            fitted[g] = _fit_pair(part, g, opts, seed=opts.seed)
+    pooled = None
+    if opts.pool_by:
+        with progress.step(f"fitting the pooled sBG and BdW across {len(groups)} "
+                           f"{opts.pool_by} groups ({opts.method}, {len(subs):,} subscribers)"):  # fmt: skip
+            pooled, fitted = _fit_pooled(subs, opts, seed=opts.seed)
+        with progress.step(f"fitting each {opts.pool_by} alone too (the raw estimates)"):
+            pooling = _pooling_table(subs, groups, fitted, opts)
+    else:
+        pooling = None
+        for g in groups:
+            part = subs[subs["fit_group"] == g]
+            where = "" if g == "all" else f" for {opts.fit_by} {g!r}"
+            with progress.step(
+                f"fitting sBG and BdW{where} ({opts.method}, {len(part):,} subscribers)"
+            ):
+                fitted[g] = _fit_pair(part, g, opts, seed=opts.seed)
+    spend = None
+    if opts.kind == "charges" and subs.attrs.get("amounts_vary"):
+        with progress.step("fitting the spend model of the varying charge amounts (Gamma-Gamma)"):
+            spend = _fit_spend(subs, opts)
     with progress.step("comparing sBG and BdW (PSIS-LOO)"):
-        comparison = compare_retention_models(fitted)
+        comparison = compare_retention_models(fitted, pooled=pooled)
     holdout = Holdout(None, {}, [], {}, {})
     with progress.step("holdout check: refitting on the data up to the holdout start"):
-        holdout = holdout_check(raw, subs, opts, groups, summarise=_summarise, fit_pair=_fit_pair)
+        holdout = holdout_check(raw, subs, opts, groups, summarise=_summarise,
+                                fit_groups=_holdout_fits)  # fmt: skip
     chosen = comparison.chosen
     progress.say("clvbayes: forecasts use " + ", ".join(
         f"{MODEL_NAMES[k]}" + ("" if g == "all" else f" for {g}") for g, k in chosen.items()
-    ) + " (model_summary.md says why)")  # fmt: skip
+    ) + (f" (pooled across {opts.pool_by})" if pooled else "")
+      + " (model_summary.md says why)")  # fmt: skip
 
     has_price = "price" in subs.columns
-    active_all = subs[subs["churned"] == 0]
-    frames, parts = [], []
-    with progress.step(f"forecasting {len(active_all):,} active subscribers, "
+    active = subs[subs["churned"] == 0]
+    value_source = "spend_model" if spend is not None else "price" if has_price else None
+    with progress.step(f"forecasting {len(active):,} active subscribers, "
                        f"{opts.horizon} periods ahead"):  # fmt: skip
-        for i, g in enumerate(groups):
-            active = active_all[active_all["fit_group"] == g]
-            if active.empty:
-                continue
-            model = fitted[g][chosen[g]]
-            table = active.copy()
-            table.attrs = dict(subs.attrs)
-            scores = score_subscribers(
-                table, model, horizon=opts.horizon, discount_rate=opts.rate_per_period,
-                price_col="price" if has_price else None, margin=opts.margin, prob=opts.prob,
-                seed=opts.seed + 2 + i,
-            )  # fmt: skip
-            frames.append(active.join(scores.subscribers).assign(model=chosen[g]))
-            pay = active["price"].to_numpy(float) * opts.margin if has_price else None
-            parts.append((model, active["periods"].to_numpy(float), pay))
-        scored = pd.concat(frames)
-        cohorts, totals = forecast_totals(
-            parts, segment_codes(scored), horizon=opts.horizon, prob=opts.prob,
-            discount_rate=opts.rate_per_period, seed=opts.seed + 2,
+        table = active.copy()
+        table.attrs = dict(subs.attrs)
+        models = {g: fitted[g][chosen[g]] for g in pd.unique(active["fit_group"])}
+        scores = score_subscribers(
+            table, models, group_col="fit_group", by=[c for c in ("cohort", "plan") if c in table],
+            horizon=opts.horizon, discount_rate=opts.rate_per_period,
+            price_col="price" if has_price else None, spend_model=spend, margin=opts.margin,
+            prob=opts.prob, seed=opts.seed + 2,
         )  # fmt: skip
+        scored = active.join(scores.subscribers).assign(model=active["fit_group"].map(chosen))
+        cohorts, totals = sort_segments(scores.segments), sort_segments(scores.totals)
     tables = _tables(scored, cohorts, totals, comparison, holdout, opts)
-    models, files_by_group = _model_files(fitted, groups)
-    summary = _summary(opts, source, subs, groups, comparison, holdout, files_by_group, progress)
+    if pooling is not None:
+        tables["pooling"] = pooling
+    models_out, files_by_group = _model_files(fitted, groups, pooled, spend)
+    summary = _summary(opts, source, subs, groups, comparison, holdout, files_by_group, progress,
+                       value_source)  # fmt: skip
     context = {"period": opts.period, "horizon": opts.horizon, "prob": opts.prob,
                "currency": _currency(opts, has_price), "discount": opts.rate_per_period,
-               "method": opts.method}  # fmt: skip
+               "method": opts.method,
+               "amount": "the expected charge amount (Gamma-Gamma spend model, per draw)"
+               if spend is not None else "price"}  # fmt: skip
     plots = subscription_plots(subs, fitted, chosen, groups, cohorts, holdout.table, opts, raw)
-    _write(opts, progress, out_dir, tables, models, summary, plots, context)
+    _write(opts, progress, out_dir, tables, models_out, summary, plots, context)
     total = totals[totals["grouping"] == "all"].iloc[0]
     return SubscriptionsResult(
         path=out_dir.resolve(), n_subscribers=len(subs), n_active=len(scored),
@@ -596,10 +751,17 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("._")[:40] or "group"
 
 
-def _model_files(fitted: dict[str, dict[str, Any]], groups: list[str]):
-    """The models by file key (``sbg``, ``bdw``, or ``sbg-<group>`` ...) and the files per group."""
+def _model_files(fitted: dict[str, dict[str, Any]], groups: list[str], pooled=None, spend=None):
+    """The models by file key (``sbg``, ``bdw``, ``sbg-<group>`` ..., ``sbg-pooled``,
+    ``gamma_gamma``) and the files per group."""
     models: dict[str, Any] = {}
     files: dict[str, dict[str, str]] = {}
+    if spend is not None:
+        models["gamma_gamma"] = spend
+    if pooled is not None:
+        for k, m in pooled.items():
+            models[f"{k}-pooled"] = m
+        return models, {str(g): {k: f"{k}-pooled.nc" for k in pooled} for g in groups}
     for i, g in enumerate(groups, start=1):
         for k, m in fitted[g].items():
             name = k if groups == ["all"] else f"{k}-{_slug(g)}"
@@ -611,7 +773,7 @@ def _model_files(fitted: dict[str, dict[str, Any]], groups: list[str]):
 
 
 def _summary(
-    opts, source, subs, groups, comparison, holdout, files_by_group, progress
+    opts, source, subs, groups, comparison, holdout, files_by_group, progress, value_source
 ) -> dict[str, Any]:
     a = subs.attrs
     counts = subs.groupby("fit_group")["churned"].agg(["size", "sum"])
@@ -630,6 +792,7 @@ def _summary(
         "returning_spells": a.get("returning_spells"),
         "pending_renewals_not_counted": a.get("pending_renewals_not_counted"),
         "extra_charges": a.get("extra_charges"),
+        "amounts_vary": a.get("amounts_vary"),
         "fit_groups": {str(g): {"subscribers": int(counts.at[g, "size"]),
                                 "cancelled": int(counts.at[g, "sum"])} for g in groups},
     }  # fmt: skip
@@ -647,7 +810,10 @@ def _summary(
         "tune": opts.tune if opts.method == "nuts" else None,
         "seed": opts.seed,
         "fit_by": opts.fit_by,
+        "pool_by": opts.pool_by,
         "fit_groups": [str(g) for g in groups],
+        "value_source": value_source,
+        "value_rule": VALUE_RULES.get(value_source),
         "model_files": files_by_group,
         "at_risk_top": opts.at_risk_top,
         "currency": _currency(opts, "price" in subs),

@@ -125,6 +125,8 @@ def check_subscriptions(opts: SimpleNamespace, defaults: dict[str, Any]) -> None
         for k, v in DEMOS[opts.demo]["options"].items():
             if k in ("fit_by", "holdout_periods") and getattr(opts, k) is not None:
                 continue  # the user's choice wins
+            if k == "fit_by" and getattr(opts, "pool_by", None) is not None:
+                continue  # pooling replaces the demo's separate fits
             setattr(opts, k, v)
     elif opts.path is None:
         raise UserError(
@@ -182,7 +184,13 @@ def check_subscriptions(opts: SimpleNamespace, defaults: dict[str, Any]) -> None
             ts = None
         if ts is None or ts is pd.NaT or ts.tzinfo is not None:
             raise UserError(f"--as-of {opts.as_of!r} is not a date; pass e.g. --as-of 2024-12-31.")
-    fit_by = opts.fit_by or ("cohort" if opts.kind == "survival" else "none")
+    pool_by = getattr(opts, "pool_by", None)
+    if pool_by is not None and opts.fit_by not in (None, "none"):
+        raise UserError(
+            f"--fit-by {opts.fit_by} and --pool-by {pool_by}: --pool-by fits one partially "
+            "pooled model across the groups instead of one model per group; drop --fit-by."
+        )
+    fit_by = opts.fit_by or ("cohort" if opts.kind == "survival" and pool_by is None else "none")
     if fit_by not in FIT_BY:
         raise UserError(f"--fit-by {fit_by!r}: use one of {', '.join(FIT_BY)}.")
     opts.fit_by = fit_by
@@ -217,6 +225,35 @@ def check_subscriptions(opts: SimpleNamespace, defaults: dict[str, Any]) -> None
         opts.sep = "\t"
     check_output(Path(opts.output), opts.path)
     _check_input(opts)
+    if pool_by is not None:
+        opts.pool_by = opts.fit_by = _resolve_pool_by(opts, pool_by)
+    else:
+        opts.pool_by = None
+
+
+def _resolve_pool_by(opts: SimpleNamespace, name: str) -> str:
+    """``--pool-by``: ``cohort`` or ``plan`` (or the input column behind either)."""
+    valid = {"cohort": "cohort"}
+    where = {"cohort": "the acquisition cohort" + (
+        f" (input column {opts.cohort_col!r})" if getattr(opts, "cohort_col", None)
+        else ": the survival table's cohort columns" if opts.kind == "survival"
+        else ": the start's calendar month, its year on a yearly grid")}  # fmt: skip
+    if opts.kind == "subscriptions" and opts.cohort_col:
+        valid[opts.cohort_col] = "cohort"
+    if opts.kind != "survival" and opts.plan_col:
+        valid["plan"] = valid[opts.plan_col] = "plan"
+        where["plan"] = f"the plan (input column {opts.plan_col!r})"
+    if name in valid:
+        return valid[name]
+    present = getattr(opts, "input_columns", None)
+    listed = f" Columns of the input: {', '.join(map(repr, present))}." if present else ""
+    hint = (" To pool by another column of a subscriptions table, name it with --cohort-col COL "
+            "and pass --pool-by cohort." if opts.kind == "subscriptions" else "")  # fmt: skip
+    raise UserError(
+        f"--pool-by {name!r}: the subscribers have no such grouping column. Pool by one of: "
+        + "; ".join(f"{k!r} ({w})" for k, w in where.items())
+        + f".{listed}{hint}"
+    )
 
 
 def _check_value_options(opts: SimpleNamespace) -> None:
@@ -352,6 +389,7 @@ def _check_input(opts: SimpleNamespace) -> None:
                 f"{sep!r}; pass --sep {sep!r}."
             )
     opts.input_format = kind
+    opts.input_columns = columns
     _input_columns(opts, columns)
 
 
@@ -448,6 +486,11 @@ def add_subscriptions_parser(sub: Any, formatter: Any) -> Any:
     m.add_argument("--fit-by", choices=FIT_BY, default=None,
                    help="fit one sBG and one BdW per plan or cohort (no pooling across them) "
                    "or one pair for everyone (none; default, cohort for --survival)")  # fmt: skip
+    m.add_argument("--pool-by", default=None, metavar="COLUMN",
+                   help="partial pooling: fit one sBG and one BdW across the groups of COLUMN "
+                   "(cohort or plan) with a hierarchical prior on the groups' parameters, so a "
+                   "small or young group borrows strength from the others; the report sets each "
+                   "group's raw (fitted alone) against its pooled estimates (pooling.csv)")  # fmt: skip
     m.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                    help="laplace: Gaussian approximation at the posterior mode, --draws "
                    "draws (credible intervals and LOO in seconds; default); nuts: full "

@@ -543,9 +543,12 @@ def subscriptions_from_charges(
     DataFrame
         Index ``spell_id``: ``customer_id``, ``spell`` (1, 2, ...), ``start``, ``end`` (the
         missed due date; NaT while active), ``periods``, ``churned``, ``period``,
-        ``n_charges``, and ``mean_charge`` / ``plan`` when given.  ``attrs``: ``as_of``,
-        ``period``, ``grace_days``, ``extra_charges``, ``returning_spells``,
-        ``counting_rule``.
+        ``n_charges``, and ``plan`` and, with ``amount_col``, ``mean_charge`` (all the
+        spell's charges), ``repeat_charges`` (``n_charges - 1``) and ``repeat_mean_charge``
+        (mean amount of the charges after the first, 0 without any: the ``frequency`` and
+        ``monetary_value`` of a spend model).  ``attrs``: ``as_of``, ``period``,
+        ``grace_days``, ``extra_charges``, ``returning_spells``, ``amounts_vary`` (some
+        spell's charges differ in amount; None without ``amount_col``), ``counting_rule``.
     """
     require_columns(
         charges,
@@ -610,6 +613,7 @@ def subscriptions_from_charges(
 
     rows = []
     extra = 0
+    varies = False
     for cid, g in daily.groupby("id", sort=False):
         days = g["day"].to_numpy(dtype="datetime64[ns]")
         amts = g["amount"].to_numpy() if amount is not None else None
@@ -643,6 +647,12 @@ def subscriptions_from_charges(
                    "periods": renewals, "churned": int(churned), "n_charges": n_ch}  # fmt: skip
             if amts is not None:
                 row["mean_charge"] = total / n_ch
+                row["repeat_charges"] = n_ch - 1
+                row["repeat_mean_charge"] = (
+                    (total - amts[first_i]) / (n_ch - 1) if n_ch > 1 else 0.0
+                )
+                spell_amts = amts[first_i:i]
+                varies = varies or bool(np.ptp(spell_amts) > 1e-9 * max(1.0, abs(total / n_ch)))
             if plans is not None:
                 row["plan"] = plans[first_i]
             rows.append(row)
@@ -663,6 +673,7 @@ def subscriptions_from_charges(
     out.attrs.update(
         as_of=str(as_of_ts.date()), period=f"{n_per} {unit}", grace_days=int(grace_days),
         extra_charges=extra, returning_spells=returning,
+        amounts_vary=bool(varies) if amount is not None else None,
         counting_rule=(
             "a charge within grace_days of the due date one period after the previous renewal "
             "is the next renewal; no such charge by due date + grace_days ends the spell (end = "

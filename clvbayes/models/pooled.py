@@ -20,7 +20,11 @@ PyMC).
 
 Hyperpriors: ``theta_mean`` gets the base model's default prior on ``theta`` and
 ``theta_shape`` Gamma(alpha=2, beta=0.2) (mean 10: moderate pooling, a long right tail towards
-complete pooling).  Names: ``alpha_mean``, ``alpha_shape``, ``beta_mean``, ``beta_shape`` and,
+complete pooling); the BdW's ``c`` is held closer: ``c_mean`` LogNormal(0, 0.6) (99 % in
+0.21..4.7, centred on the sBG) and ``c_shape`` Gamma(4, 0.4) (groups alike unless the data
+say otherwise), since weak data otherwise let ``c`` run off with ``alpha, beta -> 0``.
+MAP is the mode in log parameters (:meth:`PooledRetentionModel.fit` says why) and a
+degenerate fit is refused with a :class:`~clvbayes.errors.ModelError`.  Names: ``alpha_mean``, ``alpha_shape``, ``beta_mean``, ``beta_shape`` and,
 for the BdW, ``c_mean``, ``c_shape``; the group parameters are ``alpha_0``, ``alpha_1``, ...
 in the sorted order of the groups (``groups_``).
 
@@ -46,6 +50,15 @@ from clvbayes.models.priors import Prior
 from clvbayes.models.sbg import RetentionModel, ShiftedBetaGeometricModel
 
 SHAPE_PRIOR = Prior("Gamma", alpha=2, beta=0.2)
+#: The BdW's ``c`` across groups: its population mean near 1 (the sBG), 99 % of the mass in
+#: 0.21..4.7 (``c`` in 0.2..5 covers the duration dependence seen in practice), and groups
+#: alike unless the data say otherwise (shape mean 10, little mass below 3).
+C_MEAN_PRIOR = Prior("LogNormal", mu=0, sigma=0.6)
+C_SHAPE_PRIOR = Prior("Gamma", alpha=4, beta=0.4)
+#: A fitted group's ``c`` outside this range, or ``alpha``/``beta`` below ``SHAPE_FLOOR``, is a
+#: degenerate fit (every subscriber's churn probability near 0 or 1): refused.
+C_RANGE = (0.05, 20.0)
+SHAPE_FLOOR = 1e-3
 
 
 def _hyper(base: type) -> tuple[str, ...]:
@@ -79,7 +92,10 @@ class PooledRetentionModel(RetentionModel):
             f"{p}_{kind}": base.default_priors[p] if kind == "mean" else SHAPE_PRIOR
             for p in base.param_names for kind in ("mean", "shape")
         }  # fmt: skip
+        if "c" in base.param_names:
+            cls.default_priors.update(c_mean=C_MEAN_PRIOR, c_shape=C_SHAPE_PRIOR)
         cls._math = base._math
+        cls.nuts_defaults = dict(base.nuts_defaults)
 
     def __init__(self, pooled_by: str = "cohort", priors: dict[str, Prior] | None = None) -> None:
         super().__init__(priors)
@@ -87,9 +103,50 @@ class PooledRetentionModel(RetentionModel):
         self.groups_: list[str] = []
 
     def fit(self, rfm: pd.DataFrame, method: str = "nuts", **kwargs: Any):
-        """Fit on ``rfm`` (see :meth:`CLVModel.fit`); the groups are those of ``rfm``."""
+        """Fit on ``rfm`` (see :meth:`CLVModel.fit`); the groups are those of ``rfm``.
+
+        ``method="map"`` is the mode of the posterior density of the *log* parameters (the
+        centre of the Laplace approximation), not of the parameters themselves: the joint
+        mode of a hierarchical model on the parameter scale is degenerate (the density of
+        the group parameters grows as the population mean and the groups shrink together
+        towards 0; on weak data the BdW then runs to ``alpha, beta -> 0``, ``c -> 50`` and
+        beyond), while in log parameters the Jacobian removes that pull.
+
+        Raises
+        ------
+        ModelError
+            When the fit is degenerate all the same (a group's ``c`` outside
+            :data:`C_RANGE` or ``alpha``/``beta`` below :data:`SHAPE_FLOOR`), with the fix.
+        """
         self.groups_ = []
-        return super().fit(rfm, method, **kwargs)
+        self._log_scale_mode = method == "map"
+        try:
+            super().fit(rfm, method, **kwargs)
+        finally:
+            self._log_scale_mode = False
+        self._refuse_degenerate(method)
+        return self
+
+    def _refuse_degenerate(self, method: str) -> None:
+        from clvbayes.errors import ModelError
+
+        d = self.draws()
+        bad = []
+        for i, g in enumerate(self.groups_):
+            for p in self._base.param_names:
+                v = float(np.median(d[f"{p}_{i}"]))
+                if (p == "c" and not C_RANGE[0] <= v <= C_RANGE[1]) or (
+                    p != "c" and v < SHAPE_FLOOR
+                ):
+                    bad.append(f"{p} = {v:.3g} for {self.pooled_by} {g!r}")
+        if bad:
+            raise ModelError(
+                f"{type(self).__name__} ({method}) gave a degenerate fit: {'; '.join(bad[:4])} "
+                f"(c must lie in {C_RANGE[0]:g}..{C_RANGE[1]:g}, alpha and beta above "
+                f"{SHAPE_FLOOR:g}): the data do not pin down every group's duration dependence. "
+                "Pool the sBG instead (PooledShiftedBetaGeometricModel), fit with "
+                "method='nuts', or give c_mean and c_shape more informative priors."
+            )
 
     # ------------------------------------------------------------------ data and parameters
     def _set_groups(self, groups: list[str]) -> None:
@@ -133,7 +190,7 @@ class PooledRetentionModel(RetentionModel):
         base_point = self._base()._initial_point(data)
         point = {}
         for p in self._base.param_names:
-            point[f"{p}_mean"], point[f"{p}_shape"] = float(base_point[p]), 5.0
+            point[f"{p}_mean"], point[f"{p}_shape"] = float(base_point[p]), 10.0
             point.update({f"{p}_{i}": float(base_point[p]) for i in range(len(self.groups_))})
         return point
 
@@ -179,6 +236,8 @@ class PooledRetentionModel(RetentionModel):
 
     def _log_prior(self, params: dict[str, float]) -> float:
         out = float(sum(float(self.priors[k].logpdf(params[k])) for k in _hyper(self._base)))
+        if getattr(self, "_log_scale_mode", False):  # MAP: the density of the log parameters
+            out += float(sum(np.log(params[k]) for k in self.param_names))
         for prefix in self._base.param_names:
             k = params[f"{prefix}_shape"]
             rate = k / params[f"{prefix}_mean"]

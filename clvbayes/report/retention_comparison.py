@@ -6,11 +6,11 @@ side by side, one row per (fit group, model), plus overall rows when there are s
 groups:
 
 * **PSIS-LOO** (Vehtari, Gelman & Gabry 2017) of each subscriber's history (periods,
-  churned), computed once per distinct history and weighted by its subscribers, as
-  :func:`clvbayes.report.comparison.pointwise_loo` does for the purchase models.  A history
-  whose likelihood is the same under every draw (e.g. an active subscriber in her first
-  period, ``log S(0) = 0``) has an exact LOO term; its Pareto k is undefined and left out of
-  ``max_pareto_k``.  ``elpd_diff`` is the BdW's elpd minus the sBG's with the standard error
+  churned): :meth:`clvbayes.models.CLVModel.loo_terms`, once per distinct history and
+  weighted by its subscribers.  A history whose likelihood is the same under every draw
+  (e.g. an active subscriber in her first period, ``log S(0) = 0``) has its exact LOO term
+  and Pareto k 0 (no importance weights are involved).  With partial pooling
+  (``clvbayes subscriptions --pool-by``) the terms are the pooled model's, split by group.  ``elpd_diff`` is the BdW's elpd minus the sBG's with the standard error
   of the paired per-history differences.
 * the **log-likelihood** at the posterior mean (at the mode for MAP), comparable with the
   published maximum-likelihood values (FH2007: -1611.16 and -1680.27 on years 1-7).
@@ -39,7 +39,6 @@ __all__ = [
     "TIE_SE",
     "RetentionComparison",
     "compare_retention_models",
-    "pointwise_retention_loo",
 ]
 
 #: Display names of the retention models by key.
@@ -91,62 +90,55 @@ class RetentionComparison:
                 "notes": list(self.notes)}  # fmt: skip
 
 
-def _histories(model: Any) -> tuple[pd.DataFrame, np.ndarray]:
+def _group_terms(model: Any, rows: np.ndarray | None = None):
+    """``(counts, (elpd_i, p_i, k_i))`` of the distinct histories ``model`` was fitted on.
+
+    :meth:`clvbayes.models.CLVModel.loo_terms`: PSIS-LOO per distinct history, weighted by
+    its subscribers; a history whose likelihood no draw changes (an active subscriber in her
+    first period, ``log S(0) = 0``) has its exact term and Pareto k 0.  ``rows`` selects
+    histories (one group of a pooled fit); terms are None for a point fit.
+    """
     data = model.data_
     weights = np.asarray(model._likelihood_weights(data), dtype=float)
-    keep = weights > 0
-    hist = pd.DataFrame({c: np.asarray(data[c])[keep] for c in model.history_columns})
-    return hist, weights[keep]
+    keep = weights > 0 if rows is None else (weights > 0) & rows
+    terms = None
+    if model.n_draws_ >= 10:
+        _, elpd_i, p_i, k_i = model.loo_terms()
+        terms = (elpd_i[keep], p_i[keep], k_i[keep])
+    return weights[keep], terms, keep
 
 
-def pointwise_retention_loo(model: Any, histories: pd.DataFrame):
-    """PSIS-LOO terms per history row: ``(elpd_i, p_i, k_i)``; ``k_i`` NaN where exact.
-
-    The computation of :meth:`clvbayes.models.CLVModel.loo_terms` (Pareto-smoothed importance
-    weights with the relative efficiency of the draws), except for rows whose log-likelihood
-    is the same under every posterior draw (e.g. an active subscriber in her first period,
-    ``log S(0) = 0``): their LOO term is exactly ``log p(y_i)`` and they have no Pareto k
-    (ArviZ 1.x refuses to smooth a constant tail).
-    """
-    from scipy.special import logsumexp
-
-    from clvbayes import compat
-
-    n = int(model.n_draws_)
-    if n < 10:
-        raise ValueError("LOO needs posterior draws: fit with method='nuts' or 'laplace'.")
-    ess = compat.ess(model.posterior_, model.param_names, "mean")
-    reff = float(np.mean(list(ess.values()))) / n
-    ll = np.asarray(model.log_likelihood(histories, per="customer").values, dtype=float)
-    ll = ll.reshape(n, len(histories)).T  # (rows, draws)
-    constant = np.ptp(ll, axis=1) <= 1e-12 * np.maximum(1.0, np.abs(ll[:, 0]))
-    elpd, p, k = ll[:, 0].copy(), np.zeros(len(ll)), np.full(len(ll), np.nan)
-    vary = ~constant
-    if vary.any():
-        log_w, k_vary = compat.psis_log_weights(-ll[vary], reff)
-        elpd[vary] = logsumexp(ll[vary] + log_w, axis=1)
-        p[vary] = logsumexp(ll[vary], axis=1) - np.log(n) - elpd[vary]
-        k[vary] = np.asarray(k_vary, dtype=float)
-    return elpd, p, k
-
-
-def _loglik_at_mean(model: Any) -> float:
+def _histories_of(model: Any, keep: np.ndarray) -> np.ndarray:
     data = model.data_
+    return np.stack([np.asarray(data[c], dtype=float)[keep] for c in model.history_columns])
+
+
+def _loglik_at_mean(model: Any, data: Any = None, rows: np.ndarray | None = None) -> float:
+    """Log-likelihood at the posterior mean (the mode for MAP) on ``data`` (default the
+    training data; a subscribers table is compressed first); ``rows`` selects histories."""
+    if data is None:
+        data = model.data_
+    elif isinstance(data, pd.DataFrame):
+        data = model._compress(data)
     params = {k: np.asarray(float(np.mean(v))) for k, v in model.draws().items()}
     ll = np.asarray(model._loglik(params, data), dtype=float)
-    return float(np.sum(np.asarray(model._likelihood_weights(data), dtype=float) * ll))
+    w = np.asarray(model._likelihood_weights(data), dtype=float)
+    if rows is not None:
+        ll, w = ll[rows], w[rows]
+    return float(np.sum(w * ll))
 
 
-def _row(group: str, key: str, model: Any, terms, counts, base_terms) -> dict[str, Any]:
+def _row(group: str, key: str, model: Any, terms, counts, base_terms, loglik: float,
+         seconds: float) -> dict[str, Any]:  # fmt: skip
     draws = model.draws()
     n_draws = int(next(iter(draws.values())).size)
     row: dict[str, Any] = {
         "fit_group": group, "model": key, "model_name": MODEL_NAMES.get(key, key),
         "n_subscribers": int(counts.sum()), "n_histories": int(counts.size),
-        "loglik": _loglik_at_mean(model),
+        "loglik": loglik,
         "alpha_mean": float(np.mean(draws["alpha"])), "beta_mean": float(np.mean(draws["beta"])),
         "c_mean": float(np.mean(draws["c"])) if "c" in draws else np.nan,
-        "fit_seconds": float(getattr(model, "fit_info_", {}).get("fit_seconds", np.nan)),
+        "fit_seconds": seconds,
     }  # fmt: skip
     if terms is None or n_draws < 10:
         row.update(elpd_loo=np.nan, elpd_loo_se=np.nan, p_loo=np.nan, max_pareto_k=np.nan,
@@ -200,7 +192,9 @@ def _choose(group: str, rows: dict[str, dict[str, Any]], point: bool) -> tuple[s
     return key, reason
 
 
-def compare_retention_models(fits: Mapping[str, Mapping[str, Any]]) -> RetentionComparison:
+def compare_retention_models(
+    fits: Mapping[str, Mapping[str, Any]], pooled: Mapping[str, Any] | None = None
+) -> RetentionComparison:
     """Compare the sBG and BdW fitted on each fit group, and choose one per group.
 
     Parameters
@@ -208,6 +202,12 @@ def compare_retention_models(fits: Mapping[str, Mapping[str, Any]]) -> Retention
     fits : mapping of str to mapping of str to fitted model
         ``{fit group: {"sbg": model, "bdw": model}}``, both models of a group fitted on the
         same subscribers (their training data, ``model.data_``, are compared).
+    pooled : mapping of str to fitted pooled model, optional
+        ``{"sbg": PooledShiftedBetaGeometricModel, "bdw": PooledBetaDiscreteWeibullModel}``
+        fitted on every group at once; ``fits`` then holds their group models
+        (``group_model(g)``, which carry no data) and each group's LOO terms and
+        log-likelihood are the pooled model's on that group's histories (pointwise terms of
+        one joint fit, so a group's sum is its share of the pooled elpd).
 
     Returns
     -------
@@ -217,48 +217,75 @@ def compare_retention_models(fits: Mapping[str, Mapping[str, Any]]) -> Retention
     from clvbayes.report.subscriptions import SUBSCRIPTION_SCHEMA
 
     rows, chosen, reasons = [], {}, {}
-    pooled: dict[str, list] = {"sbg": [], "bdw": []}
+    parts: dict[str, list] = {"sbg": [], "bdw": []}
     point = False
+    notes = []
+    if pooled is not None:
+        notes.append(
+            f"Partial pooling across {pooled['sbg'].pooled_by}: each model was fitted once on "
+            "every group (a hierarchical prior on the groups' parameters); a group's rows hold "
+            "the pooled fit's LOO terms and log-likelihood on that group's subscribers, and "
+            "fit_seconds is the pooled fit's on the 'all' rows."
+        )
     for group, models in fits.items():
         if set(models) != {"sbg", "bdw"}:
             raise ValueError(f"fit group {group!r}: need 'sbg' and 'bdw', got {sorted(models)}.")
-        hist, counts = _histories(models["sbg"])
         n_draws = min(int(next(iter(m.draws().values())).size) for m in models.values())
         point = point or n_draws < 10
-        terms = {k: (pointwise_retention_loo(m, hist) if n_draws >= 10 else None)
-                 for k, m in models.items()}  # fmt: skip
-        group_rows = {k: _row(group, k, m, terms[k], counts, terms["sbg"])
-                      for k, m in models.items()}  # fmt: skip
+        terms, loglik, seconds, counts, hist = {}, {}, {}, {}, {}
+        for k, m in models.items():
+            if pooled is None:
+                counts[k], terms[k], keep = _group_terms(m)
+                hist[k] = _histories_of(m, keep)
+                loglik[k] = _loglik_at_mean(m)
+                seconds[k] = float(getattr(m, "fit_info_", {}).get("fit_seconds", np.nan))
+            else:
+                pm = pooled[k]
+                rows_g = np.asarray(pm.data_["group"]) == pm.groups_.index(str(group))
+                counts[k], terms[k], keep = _group_terms(pm, rows_g)
+                hist[k] = _histories_of(pm, keep)
+                loglik[k] = _loglik_at_mean(pm, rows=rows_g)
+                seconds[k] = np.nan
+        if not (
+            np.array_equal(hist["sbg"], hist["bdw"])
+            and np.array_equal(counts["sbg"], counts["bdw"])
+        ):
+            raise ValueError(f"fit group {group!r}: the sBG and the BdW were fitted on different "
+                             "subscribers; compare models fitted on the same table.")  # fmt: skip
+        group_rows = {k: _row(group, k, m, terms[k], counts[k], terms["sbg"], loglik[k],
+                              seconds[k]) for k, m in models.items()}  # fmt: skip
         chosen[group], reasons[group] = _choose(group, group_rows, n_draws < 10)
         for k in ("sbg", "bdw"):
             group_rows[k]["chosen"] = k == chosen[group]
             rows.append(group_rows[k])
-            pooled[k].append((terms[k], counts, group_rows[k]))
+            parts[k].append((terms[k], counts[k], group_rows[k]))
     if len(fits) > 1:
         for k in ("sbg", "bdw"):
-            parts = pooled[k]
-            counts = np.concatenate([c for _, c, _ in parts])
+            part = parts[k]
+            counts = np.concatenate([c for _, c, _ in part])
+            seconds = (float(pooled[k].fit_info_.get("fit_seconds", np.nan)) if pooled is not None
+                       else float(sum(r["fit_seconds"] for _, _, r in part)))  # fmt: skip
             row: dict[str, Any] = {
                 "fit_group": "all", "model": k, "model_name": MODEL_NAMES[k],
                 "chosen": all(ch == k for ch in chosen.values()),
                 "n_subscribers": int(counts.sum()), "n_histories": int(counts.size),
-                "loglik": float(sum(r["loglik"] for _, _, r in parts)),
+                "loglik": float(sum(r["loglik"] for _, _, r in part)),
                 "alpha_mean": np.nan, "beta_mean": np.nan, "c_mean": np.nan,
-                "fit_seconds": float(sum(r["fit_seconds"] for _, _, r in parts)),
+                "fit_seconds": seconds,
             }  # fmt: skip
             if point:
                 row.update(elpd_loo=np.nan, elpd_loo_se=np.nan, p_loo=np.nan,
                            max_pareto_k=np.nan, elpd_diff=np.nan, elpd_diff_se=np.nan)  # fmt: skip
             else:
-                elpd_i = np.concatenate([t[0] for t, _, _ in parts])
-                base = np.concatenate([t[0] for t, _, _ in pooled["sbg"]])
+                elpd_i = np.concatenate([t[0] for t, _, _ in part])
+                base = np.concatenate([t[0] for t, _, _ in parts["sbg"]])
                 total, se = _weighted_total(elpd_i, counts)
                 diff, diff_se = _weighted_total(elpd_i - base, counts)
-                ks = np.concatenate([t[2] for t, _, _ in parts])
+                ks = np.concatenate([t[2] for t, _, _ in part])
                 ks = ks[np.isfinite(ks)]
                 row.update(
                     elpd_loo=total, elpd_loo_se=se,
-                    p_loo=float(sum(np.sum(c * t[1]) for t, c, _ in parts)),
+                    p_loo=float(sum(np.sum(c * t[1]) for t, c, _ in part)),
                     max_pareto_k=float(ks.max()) if ks.size else np.nan,
                     elpd_diff=diff, elpd_diff_se=diff_se,
                 )  # fmt: skip
@@ -266,4 +293,4 @@ def compare_retention_models(fits: Mapping[str, Mapping[str, Any]]) -> Retention
     long = pd.DataFrame(rows)
     spec = [c for c in SUBSCRIPTION_SCHEMA["model_comparison"] if c.name in long.columns]
     table = pd.DataFrame({c.name: _cast(long[c.name], c.dtype) for c in spec})
-    return RetentionComparison(table=table, chosen=chosen, reasons=reasons)
+    return RetentionComparison(table=table, chosen=chosen, reasons=reasons, notes=notes)

@@ -21,12 +21,16 @@ model_comparison.csv /      sBG vs BdW per fit group (and overall): PSIS-LOO, lo
                             model the forecasts use
 holdout.csv / .parquet      with a holdout: each model refitted on the data up to the
                             holdout start, its projected survivors against the actual ones
+pooling.csv / .parquet      with --pool-by: each group's parameters fitted alone (raw) and
+                            in the partially pooled fit (alpha, beta, c, mean churn, with
+                            credible intervals)
 model_summary.json / .md    data provenance, settings, the comparison and the rule behind
                             the choice, parameter tables, holdout check, warnings
 data_dictionary.csv / .md   every column: type, unit (periods of the grid, currency), meaning
 *.png                       survival curves with bands and the actuals, retention rate by
                             tenure, renewal forecast with bands, holdout survivors
-sbg*.nc, bdw*.nc            the fitted models (``CLVModel.load``)
+sbg*.nc, bdw*.nc            the fitted models (``CLVModel.load``; with --pool-by the pooled
+                            models, and gamma_gamma.nc with a spend model)
 .clvbayes-manifest.json     name, size and SHA-256 of every file above
 ==========================  ===========================================================
 
@@ -99,7 +103,7 @@ __all__ = [
 REPORT_KIND = "subscriptions"
 #: Tables every subscriptions report has; ``holdout`` comes with a holdout check.
 SUBSCRIPTION_TABLES = ("subscribers", "at_risk", "cohorts", "totals", "model_comparison")
-OPTIONAL_TABLES = ("holdout",)
+OPTIONAL_TABLES = ("holdout", "pooling")
 
 _STATS = {
     "mean": "posterior mean of {what}",
@@ -128,9 +132,9 @@ _SUBSCRIBER_QUANTITIES = {
              "the discounted expected residual lifetime (DERL, Fader & Hardie 2010): expected "
              "future renewal payments, no horizon, discounted at {discount} per period", None,
              False),
-    "value": ("currency", f"the expected value of {_DUE}: price x margin x disc_renewals",
+    "value": ("currency", f"the expected value of {_DUE}: {{amount}} x margin x disc_renewals",
               f"the realised value of {_DUE}", False),
-    "residual_value": ("currency", "the residual value: price x margin x derl", None, False),
+    "residual_value": ("currency", "the residual value: {amount} x margin x derl", None, False),
 }  # fmt: skip
 
 
@@ -251,7 +255,7 @@ SUBSCRIPTION_SCHEMA: dict[str, tuple[Column, ...]] = {
                "price x margin x churn_risk_mean: the expected renewal revenue lost at the next "
                "due date", required=False),
         *_stat_columns("residual_value", "currency ({currency})",
-                       "the residual value (price x margin x DERL)", None, False,
+                       "the residual value ({amount} x margin x DERL)", None, False,
                        stats=("mean", "ci_lower", "ci_upper")),
     ),
     "cohorts": (
@@ -306,6 +310,24 @@ SUBSCRIPTION_SCHEMA: dict[str, tuple[Column, ...]] = {
                f"share of the periods k whose actual survivors lie in the {{prob}} predictive "
                f"interval {_HOLD}", required=False),
     ),
+    "pooling": (
+        Column("fit_group", "string", "", "the group (a value of the --pool-by column)"),
+        Column("model", "string", "", "sbg or bdw"),
+        Column("estimate", "string", "",
+               "raw: the model fitted on this group alone (no pooling); pooled: the group's "
+               "parameters in the partially pooled fit across every group (a hierarchical prior "
+               "shared by the groups, so small groups borrow strength from the others)"),
+        Column("n_subscribers", "int64", "subscribers", "subscribers of the group"),
+        *[col for p, what in (("alpha", "alpha (churn-propensity Beta, first shape)"),
+                              ("beta", "beta (churn-propensity Beta, second shape)"),
+                              ("c", "the BdW shape c (1 = sBG; empty for the sBG)"),
+                              ("mean_churn", "the group's mean churn propensity alpha / "
+                               "(alpha + beta)"))
+          for col in _stat_columns(p, "probability" if p == "mean_churn" else "", what, None,
+                                   True, stats=("mean", "ci_lower", "ci_upper"))],
+        Column("note", "string", "",
+               "why a raw estimate is missing (its fit was refused); empty otherwise"),
+    ),
     "holdout": (
         _FIT_GROUP,
         Column("model", "string", "", "sbg or bdw, refitted on the data up to the holdout start"),
@@ -354,7 +376,8 @@ def subscription_data_dictionary(
     tables : mapping of str to DataFrame
     context : mapping, optional
         ``period`` (e.g. ``"1 month"``), ``horizon`` (periods), ``prob``, ``currency`` (text),
-        ``discount`` (rate per period) and ``method``, filled into units and meanings.
+        ``discount`` (rate per period), ``method`` and ``amount`` (what a renewal is worth:
+        ``"price"`` or the spend model's charge amount), filled into units and meanings.
 
     Returns
     -------
@@ -362,7 +385,7 @@ def subscription_data_dictionary(
         ``table``, ``column``, ``dtype``, ``unit``, ``meaning``, ``source``, one row per column.
     """
     ctx = {"period": "renewal periods", "horizon": "?", "prob": "90 %", "currency": "currency",
-           "discount": "the discount rate"}  # fmt: skip
+           "discount": "the discount rate", "amount": "price"}  # fmt: skip
     c = dict(context or {})
     if c.get("prob") is not None:
         ctx["prob"] = f"{100 * float(c['prob']):g} %"
@@ -370,7 +393,7 @@ def subscription_data_dictionary(
         ctx["horizon"] = f"{int(c['horizon'])}"
     if c.get("discount") is not None:
         ctx["discount"] = f"{float(c['discount']):.6g}"
-    for k in ("period", "currency"):
+    for k in ("period", "currency", "amount"):
         if c.get(k):
             ctx[k] = str(c[k])
     point = _is_point_fit(c.get("method"))
@@ -559,6 +582,22 @@ def summary_markdown(summary: Mapping[str, Any], tables: Mapping[str, pd.DataFra
                           "not used for the choice):", ""]  # fmt: skip
                 lines += [_md_table(mc[["fit_group", "model_name", *hold]].astype(object),
                                     "{:,.3f}"), ""]  # fmt: skip
+        for note in comp.get("notes") or []:
+            lines += [f"- {note}", ""]
+    pool = tables.get("pooling")
+    if pool is not None and len(pool):
+        lines += ["## Partial pooling: each group alone (raw) and pooled", "",
+                  f"Pooled by {s.get('pool_by')!r}: the pooled fit puts a hierarchical prior on "
+                  "the groups' parameters, so a group with little data is pulled towards the "
+                  "others; the forecasts use the pooled group models. Posterior means and "
+                  f"{100 * float(s.get('prob') or 0.9):g} % credible intervals:", ""]  # fmt: skip
+        show = ["fit_group", "model", "estimate", "n_subscribers", "alpha_mean",
+                "alpha_ci_lower", "alpha_ci_upper", "beta_mean", "beta_ci_lower",
+                "beta_ci_upper", "c_mean", "c_ci_lower", "c_ci_upper", "mean_churn_mean",
+                "mean_churn_ci_lower", "mean_churn_ci_upper", "note"]  # fmt: skip
+        lines += [_md_table(pool[[c for c in show if c in pool]].astype(object), "{:,.3f}"), ""]
+    if s.get("value_source"):
+        lines += ["## Value per renewal", "", str(s.get("value_rule") or s["value_source"]), ""]
     holdout = summary.get("holdout")
     if holdout:
         lines += ["## Holdout check", "", *_md_items(holdout.get("settings") or {}), ""]
@@ -705,7 +744,10 @@ def _check_table(table: str, df: pd.DataFrame, described: Mapping[str, str], poi
         if point and _is_uncertainty_column(c):
             pass
         elif schema[c].dtype == "float64" and c.endswith(("_sd", "_ci_lower", "_ci_upper")):
-            if table != "model_comparison" and not np.isfinite(df[c].to_numpy(float)).all():
+            if (
+                table not in ("model_comparison", "pooling")
+                and not np.isfinite(df[c].to_numpy(float)).all()
+            ):
                 problems.append(f"column {c!r} has missing or infinite values")
         if c.startswith(_PROBABILITIES) and df[c].dtype.kind == "f":
             v = df[c].dropna()
