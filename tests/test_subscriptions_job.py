@@ -1,6 +1,6 @@
 """``clvbayes subscriptions``: both bundled examples end to end through the CLI entry point,
-a subscriptions table from a file (MAP, the likelihood-ratio choice), the forecast totals
-against score_subscribers, the charge-log censoring rule, and every refusal (exit 2 with a
+a subscriptions table from a file (MAP, the likelihood-ratio choice), partial pooling
+(--pool-by), score_subscribers with a model per group against each group alone, the charge-log censoring rule, and every refusal (exit 2 with a
 message, no traceback, before anything slow runs)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from clvbayes import cli, subscriptions_job
+from clvbayes.errors import DataError
 from clvbayes.report import read_report_table
 from clvbayes.report.subscriptions import (
     SUBSCRIPTION_SCHEMA,
@@ -69,6 +70,7 @@ def _check_folder(folder, holdout=True, point=False):
     validate_subscriptions_report(folder)
     s = _summary(folder)
     names = [*SUBSCRIPTION_TABLES, *(["holdout"] if holdout else [])]
+    names += ["pooling"] if s["settings"].get("pool_by") else []
     for t in names:
         for f in ("csv", "parquet"):
             assert (folder / f"{t}.{f}").is_file()
@@ -253,53 +255,131 @@ def test_annual_rate_converted_exactly_per_grid():
     assert annual_to_grid_rate(0.0, "1 day") == 0.0
 
 
-def test_forecast_totals_match_score_subscribers_for_one_model(rng):
+def test_score_subscribers_with_a_model_per_group_matches_each_group_alone(rng):
+    """One code path: a {group: model} mapping gives each group what that model alone gives,
+    and the totals over groups are per-draw sums of the groups' (paired) draws."""
     from clvbayes.compat import posterior_from_arrays
+    from clvbayes.models.bdw import BetaDiscreteWeibullModel
     from clvbayes.models.sbg import ShiftedBetaGeometricModel
     from clvbayes.predict.retention import score_subscribers
-    from clvbayes.retention_forecast import forecast_totals
 
-    model = ShiftedBetaGeometricModel()
-    model.posterior_ = posterior_from_arrays({"alpha": rng.gamma(50, 0.7 / 50, (1, 200)),
-                                              "beta": rng.gamma(50, 1.2 / 50, (1, 200))})  # fmt: skip
+    sbg = ShiftedBetaGeometricModel()
+    sbg.posterior_ = posterior_from_arrays({"alpha": rng.gamma(50, 0.7 / 50, (1, 200)),
+                                            "beta": rng.gamma(50, 1.2 / 50, (1, 200))})  # fmt: skip
+    bdw = BetaDiscreteWeibullModel()
+    bdw.posterior_ = posterior_from_arrays({"alpha": rng.gamma(50, 0.5 / 50, (1, 200)),
+                                            "beta": rng.gamma(50, 2.0 / 50, (1, 200)),
+                                            "c": rng.gamma(50, 1.3 / 50, (1, 200))})  # fmt: skip
     n = 2000
     table = pd.DataFrame({"periods": rng.integers(0, 15, n), "churned": 0,
-                          "price": rng.choice([10.0, 20.0], n)},
+                          "price": rng.choice([10.0, 20.0], n),
+                          "fit_group": rng.choice(["a", "b"], n)},
                          index=[f"s{i}" for i in range(n)])  # fmt: skip
-    ref = score_subscribers(table, model, horizon=6, discount_rate=0.01, seed=3)
-    cohorts, totals = forecast_totals(
-        [(model, table["periods"].to_numpy(float), table["price"].to_numpy())],
-        {"all": (np.zeros(n, np.int64), ["all"])}, horizon=6, prob=0.9, discount_rate=0.01,
-        seed=5, n_outcome_samples=4000,
-    )  # fmt: skip
-    a, b = ref.cohorts["all"].reset_index(), cohorts
-    for col in ("active_mean", "active_ci_lower", "active_ci_upper", "revenue_mean"):
-        assert b[col].to_numpy() == pytest.approx(a[col].to_numpy(), rel=1e-10), col
-    for col in ("active_pi_lower", "active_pi_upper", "revenue_pi_upper"):  # simulation noise
-        assert b[col].to_numpy() == pytest.approx(a[col].to_numpy(), rel=0.01), col
-    s = ref.subscribers
-    assert totals.at[0, "renewals_total_mean"] == pytest.approx(s["renewals_mean"].sum())
-    assert totals.at[0, "value_total_mean"] == pytest.approx(s["value_mean"].sum())
-    assert totals.at[0, "value_total_pi_lower"] < totals.at[0, "value_total_mean"]
+    both = score_subscribers(table, {"a": sbg, "b": bdw}, group_col="fit_group", by="fit_group",
+                             horizon=6, discount_rate=0.01, seed=3)  # fmt: skip
+    seg = both.segments.set_index(["grouping", "group", "k"]).sort_index()
+    for g, model in (("a", sbg), ("b", bdw)):
+        part = table[table["fit_group"] == g]
+        alone = score_subscribers(part, model, horizon=6, discount_rate=0.01, seed=5)
+        ref = alone.cohorts["all"].reset_index()
+        mine = seg.loc[("fit_group", g)]
+        for col in ("active_mean", "active_ci_lower", "active_ci_upper", "revenue_mean"):
+            assert mine[col].to_numpy() == pytest.approx(ref[col].to_numpy(), rel=1e-10), col
+        for col in ("active_pi_lower", "active_pi_upper"):  # simulation noise only
+            assert mine[col].to_numpy() == pytest.approx(ref[col].to_numpy(), rel=0.05), col
+        cols = ["p_renew_mean", "renewals_ci_upper", "value_mean", "derl_mean"]
+        pd.testing.assert_frame_equal(
+            both.subscribers.loc[part.index, cols], alone.subscribers[cols]
+        )
+    tot = both.totals.set_index(["grouping", "group"])
+    sub = both.subscribers
+    assert tot.at[("all", "all"), "renewals_total_mean"] == pytest.approx(
+        sub["renewals_mean"].sum()
+    )
+    assert tot.at[("all", "all"), "value_total_mean"] == pytest.approx(sub["value_mean"].sum())
+    assert tot.loc["fit_group", "value_total_mean"].sum() == pytest.approx(
+        tot.at[("all", "all"), "value_total_mean"]
+    )
+    assert (
+        tot.at[("all", "all"), "value_total_pi_lower"] < tot.at[("all", "all"), "value_total_mean"]
+    )
+    with pytest.raises(DataError, match=r"group\(s\) \['b'\] without a model"):
+        score_subscribers(table, {"a": sbg}, horizon=3)
 
 
-def test_pointwise_loo_matches_the_model_and_is_exact_for_constant_histories():
+def test_comparison_uses_the_models_loo_terms():
+    """The comparison's elpd is CLVModel.loo's; constant histories carry Pareto k 0."""
     from clvbayes.datasets.subscriptions import load_fh2007_subscribers
+    from clvbayes.models.bdw import BetaDiscreteWeibullModel
     from clvbayes.models.sbg import ShiftedBetaGeometricModel
-    from clvbayes.report.retention_comparison import _histories, pointwise_retention_loo
+    from clvbayes.report.retention_comparison import compare_retention_models
 
     subs = load_fh2007_subscribers()
     regular = subs[subs["cohort"] == "regular"]
-    model = ShiftedBetaGeometricModel().fit(regular, method="laplace", draws=400, seed=1)
-    hist, counts = _histories(model)
-    elpd, p, k = pointwise_retention_loo(model, hist)
-    assert np.sum(counts * elpd) == pytest.approx(model.loo().elpd, rel=1e-10)
-    assert np.isfinite(k).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fits = {"regular": {
+            "sbg": ShiftedBetaGeometricModel().fit(regular, method="laplace", draws=400, seed=1),
+            "bdw": BetaDiscreteWeibullModel().fit(regular, method="laplace", draws=400, seed=1),
+        }}  # fmt: skip
+    table = compare_retention_models(fits).table.set_index("model")
+    for key, model in fits["regular"].items():
+        loo = model.loo()
+        assert table.at[key, "elpd_loo"] == pytest.approx(loo.elpd, rel=1e-12)
+        assert table.at[key, "max_pareto_k"] == pytest.approx(loo.max_pareto_k)
     # active subscribers in their first period: log S(0) = 0 under every draw
     new = pd.DataFrame({"periods": [0, 0, 1, 2], "churned": [0, 1, 1, 0]}, index=list("abcd"))
-    elpd, p, k = pointwise_retention_loo(model, new)
-    assert elpd[0] == 0.0 and p[0] == 0.0 and np.isnan(k[0])
-    assert np.isfinite(k[1:]).all() and (elpd[1:] < 0).all()
+    _, elpd, p, k = fits["regular"]["sbg"].loo_terms(new)
+    assert elpd[0] == 0.0 and p[0] == 0.0 and k[0] == 0.0
+    assert np.isfinite(k).all() and (elpd[1:] < 0).all()
+
+
+# ---------------------------------------------------------------- partial pooling
+def test_pool_by_plan_fits_pooled_models_and_reports_raw_against_pooled(tmp_path, capsys):
+    path = _table(tmp_path, n=500)
+    out = tmp_path / "pooled"
+    rc, _stdout, err = _exit(
+        ["subscriptions", str(path), "--period", "month", "--as-of", "2024-12-31",
+         "--customer-id-col", "id", "--pool-by", "plan", "--horizon", "6",
+         "--holdout-periods", "4", "-o", str(out), *FAST], capsys,
+    )  # fmt: skip
+    assert rc == 0, err
+    s, t = _check_folder(out)
+    assert s["settings"]["pool_by"] == "plan" and s["settings"]["fit_by"] == "plan"
+    assert set(s["files"]["models"]) == {"sbg-pooled", "bdw-pooled"}
+    pool = t["pooling"]
+    assert set(zip(pool["fit_group"], pool["model"], pool["estimate"], strict=True)) == {
+        (g, m, e) for g in ("=basic", "plus") for m in ("sbg", "bdw") for e in ("raw", "pooled")
+    }
+    assert pool.loc[pool["model"] == "sbg", "c_mean"].isna().all()
+    ok = pool["note"].isna()
+    assert ok.all() and (pool["alpha_ci_lower"] < pool["alpha_ci_upper"]).all()
+    # the simulated truth is one population, sBG(1, 4): mean churn 0.2 in every group
+    sbg = pool[pool["model"] == "sbg"]
+    assert np.all((sbg["mean_churn_ci_lower"] < 0.2) & (0.2 < sbg["mean_churn_ci_upper"]))
+    # LOO per group from the pooled fit; the 'all' rows add them up
+    mc = t["model_comparison"].set_index(["fit_group", "model"])
+    for k in ("sbg", "bdw"):
+        parts = mc.loc[[("=basic", k), ("plus", k)], "elpd_loo"].sum()
+        assert mc.at[("all", k), "elpd_loo"] == pytest.approx(parts)
+        assert np.isfinite(mc.at[("all", k), "fit_seconds"])
+    assert "Partial pooling" in (out / "model_summary.md").read_text()
+    assert s["holdout"]["settings"]["refit"] == "pooled across plan"
+
+
+def test_pool_by_a_missing_column_lists_the_valid_ones(tmp_path, capsys, no_slow_steps):
+    path = _table(tmp_path, n=20)
+    rc, _out, err = _exit(["subscriptions", str(path), "--period", "month", "--as-of",
+                          "2024-12-31", "--customer-id-col", "id", "--pool-by", "region", "-o",
+                          str(tmp_path / "o")], capsys)  # fmt: skip
+    assert rc == 2 and "--pool-by 'region': the subscribers have no such grouping column" in err
+    assert "'cohort'" in err and "'plan'" in err and "Columns of the input: 'id'" in err
+    rc, _out, err = _exit(["subscriptions", "--demo", "fh2007", "--pool-by", "plan", "-o",
+                          str(tmp_path / "o")], capsys)  # fmt: skip
+    assert rc == 2 and "Pool by one of: 'cohort'" in err
+    rc, _out, err = _exit(["subscriptions", "--demo", "box", "--pool-by", "plan", "--fit-by",
+                          "plan", "-o", str(tmp_path / "o")], capsys)  # fmt: skip
+    assert rc == 2 and "drop --fit-by" in err
 
 
 def test_charge_log_renewal_inside_the_grace_period_is_not_counted_yet():
