@@ -111,6 +111,10 @@ class RunResult:
         ``"continuous"`` or ``"discrete"`` (opportunities).
     spend_model : str or None
         Key of the spend model (``gamma_gamma``), None without one.
+    averaged_total : dict or None
+        With ``purchase_model="compare"``: the ``all`` row of the model-averaged predictions
+        (the stacking mixture of the models, the report's ``averaged_*`` columns), keys as
+        ``total``.
     """
 
     path: Path
@@ -125,6 +129,7 @@ class RunResult:
     comparison: ModelComparison | None = None
     time_grid: str = "continuous"
     spend_model: str | None = "gamma_gamma"
+    averaged_total: dict[str, Any] | None = None
 
 
 def run_report(
@@ -587,12 +592,15 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
         with progress.step(f"comparing the purchase models ({names}: {what})"):
             comparison = compare_purchase_models(
                 rfm, fitted, prob=args.prob, seed=args.seed + 2, n_draws=common["n_draws"],
-                names=PURCHASE_MODELS,
+                names=PURCHASE_MODELS, average=True,
             )  # fmt: skip
         progress.say(
             f"clvbayes: the tables use {PURCHASE_MODELS.get(comparison.chosen)} "
-            "(model_summary.md says why)"
-        )
+            "(model_summary.md says why); the averaged_* columns, their stacking mixture ("
+            + ", ".join(f"{PURCHASE_MODELS.get(k, k)} {w:.2f}"
+                        for k, w in comparison.averaging["weights"].items())
+            + ")"
+        )  # fmt: skip
     chosen = comparison.chosen if comparison is not None else key
     bg = fitted[chosen]
     value = "clv_mean" if gg is not None else None
@@ -612,13 +620,30 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
         if grid.discrete and per_opportunity:
             dert = _dert_table(rfm, bg, per_opportunity, args.prob, common["n_draws"])
             predictions = predictions.join(dert)
-        customers = customer_table(rfm, predictions, labels=labels, group_cols=groups,
-                                   cac=args.cac)  # fmt: skip
-        segments = segment_table(scores.segments, cac=args.cac)
+    seg_tables = scores.segments
+    averaged = None
+    if comparison is not None:
+        with progress.step("model-averaged predictions (the stacking mixture of the models)"):
+            averaged = score_customers(keyed, comparison.mixture, gg, horizon=horizon, by=by,
+                                       **common)  # fmt: skip
+            predictions, seg_tables = _with_averaged(predictions, seg_tables, averaged)
+            quiet = {**common, "progress": False}
+            totals = {k: (scores if k == chosen else
+                          score_customers(rfm, m, gg, horizon=horizon, **quiet)).segments["all"]
+                      .iloc[0] for k, m in fitted.items()}  # fmt: skip
+    customers = customer_table(rfm, predictions, labels=labels, group_cols=groups, cac=args.cac)
+    segments = segment_table(seg_tables, cac=args.cac)
     holdout = None
+    averaged_holdout = None
     if "frequency_holdout" in rfm.columns:
         with progress.step("checking predictions against the holdout period"):
             holdout = _holdout_check(rfm, bg, gg, common)
+            if comparison is not None:
+                averaged_holdout = _holdout_check(rfm, comparison.mixture, gg, common)
+    if comparison is not None:
+        comparison = comparison.with_totals(
+            totals, averaged.segments["all"].iloc[0], averaged_holdout
+        )
 
     provenance = _provenance(args, source, rfm, gg, n_rows, n_multi, grid)
     settings = {
@@ -643,16 +668,42 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
         )
     if comparison is not None:
         settings["purchase_models_compared"] = list(fitted)
+        settings["model_averaging"] = "stacking"
     models = {**fitted, **({"gamma_gamma": gg} if gg is not None else {})}
     _write(args, progress, out_dir, customers, segments, models, provenance, settings, holdout,
            comparison)  # fmt: skip
     total = scores.segments["all"].iloc[0]
+    averaged_total = None
+    if averaged is not None:
+        averaged_total = {str(k): v for k, v in averaged.segments["all"].iloc[0].items()}
     return RunResult(
         path=out_dir, n_customers=len(customers), seconds=progress.total, horizon=horizon,
         time_unit=grid.unit, method=args.method, prob=args.prob, purchase_model=chosen,
         total={str(k): v for k, v in total.items()}, comparison=comparison,
-        time_grid=grid.kind, spend_model=settings["spend_model"],
+        time_grid=grid.kind, spend_model=settings["spend_model"], averaged_total=averaged_total,
     )  # fmt: skip
+
+
+def _with_averaged(predictions: pd.DataFrame, segments: dict[str, pd.DataFrame], averaged):
+    """The chosen model's predictions and segment tables with the mixture's beside them.
+
+    ``averaged`` is :func:`~clvbayes.predict.score_customers` of the stacking mixture on the
+    same customers and groupings; its :data:`~clvbayes.report.schema.AVERAGED_QUANTITIES`
+    columns join with the prefix :data:`~clvbayes.report.schema.AVERAGED_PREFIX`.
+    """
+    from clvbayes.report.schema import AVERAGED_PREFIX, AVERAGED_QUANTITIES
+
+    cols = [c for c in averaged.customers.columns
+            if any(c.startswith(f"{q}_") for q in AVERAGED_QUANTITIES)]  # fmt: skip
+    extra = averaged.customers[cols].add_prefix(AVERAGED_PREFIX)
+    merged = {}
+    for g, df in segments.items():
+        other = averaged.segments[g]
+        if not other.index.equals(df.index):
+            raise AssertionError(f"segments {g!r}: the mixture's groups differ from the model's")
+        keep = [c for c in other.columns if "_total_" in c]
+        merged[g] = pd.concat([df, other[keep].add_prefix(AVERAGED_PREFIX)], axis=1)
+    return predictions.join(extra), merged
 
 
 def _discrete_settings(

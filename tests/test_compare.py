@@ -133,8 +133,58 @@ def test_main_tables_are_those_of_the_chosen_model(compared, tmp_path, capsys):
     assert rc == 0, err
     assert "chosen by PSIS-LOO" not in stdout
     for name in ("customers.csv", "segments.csv"):
-        assert (out / name).read_bytes() == (compared / name).read_bytes(), name
+        single, both = read_report_table(out / name), read_report_table(compared / name)
+        averaged = [c for c in both.columns if c.startswith("averaged_")]
+        assert averaged and not any(c.startswith("averaged_") for c in single.columns)
+        pd.testing.assert_frame_equal(single, both.drop(columns=averaged), check_exact=True)
     assert not (out / "model_comparison.csv").exists()
+
+
+def test_the_report_has_the_model_average(compared):
+    """Stacking weights, every model's totals and the mixture's, averaged_* columns that the
+    data dictionary names as model-averaged, and the mixture's own predictions in them."""
+    from clvbayes.models import GammaGammaModel, MixturePurchaseModel
+    from clvbayes.predict import score_customers
+    from clvbayes.report.comparison import AVERAGED_NAME, TOTAL_COLUMNS
+
+    table = read_report_table(compared / "model_comparison.csv")
+    w = table.set_index("model")["stacking_weight"]
+    assert w.sum() == pytest.approx(1.0) and w.between(0, 1).all()
+    assert np.isfinite(table[list(TOTAL_COLUMNS)]).all().all()
+    avg = _summary(compared)["model_comparison"]["model_averaging"]
+    assert avg["method"] == "stacking" and avg["weights"] == pytest.approx(w.to_dict())
+    assert sum(avg["n_draws"].values()) == 200
+    # the mixture's totals and its holdout check
+    for c in ("purchases_total_mean", "clv_total_mean"):
+        assert table[c].min() <= avg["totals"][c] <= table[c].max()
+    lo, hi = avg["holdout_check"]["purchases"]["predicted_total_pi"]
+    assert avg["holdout_check"]["purchases"]["actual_total"] == 1882 and lo < hi
+    assert avg["holdout"]["holdout_purchases_actual_total"] == 1882
+    md = (compared / "model_summary.md").read_text()
+    assert "### Model average (stacking)" in md and f"| {AVERAGED_NAME} |" in md
+    assert "Holdout check of the model average: purchases: actual 1,882" in md
+    # averaged columns: in both tables, described as model-averaged, and only they
+    customers = read_report_table(compared / "customers.csv")
+    segments = read_report_table(compared / "segments.csv")
+    dictionary = pd.read_csv(compared / "data_dictionary.csv", dtype=str)
+    flagged = dictionary.loc[dictionary["meaning"].str.contains("MODEL-AVERAGED"), "column"]
+    named = [c for c in [*customers.columns, *segments.columns] if c.startswith("averaged_")]
+    assert sorted(flagged) == sorted(named)
+    assert {"averaged_clv_mean", "averaged_purchases_pi_upper"} <= set(customers.columns)
+    assert {"averaged_clv_total_pi_lower", "averaged_purchases_total_mean"} <= set(segments)
+    everyone = segments[segments["grouping"] == "all"].iloc[0]
+    assert everyone["averaged_clv_total_mean"] == pytest.approx(avg["totals"]["clv_total_mean"])
+    # the expectations are those of the mixture rebuilt from the saved models (no randomness)
+    models = {k: CLVModel.load(compared / f"{k}.nc") for k in table["model"]}
+    mix = MixturePurchaseModel(models, avg["weights"])
+    gg = GammaGammaModel.load(compared / "gamma_gamma.nc")
+    rfm = customers.set_index("customer_id")[["frequency", "recency", "T", "monetary_value"]]
+    rfm.attrs["time_unit"] = "weeks"
+    again = score_customers(rfm, mix, gg, horizon=52, annual_discount_rate=0.1, seed=2,
+                            n_draws=200, outcomes=False).customers  # fmt: skip
+    for q in ("p_alive", "purchases", "clv"):
+        np.testing.assert_allclose(customers[f"averaged_{q}_mean"], again[f"{q}_mean"],
+                                   rtol=1e-9)  # fmt: skip
 
 
 def test_without_a_holdout_the_comparison_has_loo_only(tmp_path, capsys):
@@ -147,7 +197,10 @@ def test_without_a_holdout_the_comparison_has_loo_only(tmp_path, capsys):
     table = read_report_table(out / "model_comparison.csv")
     assert len(table) == len(purchase_models()) and table["chosen"].sum() == 1
     assert not any(c.startswith("holdout_") for c in table.columns)
-    assert "Holdout period" not in (out / "model_summary.md").read_text()
+    assert table["stacking_weight"].sum() == pytest.approx(1.0)
+    md = (out / "model_summary.md").read_text()
+    assert "Holdout period" not in md and "Holdout check of the model average" not in md
+    assert "### Model average (stacking)" in md
     assert "chosen by PSIS-LOO" in stdout
 
 

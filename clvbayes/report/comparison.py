@@ -25,12 +25,24 @@ What is compared, one row per model:
 
 The choice (:data:`CHOICE_RULE`, :func:`choose_model`) uses LOO only, so the holdout figures
 stay an independent check of it.
+
+**Model averaging** (``average=True``).  From the same per-history LOO terms the models get
+stacking weights
+(:func:`clvbayes.predict.averaging.weights_from_elpd`: the weights whose mixture of LOO
+predictive distributions scores best, Yao, Vehtari, Simpson & Gelman 2018), in the table's
+``stacking_weight``, and :attr:`ModelComparison.mixture` is the
+:class:`~clvbayes.models.mixture.MixturePurchaseModel` of the models with those weights.
+With a holdout period the mixture's holdout accuracy is computed as each model's
+(:attr:`ModelComparison.averaging`).  ``clvbayes run`` then scores every customer with the
+mixture too (the ``averaged_*`` columns of ``customers`` and ``segments``) and adds each
+model's and the mixture's totals over the prediction horizon
+(:meth:`ModelComparison.with_totals`); ``model_summary.md`` shows them side by side.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,9 +51,11 @@ import pandas as pd
 from clvbayes.report.schema import SCHEMA, _cast
 
 __all__ = [
+    "AVERAGED_NAME",
     "CHOICE_RULE",
     "PREFERENCE",
     "TIE_SE",
+    "TOTAL_COLUMNS",
     "ModelComparison",
     "choose_model",
     "compare_purchase_models",
@@ -66,6 +80,17 @@ CHOICE_RULE = (
 )
 
 
+#: How the report names the stacking mixture of the compared models.
+AVERAGED_NAME = "model average (stacking)"
+#: Each model's totals over the prediction horizon in the comparison table (from the
+#: ``all`` row of :func:`clvbayes.predict.score_customers`' segments).
+TOTAL_COLUMNS = (
+    "purchases_total_mean", "purchases_total_pi_lower", "purchases_total_pi_upper",
+    "clv_total_mean", "clv_total_ci_lower", "clv_total_ci_upper", "clv_total_pi_lower",
+    "clv_total_pi_upper",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ModelComparison:
     """The comparison of a report's purchase models.
@@ -80,21 +105,65 @@ class ModelComparison:
         Why, in one paragraph (the figures that decided it).
     rule : str
         The rule applied (:data:`CHOICE_RULE`).
+    averaging : dict
+        The model average: ``method`` ("stacking"), ``weights`` and ``n_draws`` by model
+        key, ``mean_log_score`` (nats per customer, of the LOO mixture), with a holdout
+        period ``holdout`` (the mixture's ``holdout_purchases_*`` figures, as the table's)
+        and, after :meth:`with_totals`, ``totals`` (the mixture's :data:`TOTAL_COLUMNS`)
+        and ``holdout_check`` (the mixture's holdout check of purchases and revenue).
+    mixture : MixturePurchaseModel or None
+        The stacking mixture of the compared models (not written to the report).
     """
 
     table: pd.DataFrame
     chosen: str
     reason: str
     rule: str = CHOICE_RULE
+    averaging: dict[str, Any] = field(default_factory=dict)
+    mixture: Any = field(default=None, repr=False, compare=False)
 
     def to_summary(self) -> dict[str, Any]:
         """The ``model_comparison`` entry of ``model_summary.json``."""
-        return {
+        out = {
             "chosen": self.chosen,
             "reason": self.reason,
             "rule": self.rule,
             "models": self.table.to_dict(orient="records"),
         }
+        if self.averaging:
+            out["model_averaging"] = dict(self.averaging)
+        return out
+
+    def with_totals(
+        self,
+        totals: Mapping[str, Mapping[str, float]],
+        averaged: Mapping[str, float] | None = None,
+        holdout_check: Mapping[str, Any] | None = None,
+    ) -> ModelComparison:
+        """This comparison with each model's totals over the prediction horizon.
+
+        Parameters
+        ----------
+        totals : mapping of model key to mapping
+            The ``all`` row of each model's :func:`clvbayes.predict.score_customers`
+            segments (with the spend model): :data:`TOTAL_COLUMNS` are taken from it.
+        averaged : mapping, optional
+            The same row for the mixture (:attr:`mixture`).
+        holdout_check : mapping, optional
+            The mixture's holdout check (as ``model_summary.json``'s ``holdout``).
+        """
+        table = self.table.copy()
+        have = [c for c in TOTAL_COLUMNS if all(c in totals[k] for k in table["model"])]
+        for c in have:
+            table[c] = [float(totals[k][c]) for k in table["model"]]
+        spec = [c for c in SCHEMA["model_comparison"] if c.name in table.columns]
+        table = pd.DataFrame({c.name: _cast(table[c.name], c.dtype) for c in spec})
+        averaging = dict(self.averaging)
+        if averaged is not None:
+            averaging["totals"] = {c: float(averaged[c]) for c in have if c in averaged}
+        if holdout_check is not None:
+            averaging["holdout_check"] = dict(holdout_check)
+        return replace(self, table=table, averaging=averaging)
 
 
 def pointwise_loo(
@@ -180,6 +249,7 @@ def compare_purchase_models(
     seed: int | None = 0,
     n_draws: int | None = None,
     names: Mapping[str, str] | None = None,
+    average: bool = False,
 ) -> ModelComparison:
     """Compare fitted purchase models on the same customers, and choose one.
 
@@ -202,6 +272,11 @@ def compare_purchase_models(
         always uses every draw.
     names : mapping of str to str, optional
         Display names by key (e.g. ``{"bgnbd": "BG/NBD"}``); default the class names.
+    average : bool
+        Also average the models: stacking weights from the same LOO terms (the table's
+        ``stacking_weight``), the mixture (:attr:`ModelComparison.mixture`) and, with a
+        holdout period, its holdout accuracy (:attr:`ModelComparison.averaging`).  Off by
+        default: it adds one holdout scoring of the mixture.
 
     Returns
     -------
@@ -236,13 +311,46 @@ def compare_purchase_models(
         if holdout:
             row.update(_holdout_accuracy(rfm, model, prob, seed, n_draws))
         rows.append(row)
+    mixture, averaging = None, {}
+    if average:
+        mixture, averaging = _average(rfm, models, terms, counts, holdout, prob, seed, n_draws)
+        for row in rows:
+            row["stacking_weight"] = averaging["weights"][row["model"]]
     long = pd.DataFrame(rows).sort_values("elpd_loo", ascending=False, kind="stable")
     chosen, reason = choose_model(long)
     long["chosen"] = long["model"] == chosen
     long = long.reset_index(drop=True)
     spec = [c for c in SCHEMA["model_comparison"] if c.name in long.columns]
     table = pd.DataFrame({c.name: _cast(long[c.name], c.dtype) for c in spec})
-    return ModelComparison(table=table, chosen=chosen, reason=reason)
+    return ModelComparison(table=table, chosen=chosen, reason=reason, averaging=averaging,
+                           mixture=mixture)  # fmt: skip
+
+
+def _average(rfm, models, terms, counts, holdout, prob, seed, n_draws):
+    """The stacking mixture of ``models`` and its ``averaging`` entry."""
+    from clvbayes.models.mixture import MixturePurchaseModel
+    from clvbayes.predict.averaging import weights_from_elpd
+
+    elpd = np.column_stack([terms[k][0] for k in models])
+    weights = weights_from_elpd(elpd, counts)
+    mixture = MixturePurchaseModel(dict(models), weights)
+    averaging: dict[str, Any] = {
+        "method": "stacking",
+        "weights": dict(zip(models, map(float, weights), strict=True)),
+        "n_draws": {k: int(n) for k, n in mixture.n_per_component.items()},
+        "mean_log_score": _mixture_log_score(elpd, counts, weights),
+    }
+    if holdout:
+        averaging["holdout"] = _holdout_accuracy(rfm, mixture, prob, seed, n_draws)
+    return mixture, averaging
+
+
+def _mixture_log_score(elpd: np.ndarray, counts: np.ndarray, weights: np.ndarray) -> float:
+    """Mean over customers of log sum_k w_k exp(elpd_ik): the stacking objective (nats)."""
+    keep = np.isfinite(elpd).all(axis=1)
+    e, c = elpd[keep], counts[keep]
+    top = e.max(axis=1)
+    return float(np.sum(c * (np.log(np.exp(e - top[:, None]) @ weights) + top)) / c.sum())
 
 
 def choose_model(table: pd.DataFrame) -> tuple[str, str]:
@@ -317,10 +425,59 @@ def comparison_markdown(entry: Mapping[str, Any]) -> list[str]:
            "elpd_diff_se", "max_pareto_k", "n_histories"]  # fmt: skip
     lines += [_md_table(rows[[c for c in loo if c in rows.columns]].astype(object), "{:,.2f}")]
     hold = [c for c in rows.columns if c.startswith("holdout_")]
+    avg = entry.get("model_averaging") or {}
     if hold:
         lines += ["", "Holdout period (not used for the choice):", ""]
-        shown = rows[["model_name", *hold]].rename(
-            columns={c: c.removeprefix("holdout_purchases_") for c in hold}
-        )
+        shown = rows[["model_name", *hold]]
+        if avg.get("holdout"):
+            mix = {"model_name": AVERAGED_NAME, **avg["holdout"]}
+            shown = pd.concat([shown, pd.DataFrame([mix])[shown.columns]], ignore_index=True)
+        shown = shown.rename(columns={c: c.removeprefix("holdout_purchases_") for c in hold})
         lines += [_md_table(shown.astype(object), "{:,.3f}")]
+    if avg:
+        lines += ["", *_averaging_markdown(rows, avg)]
+    return lines
+
+
+def _averaging_markdown(rows: pd.DataFrame, avg: Mapping[str, Any]) -> list[str]:
+    """The model-averaging part of the comparison section."""
+    from clvbayes.report.summary import _md_table
+
+    weights = ", ".join(
+        f"{r['model_name']} {r['stacking_weight']:.3f}" for _, r in rows.iterrows()
+        if "stacking_weight" in rows.columns
+    )  # fmt: skip
+    lines = [
+        "### Model average (stacking)",
+        "",
+        f"Stacking weights: {weights} -- the mixture of the models' leave-one-out predictive "
+        "distributions that scores best on the customers' calibration histories (Yao, "
+        "Vehtari, Simpson & Gelman 2018), mean log score "
+        f"{avg.get('mean_log_score', float('nan')):.4f} nats per customer. The `averaged_*` "
+        "columns of `customers` and `segments` are the predictions of this mixture: its "
+        "posterior draws are the models' own, mixed in these proportions, so its intervals "
+        "include the disagreement between the models. The unprefixed columns remain the "
+        "chosen model's.",
+    ]
+    totals = [c for c in TOTAL_COLUMNS if c in rows.columns]
+    if totals:
+        shown = rows[["model_name", "stacking_weight", *totals]]
+        if avg.get("totals"):
+            mix = {"model_name": AVERAGED_NAME, "stacking_weight": "", **avg["totals"]}
+            shown = pd.concat([shown, pd.DataFrame([mix])[shown.columns]], ignore_index=True)
+        lines += ["", "Totals over the prediction horizon, whole customer base:", ""]
+        lines += [_md_table(shown.astype(object), "{:,.2f}")]
+    check = avg.get("holdout_check") or {}
+    parts = []
+    for q in ("purchases", "revenue"):
+        c = check.get(q)
+        if c:
+            lo, hi = c["predicted_total_pi"]
+            inside = "inside" if c["actual_total_in_pi"] else "OUTSIDE"
+            parts.append(
+                f"{q}: actual {c['actual_total']:,.0f}, predicted {c['predicted_total_mean']:,.0f} "
+                f"({lo:,.0f} to {hi:,.0f}; the actual is {inside} the interval)"
+            )
+    if parts:
+        lines += ["", "Holdout check of the model average: " + "; ".join(parts) + "."]
     return lines

@@ -241,6 +241,43 @@ def _segment_quantity_columns() -> list[Column]:
     return cols
 
 
+#: The quantities that ``--purchase-model compare`` also gives model-averaged (the spend of
+#: one transaction does not depend on the purchase model, so it is not averaged).
+AVERAGED_QUANTITIES = ("p_alive", "purchases", "revenue", "clv")
+#: Prefix of the model-averaged columns of ``customers`` and ``segments``.
+AVERAGED_PREFIX = "averaged_"
+_AVERAGED_MEANING = (
+    " -- MODEL-AVERAGED (--purchase-model compare only): under the stacking mixture of the "
+    "purchase models compared, whose posterior draws are mixed in the proportions of "
+    "model_comparison.stacking_weight (Yao et al. 2018), so the interval includes the "
+    "disagreement between the models; the column without the averaged_ prefix is the "
+    "chosen model's"
+)
+
+
+def _averaged(columns: list[Column], names: list[str]) -> list[Column]:
+    """Model-averaged copies (prefix :data:`AVERAGED_PREFIX`, not required) of ``names``."""
+    by_name = {c.name: c for c in columns}
+    return [
+        replace(by_name[n], name=AVERAGED_PREFIX + n, required=False,
+                meaning=by_name[n].meaning + _AVERAGED_MEANING, discrete_meaning=None)
+        for n in names
+    ]  # fmt: skip
+
+
+def _averaged_customer_columns() -> list[Column]:
+    stats = [s for s in _STATS if s.startswith(("mean", "sd", "ci_"))] + ["pi_lower", "pi_upper"]
+    names = [f"{q}_{s}" for q in AVERAGED_QUANTITIES for s in stats
+             if not (q == "p_alive" and s.startswith("pi_"))]  # fmt: skip
+    return _averaged(_prediction_columns(), names)
+
+
+def _averaged_segment_columns() -> list[Column]:
+    stats = ("mean", "ci_lower", "ci_upper", "pi_lower", "pi_upper")
+    names = [f"{q}_total_{s}" for q in _SEGMENT_QUANTITIES for s in stats]
+    return _averaged(_segment_quantity_columns(), names)
+
+
 _SCORE_UNIT = f"score 1-{seg.RFM_QUANTILES}"
 _RULES_TEXT = "; ".join(f"{k}: {r.description}" for k, r in SEGMENT_RULES.items())
 _PURCHASE_ONLY_RULES_TEXT = "; ".join(
@@ -301,6 +338,7 @@ SCHEMA: dict[str, tuple[Column, ...]] = {
                purchase_only_meaning=f"named segment, first matching rule: "
                f"{_PURCHASE_ONLY_RULES_TEXT}; else {OTHERS}{_NO_SPEND}"),
         *_prediction_columns(),
+        *_averaged_customer_columns(),
         *_dert_columns(),
         Column("clv_to_cac", "float64", "ratio", "clv_mean / customer acquisition cost (--cac)",
                required=False, needs="spend"),
@@ -329,6 +367,7 @@ SCHEMA: dict[str, tuple[Column, ...]] = {
         Column("group", "string", "", "the group's value (as text)"),
         Column("n_customers", "int64", "customers", "customers in the group"),
         *_segment_quantity_columns(),
+        *_averaged_segment_columns(),
         Column("clv_to_cac", "float64", "ratio", "clv_per_customer_mean / CAC", required=False,
                needs="spend"),
         Column("clv_to_cac_ci_lower", "float64", "ratio", "clv_per_customer_ci_lower / CAC",
@@ -346,6 +385,11 @@ SCHEMA["model_comparison"] = (
     Column("model_name", "string", "", "purchase model, e.g. BG/NBD"),
     Column("model_class", "string", "", "clvbayes class of the model"),
     Column("chosen", "bool", "", "True for the model the customers and segments tables use"),
+    Column("stacking_weight", "float64", "fraction",
+           "weight of the model in the model average (stacking of the PSIS-LOO predictive "
+           "distributions per customer, Yao et al. 2018; the weights add up to 1): the "
+           "averaged_* columns of customers and segments mix the models' posterior draws in "
+           "these proportions", required=False),
     Column("elpd_loo", "float64", "nats",
            "PSIS-LOO expected log predictive density of the customers' calibration histories "
            "(higher is better), computed per distinct history and weighted by its customers"),
@@ -360,6 +404,31 @@ SCHEMA["model_comparison"] = (
     Column("n_customers", "int64", "customers", "customers in the LOO computation"),
     Column("n_histories", "int64", "histories",
            "distinct (frequency, recency, T) histories the LOO computation ran on"),
+    Column("purchases_total_mean", "float64", "transactions",
+           "posterior mean of the total purchases of all customers in the next {horizon} "
+           "{time_unit} (the prediction horizon) under this model", required=False),
+    Column("purchases_total_pi_lower", "float64", "transactions",
+           "lower end of the {prob} predictive interval of those total purchases",
+           required=False),
+    Column("purchases_total_pi_upper", "float64", "transactions",
+           "upper end of the {prob} predictive interval of those total purchases",
+           required=False),
+    Column("clv_total_mean", "float64", "currency",
+           "posterior mean of the total CLV of all customers (margin x discounted revenue, "
+           "next {horizon} {time_unit}) under this model and the spend model", required=False,
+           needs="spend"),
+    Column("clv_total_ci_lower", "float64", "currency",
+           "lower end of the {prob} credible interval of the expected total CLV",
+           required=False, needs="spend"),
+    Column("clv_total_ci_upper", "float64", "currency",
+           "upper end of the {prob} credible interval of the expected total CLV",
+           required=False, needs="spend"),
+    Column("clv_total_pi_lower", "float64", "currency",
+           "lower end of the {prob} predictive interval of the realised total CLV",
+           required=False, needs="spend"),
+    Column("clv_total_pi_upper", "float64", "currency",
+           "upper end of the {prob} predictive interval of the realised total CLV",
+           required=False, needs="spend"),
     Column("holdout_purchases_actual_total", "int64", "transactions",
            f"actual purchases of all customers {_HOLDOUT}", required=False),
     Column("holdout_purchases_predicted_total", "float64", "transactions",
