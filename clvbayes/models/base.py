@@ -307,8 +307,8 @@ class CLVModel:
         self._draws = {k: np.asarray(v, dtype=float) for k, v in draws_dict.items()}
         self._posterior = None
         self.sample_stats_ = stats
+        self.fit_info_ = info  # the checks may read it (e.g. the Hessian's sd)
         info["warnings"] = self._check_information(n_fitted)
-        self.fit_info_ = info
         return self
 
     def _check_information(self, n_fitted: int) -> list[str]:
@@ -445,6 +445,14 @@ class CLVModel:
             {k: self._draws[k] for k in self.param_names}, prob,
             point_sd=self.fit_info_.get("laplace_sd", {}),
         )  # fmt: skip
+
+    def identification(self, prob: float = 0.9) -> pd.DataFrame:
+        """How much the data, not the prior, tell about each parameter: prior vs posterior
+        spread of ``log(theta)``, contraction, interval factor and a ``weak`` flag (see
+        :func:`clvbayes.models.identification.identification`)."""
+        from clvbayes.models.identification import identification
+
+        return identification(self, prob)
 
     # ------------------------------------------------------------------ model comparison
     def log_likelihood(self, rfm: pd.DataFrame | None = None, per: str = "customer"):
