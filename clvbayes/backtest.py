@@ -114,7 +114,8 @@ def _days(length: float, unit: str, flag: str) -> int:
     if abs(days - round(days)) > 1e-9:
         raise ValueError(
             f"{flag} {length:g} {unit} is not a whole number of days ({days:g}); windows end on "
-            f"days, so pass e.g. {flag} {round(days) / UNIT_DAYS[unit]:g}."
+            f"days, so pass a length of whole days, e.g. {flag} {max(1, math.floor(length)):g}, "
+            "or count in days with --time-unit days."
         )
     return round(days)
 
@@ -963,6 +964,11 @@ def backtest_job(
         loaded = check_backtest(opts)
     with progress.step("reading transactions"):
         tx, source = _read(opts)
+    if by and by not in tx.columns:
+        raise UserError(
+            f"--by column {by!r} is not in the transactions; columns present: "
+            f"{', '.join(map(repr, map(str, tx.columns)))}."
+        )
     bundled = opts.path is None
     result = run_backtest(
         tx, n_windows=windows, holdout=holdout, step=step, min_calibration=min_calibration,
@@ -1003,3 +1009,20 @@ def result_line(result: BacktestResult, out: Path) -> str:
         f"{result.seconds:.1f} s). Totals inside their {prob:.0%} predictive intervals: "
         f"{'; '.join(parts)}. Calibration factors: {cal} (backtest_summary.md)."
     )
+
+
+def run_command(args: Any, progress: Any = None) -> Path:
+    """Run ``clvbayes backtest`` for parsed arguments; print the result line; return the folder."""
+    import inspect
+    import shlex
+
+    names = [k for k in inspect.signature(backtest_job).parameters
+             if k not in ("command", "progress")]  # fmt: skip
+    options = {k: getattr(args, k) for k in names if hasattr(args, k)}
+    command = "clvbayes " + shlex.join(getattr(args, "argv", ["backtest"]))
+    result, out = backtest_job(**options, command=command, progress=progress)
+    try:
+        print(result_line(result, out), flush=True)
+    except BrokenPipeError:
+        pass
+    return out
