@@ -202,3 +202,64 @@ def test_each_family_pools_its_own_likelihood_with_an_exact_gradient(cls, cohort
     assert isinstance(model.group_model(model.groups_[0]), base)
     summary = model.group_summary()
     assert list(summary.index) == model.groups_ and "mean_churn_mean" in summary
+
+
+def _weak_cohorts(seed=0, n=60, n_cohorts=5):
+    """Five small sBG cohorts (alpha 0.8, beta 2.5, so c = 1), observed 1..5 periods: on these
+    the joint mode on the parameter scale ran to alpha, beta -> 0.005, c -> 55."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for c in range(n_cohorts):
+        life = rng.geometric(rng.beta(0.8, 2.5, n)) - 1
+        observed = n_cohorts - c
+        frames.append(pd.DataFrame({"periods": np.minimum(life, observed),
+                                    "churned": (life < observed).astype(int),
+                                    "cohort": f"c{c}"}))  # fmt: skip
+    table = pd.concat(frames, ignore_index=True)
+    table.index = pd.Index([f"s{i}" for i in range(len(table))], name="id")
+    return table
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pooled_bdw_map_on_weak_data_stays_near_the_truth(seed):
+    import time
+
+    table = _weak_cohorts(seed)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = PooledBetaDiscreteWeibullModel("cohort").fit(table, method="map")
+    seconds = time.perf_counter() - t0
+    d = {k: float(v.ravel()[0]) for k, v in model.draws().items()}
+    print(f"\npooled BdW MAP on 300 weak subscribers: {seconds:.2f} s, "
+          f"alpha_mean {d['alpha_mean']:.3f}, beta_mean {d['beta_mean']:.3f}, "
+          f"c {[round(d[f'c_{i}'], 3) for i in range(5)]}")  # fmt: skip
+    assert 0.4 < d["alpha_mean"] < 1.6 and 1.2 < d["beta_mean"] < 5.0
+    assert all(0.5 < d[f"c_{i}"] < 2.0 for i in range(5))
+    assert seconds < 60
+    # MAP is the mode in log parameters; its log-likelihood is the data's at that point
+    data = model.data_
+    ll = float(np.sum(data.counts * model._loglik({k: np.asarray(v) for k, v in d.items()}, data)))
+    assert model.fit_info_["log_likelihood"] == pytest.approx(ll, rel=1e-8)
+
+
+def test_degenerate_pooled_fit_is_refused():
+    from clvbayes.errors import ModelError
+
+    model = PooledBetaDiscreteWeibullModel("cohort")
+    model._set_groups(["a", "b"])
+    point = {k: 1.0 for k in model.param_names} | {"alpha_0": 0.0004, "c_1": 240.0}
+    model.posterior_ = posterior_from_arrays({k: np.full((1, 1), v) for k, v in point.items()})
+    with pytest.raises(ModelError, match=r"degenerate fit: alpha = 0.0004 for cohort 'a'; "
+                                         r"c = 240 for cohort 'b'"):  # fmt: skip
+        model._refuse_degenerate("map")
+
+
+def test_pooled_bdw_hyperpriors_keep_c_in_practice():
+    c_mean = PooledBetaDiscreteWeibullModel.default_priors["c_mean"]
+    assert c_mean.to_dict() == {"dist": "LogNormal", "mu": 0, "sigma": 0.6}
+    x = np.exp(np.linspace(np.log(0.01), np.log(100), 20001))
+    dens = np.exp(c_mean.logpdf(x))
+    inside = np.trapezoid(dens * ((x > 0.2) & (x < 5)), x)
+    assert inside > 0.99
+    assert "c_mean" not in PooledShiftedBetaGeometricModel.default_priors
