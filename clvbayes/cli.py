@@ -385,8 +385,9 @@ def _add_backtest_parser(sub: Any) -> argparse.ArgumentParser:
     g = p.add_argument_group("input")
     g.add_argument("--demo", choices=(*BACKTEST_DEMOS, "donations"), default=None,
                    help="a bundled data set instead of PATH: cdnow (the CDNOW sample, the default "
-                   "without PATH) or cdnow-master (the whole CDNOW cohort, 23,570 customers); "
-                   "donations is refused (a published summary, no dates to backtest)")  # fmt: skip
+                   "without PATH) or cdnow-master (the whole CDNOW cohort, 23,570 customers, "
+                   "less one whose repeat purchases are all worth 0); donations is refused (a "
+                   "published summary, no dates to backtest)")  # fmt: skip
     g.add_argument("--customer-id-col", default="customer_id", help="customer id column")
     g.add_argument("--date-col", default="date", help="transaction date column")
     g.add_argument("--amount-col", default="amount", help="transaction value column")
