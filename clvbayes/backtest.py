@@ -74,6 +74,7 @@ __all__ = [
     "backtest_section",
     "calibrate_totals",
     "calibrated_interval",
+    "calibrated_segment_totals",
     "rolling_windows",
     "run_backtest",
 ]
@@ -699,6 +700,39 @@ def calibrate_totals(totals: pd.DataFrame, prob: float = 0.9) -> dict[str, Any]:
     return {"factors": factors, "factors_raw": raw, "factors_by_grouping": by_grouping,
             "n_windows": n_windows, "n_totals": len(out), "prob": prob, "method": method,
             "table": out}  # fmt: skip
+
+
+def calibrated_segment_totals(
+    segments: pd.DataFrame, calibration: Mapping[str, Any], forecast: str = "model"
+) -> pd.DataFrame:
+    """A run's segment totals with the backtest's calibrated intervals beside the model's.
+
+    For the report of ``clvbayes run`` after a backtest (opt-in): ``segments`` is a table of
+    :func:`clvbayes.predict.score_customers` ``.segments[...]`` (or the report's
+    ``segments`` table) with ``{q}_total_mean`` and ``{q}_total_pi_lower/upper``; for
+    ``purchases`` and ``revenue`` it adds ``{q}_total_pi_calibrated_lower/upper``
+    (:func:`calibrated_interval` with the backtest's factor), and for ``clv`` the revenue
+    factor (CLV is margin x discounted revenue; the backtest checks undiscounted revenue
+    over its holdout, so this is an extrapolation the report should state, as it should the
+    horizon: the factor was measured over the backtest's holdout length).  The model's own
+    columns are left as they are.
+    """
+    factors = dict(calibration.get("factors", {}).get(forecast, {}))
+    if "revenue" in factors:
+        factors.setdefault("clv", factors["revenue"])
+    out = segments.copy()
+    for q, k in factors.items():
+        cols = [f"{q}_total_mean", f"{q}_total_pi_lower", f"{q}_total_pi_upper"]
+        if not all(c in out.columns for c in cols):
+            continue
+        lo, hi = calibrated_interval(*(out[c] for c in cols), k)
+        if q == "clv":  # CLV may be negative (margins, costs): no clipping at 0
+            k = max(1.0, float(k))
+            mean = out[cols[0]].to_numpy(float)
+            lo = mean - k * (mean - out[cols[1]].to_numpy(float))
+        out[f"{q}_total_pi_calibrated_lower"] = lo
+        out[f"{q}_total_pi_calibrated_upper"] = hi
+    return out
 
 
 # ---------------------------------------------------------------------------------------

@@ -254,3 +254,19 @@ def test_coverage_of_totals_on_data_simulated_from_the_model():
     share = float(np.mean(covered))
     se = math.sqrt(0.9 * 0.1 / n)
     assert abs(share - 0.9) <= 3 * se, (share, n, se)
+
+
+def test_calibrated_segment_totals_sit_beside_the_models_own():
+    from clvbayes.backtest import calibrated_segment_totals
+
+    seg = pd.DataFrame({"purchases_total_mean": [100.0], "purchases_total_pi_lower": [90.0],
+                        "purchases_total_pi_upper": [112.0], "clv_total_mean": [50.0],
+                        "clv_total_pi_lower": [40.0], "clv_total_pi_upper": [70.0]},
+                       index=["all"])  # fmt: skip
+    cal = {"factors": {"model": {"purchases": 2.0, "revenue": 3.0}}}
+    out = calibrated_segment_totals(seg, cal)
+    assert out["purchases_total_pi_lower"].iloc[0] == 90.0  # the model's own, unchanged
+    assert out["purchases_total_pi_calibrated_lower"].iloc[0] == 80.0
+    assert out["purchases_total_pi_calibrated_upper"].iloc[0] == 124.0
+    assert out["clv_total_pi_calibrated_lower"].iloc[0] == 20.0  # revenue's factor
+    assert out["clv_total_pi_calibrated_upper"].iloc[0] == 110.0
