@@ -230,6 +230,28 @@ def test_predictions_differ_by_profile_and_new_customers_work():
     assert p.dims[-1] == "customer_id" and list(p["customer_id"].values) == ["n1"]
 
 
+def test_segment_comparison_puts_raw_beside_pooled():
+    """A tiny segment that buys twice as often: its raw ratio is noisy, its pooled one shrinks
+    towards the base; big segments barely move."""
+    rng = np.random.default_rng(21)
+    frames = []
+    for seg, n, alpha in (("A", 900, 6.0), ("B", 700, 6.0), ("tiny", 30, 3.0)):
+        sim = bgnbd.simulate(rng, 0.6, alpha, 0.8, 2.5, rng.uniform(30, 52, n))
+        frames.append(pd.DataFrame({"frequency": sim["frequency"], "recency": sim["recency"],
+                                    "T": sim["T"], "country": seg}))  # fmt: skip
+    rfm = pd.concat(frames, ignore_index=True)
+    rfm.attrs["time_unit"] = "weeks"
+    m = _quiet_fit(BetaGeoModel(pooled_by="country"), rfm, "laplace", draws=400, seed=1)
+    table = m.segment_comparison(rfm)
+    assert list(table.index) == ["A", "B", "tiny"]
+    assert table["n_customers"].tolist() == [900, 700, 30]
+    raw, pooled = np.log(table["purchase_raw"]), np.log(table["purchase_pooled"])
+    assert raw["tiny"] > 0.2 and 0 < pooled["tiny"] < raw["tiny"]  # shrunk, same direction
+    assert np.allclose(pooled[["A", "B"]], raw[["A", "B"]], atol=0.05)
+    assert (table["purchase_pooled_lower"] < table["purchase_pooled"]).all()
+    pd.testing.assert_frame_equal(m.segment_comparison(), table)  # from the training data
+
+
 def test_per_customer_methods_follow_each_customers_cell():
     rfm = _table()
     m = _quiet_fit(BetaGeoModel(covariates=["channel"]), rfm, "map")

@@ -854,6 +854,67 @@ class SegmentedModel:
             rows[g] = row
         return pd.DataFrame.from_dict(rows, orient="index").rename_axis(self.pooled_by)
 
+    def segment_comparison(
+        self, rfm: pd.DataFrame | None = None, prob: float = 0.9
+    ) -> pd.DataFrame:
+        """Raw (unpooled) vs pooled rate ratio of every segment, per process.
+
+        *Raw*: the same family and covariates with the segment as a fixed categorical
+        covariate, fitted by MAP on ``rfm`` (default the training data).  *Pooled*: this
+        model's segment multipliers (:meth:`segment_table`).  Both are centred on their
+        customer-weighted geometric mean (draw by draw for the pooled), so 1 is the base as
+        a whole; ``<process>_pooled`` is the geometric mean of the draws.
+        Small segments' raw ratios scatter; the pooled ones shrink towards 1.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index: the segments; ``n_customers`` and per process ``<process>_raw``,
+            ``<process>_pooled``, ``<process>_pooled_lower``, ``<process>_pooled_upper``.
+        """
+        if not self.pooled_by:
+            raise ModelError(f"{type(self).__name__} is not pooled: pass pooled_by=... to fit.")
+        table = self._training_table() if rfm is None else rfm
+        if rfm is None:  # the training data hold codes, not the segment labels
+            codes = table[self._segment_key].astype(int).to_numpy()
+            table = table.assign(**{self.pooled_by: np.asarray(self.groups_, dtype=object)[codes]})
+            for term in self.terms_:  # and the covariates: numeric values, levels from codes
+                if term.level is None:
+                    table[term.column] = table[term.key]
+            for col in {t.column for t in self.terms_ if t.level is not None}:
+                keys = [t for t in self.terms_ if t.column == col]
+                value = pd.Series(self._references_[col], index=table.index, dtype=object)
+                for t in keys:
+                    value[table[t.key].to_numpy() == 1.0] = t.level
+                table[col] = value
+        covs = {p: [*c, self.pooled_by] for p, c in self.covariates.items()}
+        largest = table[self.pooled_by].astype(str).value_counts().index[0]
+        raw = self._base(covariates=covs, reference={**self.reference, self.pooled_by: largest})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raw.fit(table, method="map")
+        counts = table[self.pooled_by].astype(str).value_counts().reindex(self.groups_).fillna(0)
+        own = self.draws()
+        lo, hi = (1 - prob) / 2, 1 - (1 - prob) / 2
+        out = pd.DataFrame({"n_customers": counts.astype(int)}, index=pd.Index(self.groups_))
+        d = raw.draws()
+        for process in links_of(self._base):
+            log_r = pd.Series(0.0, index=self.groups_)
+            for term, name in zip(raw._process_terms(process), raw._effect_names(process),
+                                  strict=True):  # fmt: skip
+                if term.column == self.pooled_by:
+                    log_r[term.level] = float(np.log(np.ravel(d[name])[0]))
+            w = counts / counts.sum()
+            out[f"{process}_raw"] = np.exp(log_r - float(np.sum(w * log_r)))
+            # pooled multipliers, centred the same way draw by draw
+            log_u = np.stack([np.log(np.ravel(own[n])) for n in self._segment_names(process)])
+            ratio = np.exp(log_u - np.sum(w.to_numpy()[:, None] * log_u, axis=0))
+            point = ratio.shape[1] == 1
+            out[f"{process}_pooled"] = np.exp(np.log(ratio).mean(axis=1))  # geometric mean
+            out[f"{process}_pooled_lower"] = np.nan if point else np.quantile(ratio, lo, axis=1)
+            out[f"{process}_pooled_upper"] = np.nan if point else np.quantile(ratio, hi, axis=1)
+        return out.rename_axis(self.pooled_by)
+
     # ------------------------------------------------------------------ save / load
     def _attrs(self) -> dict[str, Any]:
         return {
