@@ -17,7 +17,9 @@ Models (the registry :data:`MODELS`; a new entry joins every table and plot):
 
 - every purchase model of :mod:`clvbayes.models` (found automatically: a ``CLVModel`` with
   the prediction interface of :func:`clvbayes.predict.score_customers`), paired with the
-  spend model (Gamma-Gamma), fitted with NUTS and with MAP;
+  spend model (Gamma-Gamma), fitted with NUTS and with MAP (``--methods``: also Laplace);
+- the model average: the stacking mixture of every purchase family's fit
+  (:func:`clvbayes.predict.averaging.averaged_model`), for each method with posterior draws;
 - baselines, see :data:`BASELINES` and ``benchmarks/README.md`` for the formulas:
   (a) historical value, (b) historical value with a retention rate, (c) RFM score ranking
   (rank metrics only), (d) last-period repeats.
@@ -33,6 +35,7 @@ Usage::
     python benchmarks/compare_models.py                         # CDNOW sample, 4 x 1000 draws
     python benchmarks/compare_models.py --dataset all
     python benchmarks/compare_models.py --smoke --dataset simulated --out /tmp/x
+    python benchmarks/compare_models.py --methods laplace --out /tmp/x   # seconds per model
 
 Writes ``compare_models_<dataset>.md`` / ``.csv`` and ``compare_models_<dataset>_tracking.png``
 (plus ``compare_models_simulated_params.csv``) to ``--out`` (default ``benchmarks/results``;
@@ -350,29 +353,90 @@ def predict_bayesian(
     return pred
 
 
+#: Fitted models of this process, by (data set, class, method, seed, draws): the model-average
+#: spec reuses the fits of the single-family specs instead of fitting them again.
+_FITS: dict[tuple, tuple[Any, float]] = {}
+#: Fit methods a spec may use; the model average needs posterior draws (not MAP).
+METHODS = ("nuts", "laplace", "map")
+_HOW = {"nuts": "NUTS posterior", "laplace": "Laplace approximation at the mode",
+        "map": "posterior mode (MAP), one draw"}  # fmt: skip
+
+
+def _fit(ds: Dataset, st: Settings, cls, method: str, seed: int):
+    """``(fitted model, fit seconds)``, fitted once per process for the same settings."""
+    key = (ds.name, id(ds.rfm), cls.__name__, method, seed, st.draws, st.tune, st.chains)
+    if key not in _FITS:
+        kwargs: dict[str, Any] = {}
+        if method == "nuts":
+            kwargs = dict(draws=st.draws, tune=st.tune, chains=st.chains, progressbar=False)
+            kwargs.update(st.sampler_kwargs)
+        elif method == "laplace":
+            kwargs = dict(draws=st.draws * st.chains)
+        with _quiet():
+            t0 = time.perf_counter()
+            model = cls().fit(ds.rfm, method=method, seed=seed, **kwargs)
+            _FITS[key] = (model, time.perf_counter() - t0)
+    return _FITS[key]
+
+
 def _bayesian_spec(purchase_cls, spend_cls, method: str) -> ModelSpec:
     spend_name = "GG" if spend_cls.display_name == "Gamma-Gamma" else spend_cls.display_name
     name = f"{purchase_cls.display_name or purchase_cls.__name__} + {spend_name} {method.upper()}"
 
     def run(ds: Dataset, st: Settings) -> Prediction:
-        kwargs: dict[str, Any] = {}
-        if method == "nuts":
-            kwargs = dict(draws=st.draws, tune=st.tune, chains=st.chains, progressbar=False)
-            kwargs.update(st.sampler_kwargs)
+        pm_, t_p = _fit(ds, st, purchase_cls, method, st.seed)
+        sm_, t_s = _fit(ds, st, spend_cls, method, st.seed + 1)
         with _quiet():
-            t0 = time.perf_counter()
-            pm_ = purchase_cls().fit(ds.rfm, method=method, seed=st.seed, **kwargs)
-            sm_ = spend_cls().fit(ds.rfm, method=method, seed=st.seed + 1, **kwargs)
-            fit_seconds = time.perf_counter() - t0
-            return predict_bayesian(ds, st, pm_, sm_, fit_seconds, elpd=method == "nuts")
+            return predict_bayesian(ds, st, pm_, sm_, t_p + t_s, elpd=method != "map")
 
-    how = "NUTS posterior" if method == "nuts" else "posterior mode (MAP), one draw"
     return ModelSpec(name, "bayesian", run, f"clvbayes {purchase_cls.__name__} + "
-                     f"{spend_cls.__name__}, {how}; predictions by score_customers")  # fmt: skip
+                     f"{spend_cls.__name__}, {_HOW[method]}; predictions by score_customers")  # fmt: skip
 
 
-def bayesian_specs() -> list[ModelSpec]:
-    """One NUTS and one MAP spec per registered purchase model.
+def _averaged_spec(purchase: dict[str, type], spend_cls, method: str) -> ModelSpec:
+    """The stacking mixture of every purchase family (clvbayes.predict.averaging)."""
+    spend_name = "GG" if spend_cls.display_name == "Gamma-Gamma" else spend_cls.display_name
+    name = f"model average (stacking) + {spend_name} {method.upper()}"
+
+    def run(ds: Dataset, st: Settings) -> Prediction:
+        from clvbayes.predict import score_customers
+        from clvbayes.predict.averaging import averaged_model
+
+        fits = {k: _fit(ds, st, cls, method, st.seed) for k, cls in purchase.items()}
+        sm_, t_s = _fit(ds, st, spend_cls, method, st.seed + 1)
+        with _quiet():
+            mix = averaged_model({k: m for k, (m, _) in fits.items()}, ds.rfm)
+            scores = score_customers(
+                ds.rfm, mix, sm_, horizon=ds.horizon, prob=PROB, seed=st.seed,
+                n_draws=st.score_draws,
+                observed={"purchases": ds.holdout_purchases, "revenue": ds.holdout_spend},
+            )  # fmt: skip
+        c, seg = scores.customers, scores.segments["all"].iloc[0]
+        pred = Prediction(
+            purchases=c["purchases_mean"].to_numpy(), spend=c["revenue_mean"].to_numpy(),
+            customers=c, fit_seconds=t_s + sum(t for _, t in fits.values()),
+            totals={"purchases_lower": seg["purchases_total_pi_lower"],
+                    "purchases_upper": seg["purchases_total_pi_upper"],
+                    "spend_lower": seg["revenue_total_pi_lower"],
+                    "spend_upper": seg["revenue_total_pi_upper"]},
+        )  # fmt: skip
+        pred.diagnostics["stacking weights"] = ", ".join(
+            f"{k} {w:.3f}" for k, w in mix.weights.items()
+        )
+        return pred
+
+    return ModelSpec(
+        name, "bayesian", run,
+        f"the mixture of the {method.upper()} fits of {', '.join(purchase)} with stacking "
+        "weights from PSIS-LOO (clvbayes.predict.averaging.averaged_model: each family's "
+        "posterior draws in proportion to its weight) + the spend model; predictions by "
+        "score_customers",
+    )  # fmt: skip
+
+
+def bayesian_specs(methods: tuple[str, ...] = ("nuts", "map")) -> list[ModelSpec]:
+    """One spec per registered purchase model and method, and the model average per method
+    with posterior draws (NUTS, Laplace).
 
     Purchase models are those of :func:`clvbayes.models.protocols.purchase_models` (every
     model implementing the :class:`~clvbayes.models.protocols.PurchaseModel` protocol); the
@@ -384,11 +448,14 @@ def bayesian_specs() -> list[ModelSpec]:
 
     classes = [getattr(registry, n) for n in registry.__all__]
     classes = [c for c in classes if isinstance(c, type) and issubclass(c, registry.CLVModel)]
-    purchase = list(purchase_models().values())
+    purchase = purchase_models()
     spend = [c for c in classes if not missing_methods(c, SpendModel)]
     if not spend:
         return []
-    return [_bayesian_spec(p, spend[0], m) for p in purchase for m in ("nuts", "map")]
+    specs = [_bayesian_spec(p, spend[0], m) for p in purchase.values() for m in methods]
+    if len(purchase) > 1:
+        specs += [_averaged_spec(purchase, spend[0], m) for m in methods if m != "map"]
+    return specs
 
 
 def _run_truth(ds: Dataset, st: Settings) -> Prediction:
@@ -670,7 +737,7 @@ INTERVAL_COLUMNS = [
     "model", "purchases PI90 coverage", "purchases PI90 width", "spend PI90 coverage",
     "spend PI90 width", "total purchases PI90", "total purchases in PI90", "total spend PI90",
     "total spend in PI90", "purchase_elpd_loo", "purchase_elpd_loo_se", "purchase_elpd_waic",
-    "gg_elpd_loo", "gg_elpd_loo_se", "purchase_max_r_hat", "fit seconds",
+    "gg_elpd_loo", "gg_elpd_loo_se", "purchase_max_r_hat", "stacking weights", "fit seconds",
 ]  # fmt: skip
 
 
@@ -739,7 +806,8 @@ def run_dataset(
         md.append(f"\n![tracking]({png.name})\n")
     md.append("\n## Run\n")
     md.append(
-        f"NUTS {st.chains} chains x {st.draws} draws (tune {st.tune}); predictions from "
+        f"NUTS {st.chains} chains x {st.draws} draws (tune {st.tune}); Laplace "
+        f"{st.chains * st.draws} draws; predictions from "
         f"{st.score_draws} posterior draws; seed {st.seed}.\n\n"
     )
     md.append(info_block(info))
@@ -777,6 +845,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chains", type=int, default=None, help="NUTS chains (default 4)")
     ap.add_argument("--customers", type=int, default=None,
                     help="subsample real data / size of the simulated data (default: all / 5000)")  # fmt: skip
+    ap.add_argument("--methods", default="nuts,map",
+                    help=f"fit methods of the clvbayes models, comma-separated from "
+                    f"{', '.join(METHODS)} (default nuts,map); the model average is added for "
+                    "each method with posterior draws")  # fmt: skip
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     args = ap.parse_args(argv)
@@ -792,6 +864,12 @@ def main(argv: list[str] | None = None) -> int:
     st.draws = args.draws or st.draws
     st.tune = args.tune or (args.draws if args.draws else st.tune)
     st.chains = args.chains or st.chains
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        ap.error(f"--methods: unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    models = MODELS if methods == ("nuts", "map") else [*bayesian_specs(methods), *BASELINES,
+                                                          TRUTH]  # fmt: skip
     out = resolve_out(args.out, args.smoke)
     names = DATASETS if args.dataset == "all" else (args.dataset,)
     for name in names:
@@ -799,7 +877,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: loading", file=sys.stderr, flush=True)
         info = machine_info(["clvbayes", "numpy", "pymc", "pytensor", "arviz"])
         ds = load_dataset(name, n_customers, seed=args.seed)
-        run_dataset(ds, st, out, MODELS, info)
+        run_dataset(ds, st, out, models, info)
         print(f"{name}: done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     print(f"results written to {out}", file=sys.stderr)
     return 0

@@ -52,12 +52,12 @@ def test_weight_one_reproduces_that_model_exactly(cdnow, fits, key):
 def test_mixture_intervals_lie_between_and_span_the_components(cdnow, fits):
     a, b = fits["bgnbd"], fits["pnbd"]
     mix = MixturePurchaseModel({"bgnbd": a, "pnbd": b}, [0.5, 0.5])
-    assert mix.n_per_component.tolist() == [100, 100]
+    assert mix.n_per_component.tolist() == [500, 500]  # MIN_DRAWS: each repeats its 200
     tot = {k: _score(cdnow, m, fits["gg"], outcomes=True).segments["all"].iloc[0]
            for k, m in (("a", a), ("b", b), ("mix", mix))}  # fmt: skip
     for q in ("purchases", "clv"):
         means = sorted([tot["a"][f"{q}_total_mean"], tot["b"][f"{q}_total_mean"]])
-        # the mixture's mean is the weighted mean of the two (draws split 100/100)
+        # the mixture's mean is the weighted mean of the two (draws split 500/500)
         assert tot["mix"][f"{q}_total_mean"] == pytest.approx(np.mean(means), rel=0.01)
         for kind in ("ci", "pi"):
             lo = [tot[k][f"{q}_total_{kind}_lower"] for k in ("a", "b")]
@@ -75,7 +75,8 @@ def test_mixture_intervals_lie_between_and_span_the_components(cdnow, fits):
 
 def test_per_customer_predictions_are_the_weighted_means(cdnow, fits):
     rfm = cdnow.iloc[:300]
-    mix = MixturePurchaseModel({"bgnbd": fits["bgnbd"], "pnbd": fits["pnbd"]}, [0.25, 0.75])
+    mix = MixturePurchaseModel({"bgnbd": fits["bgnbd"], "pnbd": fits["pnbd"]}, [0.25, 0.75],
+                               n_draws=200)  # fmt: skip
     assert mix.n_per_component.tolist() == [50, 150]
     got = _score(rfm, mix, None, outcomes=False).customers
     want = sum(w * _score(rfm, fits[k], None, outcomes=False, n_draws=None).customers
@@ -97,9 +98,22 @@ def test_allocation_is_deterministic_in_blocks(fits):
     for n in (10, 37, 100):
         idx = np.linspace(0, 999, n).round().astype(int)
         assert abs(np.sum(comp[idx] == 0) - 0.3 * n) <= 1
+    # MAP fits (one draw each) still mix in proportion
+    point = MixturePurchaseModel([_point(fits["bgnbd"]), _point(fits["pnbd"])], [0.3, 0.7])
+    assert point.n_per_component.tolist() == [300, 700]
     # a component with fewer draws than its share repeats its own draws evenly
     r = mix.draws()["1:r"].ravel()[comp == 1]
     assert set(r) <= set(fits["pnbd"].draws()["r"].ravel())
+
+
+def _point(model):
+    """A copy of ``model`` with its first draw only (as a MAP fit)."""
+    import copy
+
+    out = copy.copy(model)
+    out._draws = {k: v.reshape(-1)[:1].reshape(1, 1) for k, v in model.draws().items()}
+    out._posterior = None
+    return out
 
 
 def test_models_on_different_time_grids_are_refused(fits):

@@ -42,7 +42,10 @@ import pandas as pd
 
 from clvbayes.models.protocols import PurchaseModel, check_implements, time_grid
 
-__all__ = ["MixturePurchaseModel", "allocate_draws"]
+__all__ = ["MIN_DRAWS", "MixturePurchaseModel", "allocate_draws"]
+
+#: Fewest draws of a mixture of several models by default (weights resolved to 1/1000).
+MIN_DRAWS = 1000
 
 
 def allocate_draws(weights: Sequence[float], n_draws: int) -> np.ndarray:
@@ -71,8 +74,8 @@ class MixturePurchaseModel:
         stacking_weights`); normalised to add up to 1.
     n_draws : int, optional
         Draws ``S`` of the mixture (default: the largest number of draws of a model with
-        positive weight).  A component with fewer draws than its share repeats its draws
-        evenly.
+        positive weight, and at least :data:`MIN_DRAWS` when several have one).  A
+        component with fewer draws than its share repeats its draws evenly.
 
     Attributes
     ----------
@@ -146,7 +149,10 @@ class MixturePurchaseModel:
                 for m in comps]  # fmt: skip
         sizes = [next(iter(f.values())).size for f in flat]
         if n_draws is None:
-            n_draws = max(s for s, wk in zip(sizes, self.weights, strict=True) if wk > 0)
+            used = [s for s, wk in zip(sizes, self.weights, strict=True) if wk > 0]
+            # at least MIN_DRAWS when several models mix, so that point fits (MAP: one draw
+            # each) still get their weights
+            n_draws = max(used) if len(used) == 1 else max(*used, MIN_DRAWS)
         if int(n_draws) < 1:
             raise ValueError(f"n_draws must be >= 1, got {n_draws}.")
         n_draws = int(n_draws)
