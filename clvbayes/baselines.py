@@ -40,7 +40,10 @@ purchase, ``m`` = mean repeat-purchase value):
     ``r`` is the share of customers active (any transaction) in ``(c - 2h, c - h]`` who
     were active again in ``(c - h, c]``; ``m_p`` is the average repeat purchases (value)
     per period of a customer active in the last period.  Over one period (the holdout),
-    each customer active in ``(c - h, c]`` is predicted ``r m_p``, everyone else 0.
+    each customer active in ``(c - h, c]`` is predicted ``r m_p``, everyone else 0.  The
+    rule takes a customer with no transaction in the last period for lost, so where
+    customers buy sporadically (CDNOW) it under-predicts: many holdout buyers were quiet in
+    the last period.
 
 References: Gupta & Lehmann (2003), "Customers as assets", J. Interactive Marketing 17(1)
 (the ``m r / (1 + d - r)`` retention formula); Fader, Hardie & Lee (2005), "RFM and CLV",
