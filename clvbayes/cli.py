@@ -246,6 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--group-by", action="append", default=[], metavar="COL",
                    help="input column to total the predictions by (e.g. channel), taken per "
                    "customer from its first transaction; repeatable")  # fmt: skip
+    c = run_p.add_argument_group("who the customer is: covariates and partial pooling")
+    c.add_argument("--covariates-file", default=None, metavar="PATH",
+                   help="CSV or Parquet file with one row per customer (the --customer-id-col "
+                   "column plus attributes); without it --covariate and --pool-by columns are "
+                   "taken from the transactions, per customer from its first transaction")  # fmt: skip
+    c.add_argument("--covariate", dest="covariates", action="append", default=[], metavar="COL",
+                   help="static covariate of every model (numeric: standardised; text: one-hot "
+                   "against the first level in sorted order); repeatable")  # fmt: skip
+    c.add_argument("--pool-by", default=None, metavar="COL",
+                   help="segment column (country, channel, cohort) whose segments get partially "
+                   "pooled rates: small segments borrow strength from the whole base; the "
+                   "report shows raw vs pooled segment estimates")  # fmt: skip
     t = run_p.add_argument_group("time")
     t.add_argument("--time-unit", choices=("weeks", "days"), default=None,
                    help="unit of recency, T, the horizon and the per-period discount rate in "

@@ -59,10 +59,12 @@ from clvbayes.run_options import (
     _is_cdnow,
     check_discrete_amounts,
     check_run,
+    customer_attribute_columns,
     default_horizon,
     discount_per_opportunity,
     purchase_model_classes,
     purchase_model_key,
+    read_customer_attributes,
     run_grid,
 )
 
@@ -147,6 +149,9 @@ def run_report(
     duplicate_rows: str | None = None,
     outlying_dates: str = "error",
     group_by: Sequence[str] = (),
+    covariates_file: str | None = None,
+    covariates: Sequence[str] = (),
+    pool_by: str | None = None,
     time_unit: str | None = None,
     opportunities: str | None = None,
     calibration_end: str | None = None,
@@ -206,6 +211,13 @@ def run_report(
     group_by : sequence of str
         Input columns to total the predictions by (each customer's value on its first
         transaction).
+    covariates_file : str, optional
+        CSV/Parquet file of customer attributes, one row per customer (``customer_id_col``
+        plus columns); without it the attribute columns come from the transactions.
+    covariates : sequence of str
+        Static covariates of every model (:mod:`clvbayes.models.segmented`).
+    pool_by : str, optional
+        Segment column whose segments get partially pooled rates.
     time_unit : {"weeks", "days"}, optional
         Unit of recency, T, ``horizon`` and ``discount_rate_per_period`` in continuous time
         (default weeks); not with ``opportunities``.
@@ -283,6 +295,7 @@ def run_report(
     given = dict(locals())
     opts = SimpleNamespace(**{k: v for k, v in given.items() if k != "progress"})
     opts.group_by = list(group_by)
+    opts.covariates = list(covariates)
     if command is None:  # this call, with the arguments that differ from the defaults
         defaults = {k: p.default for k, p in inspect.signature(run_report).parameters.items()}
         shown = [f"{k}={v!r}" for k, v in given.items()
@@ -462,6 +475,29 @@ def _group_values(
     return out, n_multi
 
 
+def _join_attributes(rfm: pd.DataFrame, tx: pd.DataFrame, args: Options,
+                     columns: list[str]) -> pd.DataFrame:  # fmt: skip
+    """``rfm`` with each customer's attributes, from --covariates-file or the transactions."""
+    if getattr(args, "covariates_file", None):
+        values = read_customer_attributes(args, columns)
+        keys = rfm.index.astype(str)
+        missing = ~keys.isin(values.index)
+        if missing.any():
+            ids = list(rfm.index[missing][:5])
+            raise DataError(
+                f"{int(missing.sum()):,} of {len(rfm):,} customers have no row in "
+                f"--covariates-file {args.covariates_file} (first ids {ids}); add them (an "
+                "'unknown' level for a categorical attribute), or drop their transactions."
+            )
+        joined = values.reindex(keys).set_axis(rfm.index)
+    else:
+        joined, _ = _group_values(tx, rfm, SimpleNamespace(**{**vars(args), "group_by": columns}))
+    attrs = dict(rfm.attrs)
+    out = rfm.join(joined[[c for c in columns if c not in rfm.columns]])
+    out.attrs = attrs
+    return out
+
+
 def _holdout_check(rfm, bg, gg, common) -> dict[str, Any]:
     """Predicted vs actual purchases (and revenue, with a spend model) in the holdout period.
 
@@ -537,6 +573,16 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
             attrs = dict(rfm.attrs)
             rfm = rfm.join(values)
             rfm.attrs = attrs  # the time unit and period ends travel in attrs
+    attributes = customer_attribute_columns(args)
+    if attributes:
+        with progress.step("joining customer attributes (" + ", ".join(attributes) + ")"):
+            rfm = _join_attributes(rfm, tx, args, attributes)
+        segmented = {"covariates": list(args.covariates) or None, "pooled_by": args.pool_by}
+        # segment totals by the pooling column and every non-numeric covariate
+        groups += [c for c in attributes if c not in groups and (
+            c == args.pool_by or not pd.api.types.is_numeric_dtype(rfm[c]))]  # fmt: skip
+    else:
+        segmented = {}
     n_rows = len(tx)
     del tx
 
@@ -552,14 +598,14 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
         with progress.step(
             f"fitting the {PURCHASE_MODELS.get(k, k)} purchase model ({args.method})"
         ):
-            fitted[k] = cls(priors=priors.get(k)).fit(
+            fitted[k] = cls(priors=priors.get(k), **segmented).fit(
                 rfm, method=args.method, seed=args.seed, **fit_kw
             )
     # a spend model needs transaction values: a discrete-time log may have none
     gg = None
     if "monetary_value" in rfm.columns:
         with progress.step(f"fitting the Gamma-Gamma spend model ({args.method})"):
-            gg = GammaGammaModel(priors=priors.get("gamma_gamma")).fit(
+            gg = GammaGammaModel(priors=priors.get("gamma_gamma"), **segmented).fit(
                 rfm, method=args.method, seed=args.seed + 1, **fit_kw
             )
     else:

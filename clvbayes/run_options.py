@@ -131,6 +131,7 @@ def check_options(args: Options) -> None:
         _check_value_options(args)
     _check_time_options(args)
     _check_input_options(args)
+    _check_attribute_options(args)
     _check_fit_options(args)
 
 
@@ -585,6 +586,90 @@ def _check_input_options(args: Options) -> None:
         )
 
 
+def customer_attribute_columns(args: Options) -> list[str]:
+    """The --covariate and --pool-by columns, in order, without repeats."""
+    pool = getattr(args, "pool_by", None)
+    return list(
+        dict.fromkeys([*(getattr(args, "covariates", None) or []), *([pool] if pool else [])])
+    )
+
+
+def _check_attribute_options(args: Options) -> None:
+    """--covariate, --pool-by and --covariates-file name usable, distinct columns."""
+    from clvbayes.report import RESERVED_NAMES
+
+    covariates = list(getattr(args, "covariates", None) or [])
+    pool = getattr(args, "pool_by", None)
+    dup = sorted({c for c in covariates if covariates.count(c) > 1})
+    if dup:
+        raise UserError(f"--covariate {dup} given more than once; name each column once.")
+    if pool is not None and pool in covariates:
+        raise UserError(
+            f"--pool-by {pool!r} is also a --covariate: a segment column is either a fixed "
+            "covariate or pooled, not both; drop one."
+        )
+    columns = customer_attribute_columns(args)
+    clash = [c for c in columns if c in RESERVED_NAMES or c in (
+        args.customer_id_col, args.date_col, args.amount_col)]  # fmt: skip
+    if clash:
+        raise UserError(
+            f"--covariate/--pool-by column(s) {clash} have the name of a report or input "
+            "column; rename them in the input first."
+        )
+    if getattr(args, "covariates_file", None) and not columns:
+        raise UserError(
+            f"--covariates-file {args.covariates_file} is given, but no --covariate or "
+            "--pool-by names a column of it to use; add them, or drop the file."
+        )
+
+
+def read_customer_attributes(args: Options, columns: list[str] | None = None) -> pd.DataFrame:
+    """The --covariates-file table: one row per customer, indexed by the id as text.
+
+    Raises :class:`UserError` when the file cannot be read, lacks the id column or a named
+    column, or repeats an id.
+    """
+    path = Path(args.covariates_file)
+    columns = customer_attribute_columns(args) if columns is None else columns
+    if not path.is_file():
+        raise UserError(f"--covariates-file {path}: no such file.")
+    try:
+        if _input_kind(path) == "parquet":
+            table = pd.read_parquet(path)
+        else:
+            opts = {k: v for k, v in _csv_options(args).items() if k in ("sep", "encoding")}
+            # ids as text, as the transactions are read (leading zeros kept)
+            table = pd.read_csv(path, dtype={args.customer_id_col: str}, **opts)
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"cannot read --covariates-file {path} as text ({err.reason}); pass --encoding."
+        ) from None
+    except (ValueError, OSError, ImportError, EOFError, pd.errors.EmptyDataError) as err:
+        raise UserError(f"cannot read --covariates-file {path} as a table: {err}") from None
+    present = [str(c) for c in table.columns]
+    table.columns = present
+    if args.customer_id_col not in present:
+        raise UserError(
+            f"--covariates-file {path} has no customer id column {args.customer_id_col!r} "
+            f"(--customer-id-col); columns present: {present}."
+        )
+    missing = [c for c in columns if c not in present]
+    if missing:
+        usable = [c for c in present if c != args.customer_id_col]
+        raise UserError(
+            f"--covariate/--pool-by column(s) {missing} not in --covariates-file {path}; its "
+            f"columns: {usable}."
+        )
+    ids = table[args.customer_id_col].astype(str)
+    repeated = ids[ids.duplicated(keep=False)]
+    if len(repeated):
+        raise UserError(
+            f"--covariates-file {path} has {repeated.nunique():,} customer id(s) on more than "
+            f"one row (first: {list(repeated.unique()[:5])}); it needs one row per customer."
+        )
+    return table.set_index(ids)[columns]
+
+
 def _check_fit_options(args: Options) -> None:
     """--purchase-model can be used on the run's time grid (with compare: by PSIS-LOO, which
     needs posterior draws); draws x chains stay within what memory holds."""
@@ -806,7 +891,16 @@ def check_input(args: Options, *, priors: Mapping[str, Any] | None = None) -> No
     (:func:`check_discrete_amounts`; ``priors`` as :func:`load_priors` returns them).
     """
     discrete = run_grid(args).discrete
+    attributes = customer_attribute_columns(args)
+    if getattr(args, "covariates_file", None):
+        read_customer_attributes(args, attributes)
+        attributes = []  # found in the file, not in the transactions
     if args.path is None:
+        if attributes:
+            raise UserError(
+                f"--covariate/--pool-by column(s) {attributes} need customer attributes, which "
+                "the bundled data do not have: pass --covariates-file with one row per customer."
+            )
         if discrete:
             bundled = (
                 DONATIONS_COLUMNS if getattr(args, "demo", None) == "donations" else CDNOW_COLUMNS
@@ -880,6 +974,12 @@ def check_input(args: Options, *, priors: Mapping[str, Any] | None = None) -> No
     if absent:
         raise UserError(
             f"--group-by column(s) {absent} not in the transactions; columns present: {columns}."
+        )
+    absent = [c for c in attributes if c not in columns]
+    if absent:
+        raise UserError(
+            f"--covariate/--pool-by column(s) {absent} not in the transactions; columns "
+            f"present: {columns}. Pass --covariates-file for attributes kept in another file."
         )
     if discrete:
         check_discrete_amounts(args, columns, priors=priors, where=str(path))

@@ -89,10 +89,73 @@ def _model_summary(name: str, model: Any, prob: float) -> dict[str, Any]:
             else None
         ),
         "parameters": table.to_dict(orient="records"),
+        **_structure_summary(model, prob),
         "divergences": info.get("divergences"),
         "fit": info,
         "priors": {k: p.to_dict() for k, p in model.priors.items()},
     }
+
+
+def _structure_summary(model: Any, prob: float) -> dict[str, Any]:
+    """Covariate coding, raw vs pooled segments and weak parameters of a segmented model."""
+    from clvbayes.models.segmented import SegmentedModel
+
+    if not isinstance(model, SegmentedModel):
+        return {}
+    out: dict[str, Any] = {
+        "covariates": {
+            "by_process": {p: c for p, c in model.covariates.items() if c},
+            "terms": [
+                {"term": t.label, "column": t.column,
+                 "coding": "numeric, standardised internally; coefficient per original unit"
+                 if t.level is None else
+                 f"level against the reference {model._references_[t.column]!r}"}
+                for t in model.terms_
+            ],
+            "convention": "theta_i = theta_0 exp(sign gamma' z_i): a positive coefficient raises "
+            "the rate of its process; base parameters at the reference (numeric covariates at 0)",
+        },
+    }  # fmt: skip
+    if model.pooled_by:
+        try:
+            table = model.segment_comparison(prob=prob).reset_index()
+            out["pooling"] = {"pooled_by": model.pooled_by,
+                              "segments": table.to_dict(orient="records")}  # fmt: skip
+        except Exception as err:
+            out["pooling"] = {"pooled_by": model.pooled_by, "error": str(err)}
+    ident = model.identification(prob)
+    weak = ident.index[ident["weak"]].tolist()
+    out["weakly_identified"] = {
+        k: {"interval_factor": float(ident.loc[k, "interval_factor"]),
+            "contraction": float(ident.loc[k, "contraction"])}
+        for k in weak
+    }  # fmt: skip
+    return out
+
+
+def _structure_markdown(m: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
+    cov = m.get("covariates")
+    if not cov:
+        return lines
+    if cov["terms"]:
+        lines += ["", "Covariates (" + cov["convention"] + "):", ""]
+        lines += [f"- `{t['term']}`: {t['coding']}" for t in cov["terms"]]
+    pooling = m.get("pooling")
+    if pooling:
+        lines += ["", f"Partial pooling by `{pooling['pooled_by']}`: rate ratio of each segment "
+                  "(1 = the base as a whole), raw (segment as a fixed covariate, MAP) vs pooled "
+                  "(geometric mean and interval of the posterior):", ""]  # fmt: skip
+        if "error" in pooling:
+            lines.append(f"- raw fit failed: {pooling['error']}")
+        else:
+            lines.append(_md_table(pd.DataFrame(pooling["segments"]).astype(object)))
+    weak = m.get("weakly_identified")
+    if weak:
+        lines += ["", "Weakly identified (90% interval spans more than a factor 10 and the "
+                  "prior still matters; predictions that depend on them lean on the prior): "
+                  + ", ".join(f"`{k}` (x{v['interval_factor']:.0f})" for k, v in weak.items())]  # fmt: skip
+    return lines
 
 
 def _md_table(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
@@ -139,6 +202,7 @@ def _summary_markdown(summary: Mapping[str, Any], segments: pd.DataFrame) -> str
         used = " -- used for the tables" if comparison and comparison["chosen"] == name else ""
         lines += ["", f"## Model `{name}` ({m['class']}, file `{m['file']}`){used}", ""]
         lines.append(_md_table(pd.DataFrame(m["parameters"]).astype(object)))
+        lines += _structure_markdown(m)
         if m.get("note"):
             lines += ["", f"- {m['note']}; sd: {m.get('sd') or 'not available'}"]
         elif m.get("interval"):
