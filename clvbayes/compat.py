@@ -123,18 +123,29 @@ def to_arviz(groups: Mapping[str, Any], attrs: Mapping[str, Any] | None = None):
 
 def rhat(posterior, var_names: Sequence[str]) -> dict[str, float]:
     """Rank-normalised split r_hat per variable (Vehtari et al. 2021)."""
-    import arviz as az
-
-    out = az.rhat(posterior[list(var_names)])
+    out = _diagnostics().rhat(posterior[list(var_names)])
     return {k: float(out[k]) for k in var_names}
 
 
 def ess(posterior, var_names: Sequence[str], method: str = "bulk") -> dict[str, float]:
     """Effective sample size per variable (``method``: "bulk", "tail" or "mean")."""
-    import arviz as az
-
-    out = az.ess(posterior[list(var_names)], method=method)
+    out = _diagnostics().ess(posterior[list(var_names)], method=method)
     return {k: float(out[k]) for k in var_names}
+
+
+@cache
+def _diagnostics():
+    """The module whose ``rhat`` and ``ess`` clvbayes calls: ``arviz_stats`` on ArviZ 1.x (the
+    functions ``arviz.rhat`` / ``arviz.ess`` are, without importing ``arviz`` itself, which
+    pulls in arviz_plots and matplotlib: about a second of every NUTS fit in a fresh
+    process), ``arviz`` on 0.x."""
+    if ARVIZ_MAJOR >= 1:
+        import arviz_stats
+
+        return arviz_stats
+    import arviz
+
+    return arviz
 
 
 def psis_log_weights(log_ratios: np.ndarray, reff: float) -> tuple[np.ndarray, np.ndarray]:
