@@ -136,6 +136,9 @@ def test_box_demo_end_to_end(box):
     assert d["kind"] == "charges" and d["grace_days"] == 7 and d["returning_spells"] > 0
     assert d["pending_renewals_not_counted"] > 0
     assert s["settings"]["discount_rate_per_period"] == pytest.approx(1.1 ** (1 / 12) - 1)
+    # every spell's charges are equal: the constant-price path, and the report says so
+    assert d["amounts_vary"] is False and s["settings"]["value_source"] == "price"
+    assert "gamma_gamma" not in s["files"]["models"]
     # the simulated premium plan has an increasing hazard (c = 1.4): BdW is chosen there
     chosen = s["model_comparison"]["chosen"]
     assert chosen["premium"] == "bdw" and chosen["basic"] == "sbg"
