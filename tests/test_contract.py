@@ -182,8 +182,8 @@ def _rows() -> list[Row]:
         Row(GammaGammaModel, _tiny_continuous, _spend_predictions, init=POOLED),
         Row(BetaGeoBetaBinomModel, _tiny_discrete, _discrete_predictions, purchase=True,
             init=COVARIATES),
-        Row(ShiftedBetaGeometricModel, _tiny_subscriptions, init=COVARIATES),
-        Row(BetaDiscreteWeibullModel, _tiny_subscriptions, init=POOLED),
+        Row(ShiftedBetaGeometricModel, _tiny_subscriptions, retention=True, init=COVARIATES),
+        Row(BetaDiscreteWeibullModel, _tiny_subscriptions, retention=True, init=POOLED),
     ]  # fmt: skip
     cls, reason = purchase_model_candidates()["pnbd"]
     for init in ({}, COVARIATES):

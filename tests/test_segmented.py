@@ -340,6 +340,15 @@ def test_retention_family_takes_covariates():
     assert coef["lower_0.9"] < 0.7 < coef["upper_0.9"] and coef["lower_0.9"] > 0
     hazard = m.churn_hazard(subs[subs["churned"] == 0])
     assert np.isfinite(hazard.values).all()
+    from clvbayes.predict.retention import score_subscribers
+
+    active = subs[subs["churned"] == 0]
+    res = score_subscribers(subs, m, horizon=6, by="plan", seed=1)
+    risk = res.subscribers["churn_risk_mean"]
+    np.testing.assert_allclose(risk, hazard.mean(("chain", "draw")).values, rtol=1e-12)
+    basic = (active["plan"] == "basic").to_numpy()
+    assert risk[basic].mean() > risk[~basic].mean()  # basic churns more, per subscriber
+    assert len(res.cohorts["plan"]) > 0
 
 
 # ---------------------------------------------------------------- statistical checks (slow)

@@ -733,6 +733,20 @@ class SegmentedModel:
         cell = np.array([float(annotated[c].iloc[0]) for c in self._cell_columns])
         return self._cell_model(cell)
 
+    def _cells_of_table(self, table: pd.DataFrame) -> list[tuple[Any, np.ndarray]]:
+        """``[(family model of the cell, row positions)]`` over the rows of ``table``; the
+        cell models share the draw index, so sums over them are joint-draw sums."""
+        annotated = self._validate(table)
+        h = {c: annotated[c].to_numpy(dtype=float) for c in self._cell_columns}
+        cells, inverse = self._cells(h, len(annotated))
+        out = []
+        for c in range(max(cells.shape[1], 1)):
+            rows = np.flatnonzero(inverse == c)
+            if rows.size:
+                out.append((self._cell_model(cells[:, c] if cells.size else self._only_cell()),
+                            rows))  # fmt: skip
+        return out
+
     def _training_table(self) -> pd.DataFrame:
         data = self._resolve_data(None)
         table = pd.DataFrame({c: np.asarray(data[c])[data.inverse] for c in data.columns},

@@ -129,7 +129,8 @@ def score_subscribers(
         :func:`clvbayes.data.subscriptions.summarize_subscriptions`); cancelled ones are
         excluded from the forecasts (counted in ``settings``).
     model : RetentionModel or mapping of group to RetentionModel
-        Fitted sBG or BdW model (on the same period grid), or one per group of
+        Fitted sBG or BdW model (on the same period grid; with covariates or pooling, see
+        :mod:`clvbayes.models.segmented`, each subscriber in its own cell), or one per group of
         ``group_col`` (e.g. ``{g: pooled.group_model(g) for g in pooled.groups_}``).
     horizon : int
         Future due dates to forecast (periods of the grid, >= 1).
@@ -306,6 +307,9 @@ def _parts(model: Any, active: pd.DataFrame, group_col: str | None):
             raise ValueError(
                 "group_col applies to a mapping {group: model}; pass one model or both."
             )
+        cells_of = getattr(model, "_cells_of_table", None)
+        if cells_of is not None:  # covariates / pooling: the family model of each cell
+            return [(None, m, rows) for m, rows in cells_of(active)]
         return [(None, model, np.arange(len(active)))]
     col = group_col or "fit_group"
     if col not in active.columns:
