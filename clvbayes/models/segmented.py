@@ -109,7 +109,7 @@ LINKS: dict[str, dict[str, tuple[str, int]]] = {
     "RetentionModel": {"churn": ("beta", -1)},
 }
 
-MAX_EXACT_CELLS = 64
+MAX_EXACT_CELLS = 256
 """Up to this many cells the likelihood's gradient is exact (one call of the family's own
 weighted likelihood and gradient per cell); beyond, one vectorised likelihood over all
 histories with per-history parameters is cheaper (central differences for MAP/Laplace, the
