@@ -231,3 +231,22 @@ def test_scale_smoke_runs_every_step_and_writes_results(tmp_path):
     table = (tmp_path / "scale.md").read_text()
     assert "RFM" in table and "score" in table
     assert (tmp_path / "scale.csv").exists() and (tmp_path / "scale.png").exists()
+
+
+def test_peer_script_parses_its_sections_and_renders_a_table(tmp_path):
+    """benchmarks/peer.py: argument parsing and the markdown of a made-up record (no peer run)."""
+    import peer
+
+    a = peer.parse_args(["fast-path", "--sizes", "1e3", "--peer-python", "/x/python"])
+    assert (a.section, a.sizes, a.peer_python, a.rounds) == ("fast-path", ["1e3"], "/x/python", 2)
+    assert peer.parse_args(["--render"]).render
+    with pytest.raises(SystemExit):
+        peer.parse_args([])  # a section or --render is required
+    stages = {k: {"seconds": 1.0, "peak_rss_mb": 1.0} for k in ("fit_bgnbd", "fit_gg", "predict")}
+    rec = {"section": "fast-path", "n": 1000, "ok": True, "wall_seconds": 4.0,
+           "peak_rss_mb": 100.0, "load_at_start": 1.0, "load_at_end": 2.0, "stages": stages,
+           "command": "python benchmarks/peer.py --child {}"}  # fmt: skip
+    recs = [dict(rec, name=n) for n in ("clvbayes map", "pymc-marketing map", "lifetimes mle")]
+    text = peer.render({"records": recs, "machine": {"python": "3.x"}}, tmp_path, "pytest")
+    assert "| 1,000 | clvbayes map | 4.00 |" in text and "1.00 |" in text
+    assert (tmp_path / "peer_pytest.md").read_text() == text
