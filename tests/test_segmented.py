@@ -440,3 +440,20 @@ def test_pooling_beats_separate_fits_on_small_segments():
     table = pooled.segment_table()
     assert list(table.index) == [f"s{i:02d}" for i in range(20)]
     assert (table["purchase_lower"].isna()).all()  # MAP: a point, no interval
+
+
+def test_symbolic_likelihood_equals_numpy():
+    """The PyTensor graph (nutpie/numpyro, and PyMC beyond MAX_EXACT_CELLS) is the same
+    likelihood as the NumPy one."""
+    pt = pytest.importorskip("pytensor.tensor")
+    from clvbayes.math._xp import pytensor_namespace
+
+    rfm = _table(300)
+    m = BetaGeoModel(covariates=["channel", "score"], pooled_by="country")
+    data = m._compress(rfm)
+    rng = np.random.default_rng(2)
+    point = {k: v * rng.uniform(0.8, 1.2) for k, v in m._initial_point(data).items()}
+    view = {c: pt.as_tensor(np.asarray(data[c], dtype=float)) for c in data.columns}
+    symbolic = m._loglik({k: pt.as_tensor(v) for k, v in point.items()}, view,
+                         xp=pytensor_namespace()).eval()  # fmt: skip
+    np.testing.assert_allclose(symbolic, m._loglik(point, data), rtol=1e-10)

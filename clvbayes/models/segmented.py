@@ -487,50 +487,47 @@ class SegmentedModel:
 
     def _cell_params(self, params: dict[str, Any], cell: np.ndarray, xp=NUMPY):
         """The family's parameters of one cell from the model's (any array shape)."""
-        base = self._base
         offset = 1 if self.pooled_by else 0
+        z = {t.key: float(v) for t, v in zip(self.terms_, cell[offset:], strict=True)}
+        return self._params_at(params, int(cell[0]) if self.pooled_by else None, z, xp)
+
+    def _row_params(self, params: dict[str, Any], data, xp=NUMPY) -> dict[str, Any]:
+        """Every history's family parameters (for ``_loglik``): arrays broadcasting to rows."""
+        seg = data[self._segment_key] if self.pooled_by else None
+        return self._params_at(params, seg, {t.key: data[t.key] for t in self.terms_}, xp)
+
+    def _params_at(self, params, seg, z, xp=NUMPY) -> dict[str, Any]:
+        """``theta_0 exp(sign (log u_seg + gamma' z_std))`` for each linked parameter.
+
+        ``seg`` is one segment index (-1: not seen in training) or an array of them, ``z``
+        the raw covariate values by term key (scalars or arrays)."""
+        base = self._base
         out = {p: params[p] for p in base.param_names}
-        z = dict(zip((t.key for t in self.terms_), cell[offset:], strict=True))
         for process, (p, sign) in links_of(base).items():
             terms = self._process_terms(process)
             if not terms and not self.pooled_by:
                 continue
             log_m = 0.0
             if self.pooled_by:
-                seg = int(cell[0])
-                u = params[f"{process}_segment_{seg}"] if seg >= 0 else self._new_segment(
-                    params, process)  # fmt: skip
-                log_m = xp.log(u)
+                log_m = xp.log(self._segment_multiplier(params, process, seg, xp))
             for term, name in zip(terms, self._effect_names(process), strict=True):
-                zs = (float(z[term.key]) - term.mean) / term.sd
-                if zs != 0.0:
+                zs = (z[term.key] - term.mean) / term.sd
+                if not (isinstance(zs, float) and zs == 0.0):
                     log_m = log_m + zs * xp.log(params[name])
             out[p] = out[p] * xp.exp(sign * log_m)
         return out
+
+    def _segment_multiplier(self, params, process: str, seg, xp):
+        names = self._segment_names(process)
+        if isinstance(seg, int):  # one cell
+            return params[names[seg]] if seg >= 0 else self._new_segment(params, process)
+        return _select([params[n] for n in names], seg, xp)
 
     def _new_segment(self, params: dict[str, Any], process: str) -> np.ndarray:
         """Draws of a segment not seen in training: its multiplier from the shared Gamma."""
         rng = np.random.default_rng(_NEW_SEGMENT_SEED + list(links_of(self._base)).index(process))
         k = 1.0 + np.asarray(params[f"{process}_pooling"], dtype=float)
         return rng.gamma(k) / k
-
-    def _row_params(self, params: dict[str, Any], data, xp=NUMPY) -> dict[str, Any]:
-        """Every history's family parameters (for ``_loglik``): arrays broadcasting to rows."""
-        base = self._base
-        out = {p: params[p] for p in base.param_names}
-        for process, (p, sign) in links_of(base).items():
-            terms = self._process_terms(process)
-            if not terms and not self.pooled_by:
-                continue
-            log_m = 0.0
-            if self.pooled_by:
-                u = [params[name] for name in self._segment_names(process)]
-                log_m = xp.log(_select(u, data[self._segment_key], xp))
-            for term, name in zip(terms, self._effect_names(process), strict=True):
-                zs = (data[term.key] - term.mean) / term.sd
-                log_m = log_m + zs * xp.log(params[name])
-            out[p] = out[p] * xp.exp(sign * log_m)
-        return out
 
     # ------------------------------------------------------------------ likelihood and priors
     def _loglik(self, params, data, xp=NUMPY):
