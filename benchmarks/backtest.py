@@ -50,6 +50,11 @@ def _pct(x: float) -> str:
     return "n/a" if x != x else f"{100 * x:.0f} %"
 
 
+def _of(e: dict) -> str:
+    """``k of n`` for a share entry (n/a without any: one window has no out-of-sample check)."""
+    return "n/a" if not e["n"] else f"{round(e['share'] * e['n'])} of {e['n']}"
+
+
 def run(dataset: str, purchase_model: str, windows: int, draws: int, out: Path) -> Path:
     sys.path.insert(0, str(ROOT))
     import clvbayes
@@ -100,10 +105,9 @@ def run(dataset: str, purchase_model: str, windows: int, draws: int, out: Path) 
             k = result.calibration["factors"][fc][q]
             c = s["customers"][fc][q]
             lines.append(
-                f"| {FORECAST_NAMES.get(fc, fc)} | {q} | {round(wb['share'] * wb['n'])} of "
-                f"{wb['n']} | {_pct(at['share'])} of {at['n']} ({_pct(at['se'])}) | "
-                f"{_pct(ci['share'])} | {k:.2f}x | {_pct(lo['share'])} / "
-                f"{round(lw['share'] * lw['n'])} of {lw['n']} | {_pct(c['pi_coverage'])} | "
+                f"| {FORECAST_NAMES.get(fc, fc)} | {q} | {_of(wb)} | {_pct(at['share'])} of "
+                f"{at['n']} ({_pct(at['se'])}) | {_pct(ci['share'])} | {k:.2f}x | "
+                f"{_pct(lo['share'])} / {_of(lw)} | {_pct(c['pi_coverage'])} | "
                 f"{c['mean_pit']:.3f} |"
             )
     lines += ["", "## Whole base per window", "",
