@@ -177,7 +177,12 @@ def test_model_registry_includes_every_purchase_model_with_both_methods():
     assert "BG/NBD + GG NUTS" in names and "BG/NBD + GG MAP" in names
     assert {"bayesian", "baseline", "truth"} == {m.kind for m in cm.MODELS}
     assert len(purchase_models()) == 3  # BG/NBD, MBG/NBD, Pareto/NBD
-    assert sum(m.kind == "bayesian" for m in cm.MODELS) == 2 * len(purchase_models())
+    families = [m for m in cm.MODELS if m.kind == "bayesian" and "average" not in m.name]
+    assert len(families) == 2 * len(purchase_models())
+    # plus the stacking average of the families, for each method with posterior draws
+    assert [m.name for m in cm.MODELS if "average" in m.name] == [
+        "model average (stacking) + GG NUTS"
+    ]
 
 
 # ------------------------------------------------------------------------------------------
