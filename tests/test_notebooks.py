@@ -20,6 +20,7 @@ NOTEBOOKS = [
     "02_model_checking.ipynb",
     "03_segments_and_reporting.ipynb",
     "04_subscriptions.ipynb",
+    "05_backtests.ipynb",
 ]
 MAX_BYTES = 1_500_000
 
