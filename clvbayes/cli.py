@@ -303,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--prob", type=_probability, default=0.9,
                    help="probability of every interval (equal-tailed)")  # fmt: skip
     f = run_p.add_argument_group("fitting")
+    f.add_argument("--backtest", type=int, default=0, metavar="K",
+                   help="also rerun the fit at K earlier calibration ends (rolling origin, "
+                   "the default holdout of clvbayes backtest) "
+                   "and add 'how often did our intervals hold on your history' to "
+                   "model_summary; continuous time only")  # fmt: skip
     f.add_argument("--purchase-model", choices=(*PURCHASE_MODELS, COMPARE), default=None,
                    help="purchase model: bgnbd (BG/NBD, Fader, Hardie & Lee 2005; default), "
                    "mbgnbd (MBG/NBD, Batislam et al. 2007: customers may drop out right after "

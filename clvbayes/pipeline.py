@@ -149,6 +149,7 @@ def run_report(
     duplicate_rows: str | None = None,
     outlying_dates: str = "error",
     group_by: Sequence[str] = (),
+    backtest: int = 0,
     covariates_file: str | None = None,
     covariates: Sequence[str] = (),
     pool_by: str | None = None,
@@ -211,6 +212,10 @@ def run_report(
     group_by : sequence of str
         Input columns to total the predictions by (each customer's value on its first
         transaction).
+    backtest : int
+        Also rerun the fit at this many earlier calibration ends
+        (:func:`clvbayes.backtest.run_backtest`, holdout as long as the horizon where the
+        data allow) and add its section to ``model_summary`` (0: no backtest).
     covariates_file : str, optional
         CSV/Parquet file of customer attributes, one row per customer (``customer_id_col``
         plus columns); without it the attribute columns come from the transactions.
@@ -475,6 +480,25 @@ def _group_values(
     return out, n_multi
 
 
+def _backtest(tx, args: Options, grid: TimeGrid, groups, priors, progress) -> str:
+    """The backtest of ``clvbayes run --backtest K``: its section of ``model_summary``."""
+    from clvbayes.backtest import backtest_section, run_backtest
+
+    _, obs = _ends(args)
+    with progress.step(f"backtesting at {args.backtest} earlier calibration end(s)"):
+        result = run_backtest(
+            tx, n_windows=args.backtest, time_unit=grid.unit,
+            observation_end=obs, customer_id_col=args.customer_id_col, date_col=args.date_col,
+            amount_col=args.amount_col, date_format=args.date_format,
+            negative_amounts=args.negative_amounts, duplicate_rows=args.duplicate_rows,
+            outlying_dates=args.outlying_dates, by=groups[0] if groups else None,
+            purchase_model=purchase_model_key(args), method=args.method, priors=priors,
+            draws=args.draws, tune=args.tune, chains=args.chains, prob=args.prob,
+            seed=args.seed, prediction_draws=args.prediction_draws or None,
+        )  # fmt: skip
+    return backtest_section(result)
+
+
 def _join_attributes(rfm: pd.DataFrame, tx: pd.DataFrame, args: Options,
                      columns: list[str]) -> pd.DataFrame:  # fmt: skip
     """``rfm`` with each customer's attributes, from --covariates-file or the transactions."""
@@ -583,6 +607,7 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
             c == args.pool_by or not pd.api.types.is_numeric_dtype(rfm[c]))]  # fmt: skip
     else:
         segmented = {}
+    backtest_md = _backtest(tx, args, grid, groups, priors, progress) if args.backtest else None
     n_rows = len(tx)
     del tx
 
@@ -717,7 +742,7 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
         settings["model_averaging"] = "stacking"
     models = {**fitted, **({"gamma_gamma": gg} if gg is not None else {})}
     _write(args, progress, out_dir, customers, segments, models, provenance, settings, holdout,
-           comparison)  # fmt: skip
+           comparison, backtest_md)  # fmt: skip
     total = scores.segments["all"].iloc[0]
     averaged_total = None
     if averaged is not None:
@@ -865,7 +890,7 @@ def _provenance(args, source, rfm, gg, n_rows, n_multi, grid: TimeGrid) -> dict[
 
 
 def _write(args, progress, out_dir, customers, segments, models, provenance, settings, holdout,
-           comparison) -> None:  # fmt: skip
+           comparison, backtest_md=None) -> None:  # fmt: skip
     """Write the report folder; a folder that cannot be written is a UserError."""
     from clvbayes.report import ReportWriteError, write_report
 
@@ -881,6 +906,7 @@ def _write(args, progress, out_dir, customers, segments, models, provenance, set
                 settings=settings,
                 holdout=holdout,
                 extra={
+                    **({"backtest": backtest_md} if backtest_md else {}),  # --backtest
                     "command": args.command,
                     "warnings": progress.warnings,
                     "timings_s": progress.timings,

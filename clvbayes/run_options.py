@@ -675,6 +675,19 @@ def _check_fit_options(args: Options) -> None:
     needs posterior draws); draws x chains stay within what memory holds."""
     key = purchase_model_key(args)
     grid = run_grid(args)
+    backtest = getattr(args, "backtest", 0) or 0
+    if isinstance(backtest, bool) or not isinstance(backtest, int) or backtest < 0:
+        raise UserError(f"--backtest {backtest!r}: pass a whole number of windows >= 1 (0: none).")
+    if backtest and grid.discrete:
+        raise UserError(
+            f"--backtest runs in continuous time only; {grid.flag} makes this a discrete-time "
+            "run. Drop --backtest, or run without the opportunity grid."
+        )
+    if backtest and args.path is None and getattr(args, "demo", None) == "donations":
+        raise UserError(
+            "--backtest needs a real transaction log; the bundled donations log is rebuilt from "
+            "a published summary, so earlier calibration ends would test made-up dates."
+        )
     if grid.discrete and key in CONTINUOUS_PURCHASE_MODELS:
         raise UserError(
             f"--purchase-model {key} ({PURCHASE_MODELS[key]}) is a continuous-time model, but "

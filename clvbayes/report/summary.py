@@ -214,6 +214,8 @@ def _summary_markdown(summary: Mapping[str, Any], segments: pd.DataFrame) -> str
         lines.append(
             "- priors: " + ", ".join(f"{k} ~ {v['dist']}" for k, v in m.get("priors", {}).items())
         )
+    if summary.get("backtest"):  # clvbayes run --backtest K (clvbayes.backtest)
+        lines += ["", summary["backtest"].rstrip()]
     holdout = summary.get("holdout")
     if holdout:
         lines += ["", "## Holdout check (predicted vs actual, holdout period)", ""]
