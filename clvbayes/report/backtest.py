@@ -39,9 +39,8 @@ import pandas as pd
 
 from clvbayes.report.folder import (
     _check_space,  # noqa: F401 - publish_staged checks the space
-    _manifest_files,
     _output_path,
-    _sha256,
+    manifest_problems,
     staged_writing,
 )
 from clvbayes.report.lock import publish_staged
@@ -254,12 +253,6 @@ def validate_backtest_report(out_dir: str | os.PathLike[str]) -> None:
     expected = ["backtest_summary.md", "calibration.json", *(files.get("tables") or []),
                 *(files.get("plots") or [])]  # fmt: skip
     problems += [f"missing file {f}" for f in expected if not (folder / f).is_file()]
-    manifest = _manifest_files(folder)
-    if manifest is not None:
-        problems += [f"{f} is not in the manifest" for f in expected if f not in manifest]
-        for name, spec in manifest.items():
-            p = folder / name
-            if p.is_file() and (p.stat().st_size != spec["size"] or _sha256(p) != spec["sha256"]):
-                problems.append(f"{name} changed since clvbayes wrote it")
+    problems += manifest_problems(folder, expected)
     if problems:
         raise ReportError(f"{folder}: " + "; ".join(problems))

@@ -113,6 +113,21 @@ def _manifest_files(folder: Path) -> dict[str, dict[str, Any]] | None:
     return files if ok else None
 
 
+def manifest_problems(folder: Path, expected: list[str]) -> list[str]:
+    """The validators' file check: each ``expected`` file is in the manifest, and no file the
+    manifest lists changed since clvbayes wrote it (nothing to check without a manifest:
+    reports from clvbayes versions before it)."""
+    manifest = _manifest_files(folder)
+    if manifest is None:
+        return []
+    problems = [f"{f} is not in the manifest" for f in expected if f not in manifest]
+    for name, spec in manifest.items():
+        p = folder / name
+        if p.is_file() and (p.stat().st_size != spec["size"] or _sha256(p) != spec["sha256"]):
+            problems.append(f"{name} changed since clvbayes wrote it (manifest: {MANIFEST})")
+    return problems
+
+
 def _entries(folder: Path) -> list[os.DirEntry]:
     with os.scandir(folder) as it:
         return sorted(it, key=lambda e: e.name)

@@ -61,12 +61,11 @@ import pandas as pd
 from clvbayes.report.folder import (
     MANIFEST,
     ReportWriteError,
-    _manifest_files,
     _model_bytes,
     _output_path,
-    _sha256,
     _table_bytes,
     _write_failed,
+    manifest_problems,
     staged_writing,
 )
 from clvbayes.report.lock import publish_staged
@@ -679,13 +678,7 @@ def validate_subscriptions_report(out_dir: str | os.PathLike[str]) -> None:
     problems += [f"missing file {f}" for f in expected if not (folder / f).is_file()]
     if problems:
         raise ReportError(f"{folder}: " + "; ".join(problems))
-    manifest = _manifest_files(folder)
-    if manifest is not None:
-        problems += [f"{f} is not in the manifest" for f in expected if f not in manifest]
-        for name, spec in manifest.items():
-            p = folder / name
-            if p.is_file() and (p.stat().st_size != spec["size"] or _sha256(p) != spec["sha256"]):
-                problems.append(f"{name} changed since clvbayes wrote it")
+    problems += manifest_problems(folder, expected)
     point = _is_point_fit((summary.get("settings") or {}).get("method"))
     dictionary = _read_dictionary(folder / "data_dictionary.csv")
     frames: dict[str, pd.DataFrame] = {}

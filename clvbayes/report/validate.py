@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from clvbayes import segments as seg
-from clvbayes.report.folder import MANIFEST, _manifest_files, _sha256
+from clvbayes.report.folder import manifest_problems
 from clvbayes.report.schema import (
     _BY_NAME,
     OPTIONAL_TABLES,
@@ -75,13 +75,7 @@ def validate_report(out_dir: str | os.PathLike[str]) -> None:
     problems += [f"missing file {f}" for f in files if not (folder / f).is_file()]
     if problems:
         raise ReportError(f"{folder}: " + "; ".join(problems))
-    manifest = _manifest_files(folder)
-    if manifest is not None:  # reports from clvbayes versions without a manifest have none
-        problems += [f"{f} is not in the manifest" for f in files if f not in manifest]
-        for name, spec in manifest.items():
-            p = folder / name
-            if p.is_file() and (p.stat().st_size != spec["size"] or _sha256(p) != spec["sha256"]):
-                problems.append(f"{name} changed since clvbayes wrote it (manifest: {MANIFEST})")
+    problems += manifest_problems(folder, files)
     dictionary = _read_dictionary(folder / "data_dictionary.csv")
     for table in tables:
         frames = {}
