@@ -118,9 +118,7 @@ class GammaGammaModel(CLVModel):
     def _check_information(self, n_fitted: int) -> list[str]:
         """The base checks plus a FitWarning when draws have ``q <= 1`` (no finite mean spend)."""
         messages = super()._check_information(n_fitted)
-        draws = self.draws()  # q, or each segment's q_<i> with partial pooling
-        q = np.concatenate([np.asarray(v, dtype=float).ravel() for k, v in draws.items()
-                            if k == "q" or (k.startswith("q_") and k[2:].isdigit())])  # fmt: skip
+        q = np.asarray(self.draws()["q"], dtype=float).ravel()
         n_bad = int(np.sum(q <= 1.0))
         if n_bad:
             share = "the fitted value" if q.size == 1 else f"{n_bad} of {q.size} posterior draws"

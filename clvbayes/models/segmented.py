@@ -382,11 +382,11 @@ class SegmentedModel:
         source = table if source is None else source
         self._require_columns(source)
         frame = source.loc[table.index] if source is not table else source
+        for col in self._profile_columns():
+            _check_complete(frame[col], col)
         if not self._learned:
             self._learn(frame)
         out = table.copy()
-        for col in self._profile_columns():
-            _check_complete(frame[col], col)
         for term in self.terms_:
             values = frame[term.column]
             if term.level is None:
@@ -394,7 +394,7 @@ class SegmentedModel:
             else:
                 out[term.key] = (values.astype(str) == term.level).astype(float)
         for col in {t.column for t in self.terms_ if t.level is not None}:
-            known = {self._reference_level(col)} | {t.level for t in self.terms_ if t.column == col}
+            known = {self._references_[col]} | {t.level for t in self.terms_ if t.column == col}
             seen = set(frame[col].astype(str).unique())
             unseen = sorted(seen - known)
             if unseen:
@@ -419,17 +419,13 @@ class SegmentedModel:
             out[self._segment_key] = codes.fillna(-1).astype(float)
         return out
 
-    def _reference_level(self, col: str) -> str:
-        return self._references_[col]
-
     def _learn(self, frame: pd.DataFrame) -> None:
         """Covariate coding (levels, reference, mean, sd) and segments from training data."""
         terms: list[Term] = []
         self._references_: dict[str, str] = {}
         columns = sorted({c for cs in self.covariates.values() for c in cs})
         for j, col in enumerate(columns):
-            values = frame[col]
-            _check_complete(values, col)
+            values = frame[col]  # complete: checked by _annotate
             if _is_numeric(values):
                 x = _numeric(values, col)
                 sd = float(np.std(x))
@@ -467,7 +463,6 @@ class SegmentedModel:
             )
         self.terms_ = terms
         if self.pooled_by:
-            _check_complete(frame[self.pooled_by], self.pooled_by)
             self.groups_ = sorted(frame[self.pooled_by].astype(str).unique())
         self._learned = True
         self._set_param_names()
@@ -543,6 +538,8 @@ class SegmentedModel:
             return None
         index = {name: j for j, name in enumerate(self.param_names)}
         links = links_of(base)
+        offset = 1 if self.pooled_by else 0
+        slots = np.array([index[p] for p in base.param_names])
         parts = []
         for c in range(cells.shape[1]):
             rows = np.flatnonzero((inverse == c) & (weights > 0))
@@ -553,8 +550,6 @@ class SegmentedModel:
             if f is None:
                 return None
             cell = cells[:, c]
-            offset = 1 if self.pooled_by else 0
-            slots = [index[p] for p in base.param_names]
             z = dict(zip((t.key for t in self.terms_), cell[offset:], strict=True))
             effects = []  # (parameter position, effect slot, sign x standardised value)
             for process, (p, sign) in links.items():
@@ -566,14 +561,14 @@ class SegmentedModel:
                     zs = (float(z[term.key]) - term.mean) / term.sd
                     if zs != 0.0:
                         effects.append((pos, index[name], sign * zs))
-            parts.append((f, np.array(slots), effects))
+            parts.append((f, effects))
         n_params = len(self.param_names)
 
         def total_and_grad(*values):
             values = np.asarray(values, dtype=float)
             log_values = np.log(values)
             total, grad = 0.0, np.zeros(n_params)
-            for f, slots, effects in parts:
+            for f, effects in parts:
                 log_theta = log_values[slots].copy()
                 for pos, slot, coef in effects:
                     log_theta[pos] += coef * log_values[slot]
@@ -651,16 +646,24 @@ class SegmentedModel:
         return messages
 
     # ------------------------------------------------------------------ protocol, cell by cell
-    def _by_cell(self, h, call):
-        """``[(rows, call(cell, rows of h))]`` over the cells present in ``h``."""
-        cells, inverse = self._cells(h)
-        out = []
+    def _cell_rows(self, h: dict[str, np.ndarray], n: int):
+        """``(cell, row positions)`` of every cell present among the ``n`` rows of ``h``."""
+        cells, inverse = self._cells(h, n)
         for c in range(max(cells.shape[1], 1)):
             rows = np.flatnonzero(inverse == c)
             if rows.size:
-                sub = {k: np.asarray(v)[rows] for k, v in h.items()}
-                out.append((rows, call(cells[:, c] if cells.size else self._only_cell(), sub)))
-        return out
+                yield (cells[:, c] if cells.size else self._only_cell()), rows
+
+    def _table_cells(self, annotated: pd.DataFrame):
+        """:meth:`_cell_rows` of a table that carries the cell columns."""
+        h = {c: annotated[c].to_numpy(dtype=float) for c in self._cell_columns}
+        return self._cell_rows(h, len(annotated))
+
+    def _by_cell(self, h, call):
+        """``[(rows, call(cell, rows of h))]`` over the cells present in ``h``."""
+        n = len(next(iter(h.values())))
+        return [(rows, call(cell, {k: np.asarray(v)[rows] for k, v in h.items()}))
+                for cell, rows in self._cell_rows(h, n)]  # fmt: skip
 
     def _p_alive_arrays(self, params, h):
         parts = self._by_cell(h, lambda cell, sub: self._base._p_alive_arrays(
@@ -733,16 +736,8 @@ class SegmentedModel:
     def _cells_of_table(self, table: pd.DataFrame) -> list[tuple[Any, np.ndarray]]:
         """``[(family model of the cell, row positions)]`` over the rows of ``table``; the
         cell models share the draw index, so sums over them are joint-draw sums."""
-        annotated = self._validate(table)
-        h = {c: annotated[c].to_numpy(dtype=float) for c in self._cell_columns}
-        cells, inverse = self._cells(h, len(annotated))
-        out = []
-        for c in range(max(cells.shape[1], 1)):
-            rows = np.flatnonzero(inverse == c)
-            if rows.size:
-                out.append((self._cell_model(cells[:, c] if cells.size else self._only_cell()),
-                            rows))  # fmt: skip
-        return out
+        return [(self._cell_model(cell), rows)
+                for cell, rows in self._table_cells(self._validate(table))]  # fmt: skip
 
     def _training_table(self) -> pd.DataFrame:
         data = self._resolve_data(None)
@@ -756,22 +751,15 @@ class SegmentedModel:
         import xarray as xr
 
         self._check_fitted()
-        if table is None:
-            table = self._training_table()
-            annotated = table
+        if table is None:  # the training data carry the cell columns already
+            table = annotated = self._training_table()
         else:
             annotated = self._validate(table)
-        h = {c: annotated[c].to_numpy(dtype=float) for c in self._cell_columns}
-        cells, inverse = self._cells(h, len(annotated))
         arguments.pop("self", None)
         pieces, order = [], []
-        for c in range(max(cells.shape[1], 1)):
-            rows = np.flatnonzero(inverse == c)
-            if not rows.size:
-                continue
-            model = self._cell_model(cells[:, c] if cells.size else self._only_cell())
-            sub = (annotated if table is annotated else table).iloc[rows]
-            result = getattr(model, attr)(**{**arguments, table_arg: sub})
+        for cell, rows in self._table_cells(annotated):
+            model = self._cell_model(cell)
+            result = getattr(model, attr)(**{**arguments, table_arg: table.iloc[rows]})
             if not isinstance(result, xr.DataArray) or result.dims[-1] != "customer_id":
                 raise NotImplementedError(
                     f"{type(self).__name__}.{attr} returns {type(result).__name__}, which cannot "
@@ -790,7 +778,8 @@ class SegmentedModel:
 
         Coefficients ``<process>:<term>`` (gamma; positive raises the process's rate) per unit
         of a numeric covariate or for a level against the reference; base parameters at the
-        reference (numeric covariates at 0); segment parameters ``<parameter>[<segment>]``.
+        reference (numeric covariates at 0); with pooling, ``<process>_pooling`` (kappa) and
+        each segment's log rate multiplier ``<process>:<pooled_by>=<segment>``.
         """
         base = self._base
         d = self.draws()
