@@ -443,12 +443,13 @@ def _holdout_values(tx: pd.DataFrame, rfm: pd.DataFrame, grid, kw) -> pd.DataFra
 
 
 def _group_values(
-    tx: pd.DataFrame, rfm: pd.DataFrame, args: Options
+    tx: pd.DataFrame, rfm: pd.DataFrame, args: Options, columns: list[str] | None = None
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Each customer's value of the --group-by columns: the one on its first transaction."""
+    """Each customer's value of the --group-by columns (or ``columns``): the one on its first
+    transaction."""
     from clvbayes.report import RESERVED_NAMES
 
-    cols = list(dict.fromkeys(args.group_by))
+    cols = list(dict.fromkeys(args.group_by if columns is None else columns))
     missing = [c for c in cols if c not in tx.columns]
     if missing:
         raise DataError(
@@ -503,7 +504,9 @@ def _join_attributes(rfm: pd.DataFrame, tx: pd.DataFrame, args: Options,
                      columns: list[str]) -> pd.DataFrame:  # fmt: skip
     """``rfm`` with each customer's attributes, from --covariates-file or the transactions."""
     if getattr(args, "covariates_file", None):
-        values = read_customer_attributes(args, columns)
+        values = getattr(args, "attribute_table", None)  # read and checked by check_input
+        if values is None:
+            values = read_customer_attributes(args, columns)
         keys = rfm.index.astype(str)
         missing = ~keys.isin(values.index)
         if missing.any():
@@ -515,7 +518,7 @@ def _join_attributes(rfm: pd.DataFrame, tx: pd.DataFrame, args: Options,
             )
         joined = values.reindex(keys).set_axis(rfm.index)
     else:
-        joined, _ = _group_values(tx, rfm, SimpleNamespace(**{**vars(args), "group_by": columns}))
+        joined, _ = _group_values(tx, rfm, args, columns)
     attrs = dict(rfm.attrs)
     out = rfm.join(joined[[c for c in columns if c not in rfm.columns]])
     out.attrs = attrs

@@ -110,7 +110,7 @@ def check_run(args: Options) -> dict[str, dict[str, Any]]:
 
     In order: the option values (:func:`check_options`), the ``--priors`` file
     (:func:`load_priors`), the output location (:func:`check_output`) and the input file
-    (:func:`check_input`, which reads its header only).  Raises :class:`UserError`.
+    (:func:`check_input`, which reads its header, and any --covariates-file).  Raises :class:`UserError`.
     """
     check_options(args)
     grid = run_grid(args)
@@ -900,13 +900,16 @@ CDNOW_COLUMNS = ("customer_id", "date", "quantity", "amount")
 def check_input(args: Options, *, priors: Mapping[str, Any] | None = None) -> None:
     """The input file exists, is readable and has the named columns (reads its header only).
 
+    A ``--covariates-file`` is read whole and checked (:func:`read_customer_attributes`); the
+    table is kept as ``args.attribute_table`` so the job does not read it again.
+
     On discrete opportunities the amount column is optional, but the value options need it
     (:func:`check_discrete_amounts`; ``priors`` as :func:`load_priors` returns them).
     """
     discrete = run_grid(args).discrete
     attributes = customer_attribute_columns(args)
     if getattr(args, "covariates_file", None):
-        read_customer_attributes(args, attributes)
+        args.attribute_table = read_customer_attributes(args, attributes)
         attributes = []  # found in the file, not in the transactions
     if args.path is None:
         if attributes:
