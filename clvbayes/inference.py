@@ -37,6 +37,7 @@ from clvbayes.errors import ConvergenceWarning, ModelError
 __all__ = [
     "ConvergenceWarning",
     "LaplaceApproximation",
+    "LogDensity",
     "check_convergence",
     "fit_laplace",
     "fit_map",
@@ -70,7 +71,7 @@ class LaplaceApproximation:
         return {k: float(np.exp(self.mode[i]) * sd_theta[i]) for i, k in enumerate(self.names)}
 
 
-def log_density(model, data, *, use_priors: bool = True, jacobian: bool = False):
+def log_density(model, data, *, use_priors: bool = True, jacobian: bool = False) -> LogDensity:
     """``f(theta) -> (log density, gradient)`` of a model on ``theta = log(params)``.
 
     Parameters
@@ -89,41 +90,59 @@ def log_density(model, data, *, use_priors: bool = True, jacobian: bool = False)
 
     Returns
     -------
-    callable
-        Non-finite values are returned as ``-inf`` with a zero gradient.
+    LogDensity
+        A picklable callable (NUTS sends it to one process per core).  Non-finite values
+        are returned as ``-inf`` with a zero gradient.
     """
-    names = tuple(model.param_names)
-    weights = model._likelihood_weights(data)
-    exact = model._loglik_sum_function(data)
+    return LogDensity(model, data, use_priors=use_priors, jacobian=jacobian)
 
-    def loglik(p: np.ndarray) -> float:
-        params = dict(zip(names, p, strict=True))
-        return float(np.sum(weights * model._loglik(params, data)))
 
-    def log_prior(theta: np.ndarray) -> float:
-        return model._log_prior(dict(zip(names, np.exp(theta), strict=True)))
+class LogDensity:
+    """The callable of :func:`log_density`: prepared once, evaluated at every step.
 
-    def f(theta: np.ndarray) -> tuple[float, np.ndarray]:
+    The prior's gradient is analytic (:meth:`clvbayes.models.priors.Prior.logpdf_grad`)
+    for independent priors; a model with a joint prior density (pooled, segmented) has it
+    differenced (``h = 1e-6``).  The likelihood's gradient is the model's exact one.
+    """
+
+    def __init__(self, model, data, *, use_priors: bool, jacobian: bool) -> None:
+        self.model, self.data = model, data
+        self.names = tuple(model.param_names)
+        self.use_priors, self.jacobian = use_priors, jacobian
+        self.weights = model._likelihood_weights(data)
+        self.exact = model._loglik_sum_function(data)
+
+    def _loglik(self, p: np.ndarray) -> float:
+        params = dict(zip(self.names, p, strict=True))
+        return float(np.sum(self.weights * self.model._loglik(params, self.data)))
+
+    def _log_prior(self, theta: np.ndarray) -> float:
+        return self.model._log_prior(dict(zip(self.names, np.exp(theta), strict=True)))
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         theta = np.asarray(theta, dtype=float)
         p = np.exp(theta)
         with np.errstate(all="ignore"):
-            if exact is not None:
-                value, grad_p = exact(*p)
+            if self.exact is not None:
+                value, grad_p = self.exact(*p)
                 value, grad = float(value), np.asarray(grad_p, dtype=float) * p
             else:
-                value = loglik(p)
-                grad = _central_gradient(lambda t: loglik(np.exp(t)), theta)
-            if use_priors:
-                value += log_prior(theta)
-                grad = grad + _central_gradient(log_prior, theta, h=1e-6)
-            if jacobian:
+                value = self._loglik(p)
+                grad = _central_gradient(lambda t: self._loglik(np.exp(t)), theta)
+            if self.use_priors:
+                params = dict(zip(self.names, p, strict=True))
+                value += self.model._log_prior(params)
+                prior_grad = self.model._log_prior_grad(params) if np.isfinite(value) else None
+                if prior_grad is None:
+                    grad = grad + _central_gradient(self._log_prior, theta, h=1e-6)
+                else:
+                    grad = grad + prior_grad * p  # chain rule: d/dtheta = p d/dp
+            if self.jacobian:
                 value += float(theta.sum())
                 grad = grad + 1.0
         if not (np.isfinite(value) and np.all(np.isfinite(grad))):
             return -np.inf, np.zeros_like(theta)
         return value, grad
-
-    return f
 
 
 def _maximise(

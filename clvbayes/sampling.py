@@ -23,37 +23,40 @@ from clvbayes.inference import check_convergence
 
 __all__ = ["NUTS_SAMPLERS", "default_nuts_sampler", "distinct_values", "fit_nuts", "pymc_model"]
 
-NUTS_SAMPLERS = ("pymc", "nutpie", "numpyro")
+NUTS_SAMPLERS = ("clvbayes", "pymc", "nutpie", "numpyro")
 
 # options of pymc.NUTS that pymc.sample passes to the step it builds
 _NUTS_STEP_OPTIONS = ("target_accept", "max_treedepth", "step_scale", "early_max_treedepth")
 
 
+OWN_NUTS_OPTIONS = ("target_accept", "max_treedepth", "cores", "progressbar",
+                    "compute_convergence_checks")  # fmt: skip
+"""Options ``fit(method="nuts")`` takes with clvbayes' own NUTS (the last two are accepted
+and ignored: no progress bar is drawn and the checks always run)."""
+
+
 def default_nuts_sampler() -> str:
-    """The NUTS back-end used when ``nuts_sampler`` is not given: PyMC's own NUTS.
+    """The NUTS back-end used when ``nuts_sampler`` is not given: clvbayes' own NUTS.
 
-    PyMC's NUTS runs the model's exact-gradient NumPy likelihood on the compressed histories
-    and starts from our Laplace approximation (dense mass matrix, one start per chain).
-    Measured on the PyMC 6.4 stack, 2-core machine, BG/NBD, 4 chains:
+    :mod:`clvbayes.nuts` drives the model's exact-gradient NumPy likelihood on the
+    compressed histories directly (no PyMC import, no PyTensor compilation, chains in this
+    process and ``cores - 1`` children), starting from the Laplace approximation's
+    covariance as a dense metric.  Measured on the PyMC 6.4 stack, 2-core machine, CDNOW
+    sample, 4 chains x 1,000 draws after 1,000 tuning steps (``benchmarks/peer.py``):
+    BG/NBD 3 s and Gamma-Gamma 2 s, against 20-30 s each with PyMC's NUTS on the same
+    likelihood (``nuts_sampler="pymc"``), with the same posterior
+    (``tests/test_nuts.py::test_cdnow_posterior_matches_pymc``).
 
-    =====================================  ===========  ============  ======  =========
-    data                                   back-end     fit           r_hat   bulk ESS
-    =====================================  ===========  ============  ======  =========
-    CDNOW sample (1,016 histories), 1000   nutpie 0.16  11.5 s        1.003   6,401
-    CDNOW sample, 1000 (speed_pymc6.md)    pymc         ~1.6x slower  <1.01
-    CDNOW master (8,685 histories), 300    pymc         30 s          1.009   1,500
-    CDNOW master, 300                      nutpie 0.16  364 s         1.59    7
-    =====================================  ===========  ============  ======  =========
-
-    (``benchmarks/nuts_families.py``; the master rows from a fresh process each, with other
-    work on the machine.)  nutpie is faster on small data but failed to adapt on the full
-    CDNOW cohort (r_hat 1.59 after 300 + 300 iterations, and over 18 minutes without
-    finishing 1000 + 1000), so it is not the default: pass ``nuts_sampler="nutpie"`` (``pip
-    install clvbayes[nutpie]``) to use it, and check its diagnostics.  numpyro was 3-5x slower
-    on both stacks.  Pareto/NBD keeps PyMC's NUTS in any case (``preferred_nuts_sampler``):
-    nutpie would compile its quadrature graph for many minutes.
+    The other back-ends stay available: ``"pymc"`` (PyMC's NUTS on the same NumPy
+    likelihood, Laplace-started, dense mass matrix adaptation), ``"nutpie"`` (``pip
+    install clvbayes[nutpie]``; it compiles the symbolic graph and failed to adapt on the
+    full CDNOW cohort: r_hat 1.59 after 300 + 300) and ``"numpyro"`` (3-5x slower than
+    PyMC's).  A model without an exact gradient (a segmented model with more than
+    ``MAX_EXACT_CELLS`` cells), or whose Laplace approximation does not exist, is sampled
+    by PyMC's NUTS; ``fit_info_["nuts_sampler"]`` says which ran, and
+    ``fit_info_["nuts_fallback"]`` why.
     """
-    return "pymc"
+    return "clvbayes"
 
 
 def pymc_model(model: Any, data: CompressedRFM, fast: bool = False):
@@ -144,6 +147,13 @@ def fit_nuts(model: Any, data: CompressedRFM, *, draws: int, tune: int, chains: 
     sampler = nuts_sampler or model.preferred_nuts_sampler or default_nuts_sampler()
     if sampler not in NUTS_SAMPLERS:
         raise ValueError(f"nuts_sampler must be one of {NUTS_SAMPLERS}, got {sampler!r}.")
+    fallback = None
+    if sampler == "clvbayes":
+        result = _fit_own_nuts(model, data, draws=draws, tune=tune, chains=chains, seed=seed,
+                               **kwargs)  # fmt: skip
+        if not isinstance(result, str):
+            return result
+        fallback, sampler = result, "pymc"
     # PyMC's NUTS can call NumPy code; nutpie and numpyro compile a symbolic graph
     pm_model = pymc_model(model, data, fast=sampler == "pymc")
     kwargs.setdefault("cores", min(chains, os.cpu_count() or 1))
@@ -185,8 +195,65 @@ def fit_nuts(model: Any, data: CompressedRFM, *, draws: int, tune: int, chains: 
     draws_dict = {k: posterior[k].values for k in model.param_names}
     stats = groups.get("sample_stats")
     info = {"nuts_sampler": sampler, "draws": draws, "tune": tune, "chains": chains}
+    if fallback:
+        info["nuts_fallback"] = fallback
     info.update(check_convergence(posterior, stats, model.param_names))
     return draws_dict, stats, info
+
+
+def _fit_own_nuts(model: Any, data: CompressedRFM, *, draws: int, tune: int, chains: int,
+                  seed: int | None, **kwargs: Any):  # fmt: skip
+    """:func:`fit_nuts` with :mod:`clvbayes.nuts`; returns its triple, or a sentence saying
+    why this model needs PyMC's NUTS instead."""
+    from clvbayes import compat, inference, nuts
+    from clvbayes.errors import ModelError
+
+    unknown = sorted(set(kwargs) - set(OWN_NUTS_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown NUTS option(s) {unknown}: clvbayes' own NUTS takes "
+            f"{', '.join(OWN_NUTS_OPTIONS[:3])}. Options of pymc.sample need "
+            "nuts_sampler='pymc'."
+        )
+    options = {**model.nuts_defaults, **kwargs}
+    f = inference.log_density(model, data, use_priors=True, jacobian=True)
+    if f.exact is None:
+        return "the model has no exact gradient of its likelihood here"
+    try:
+        approx = inference.laplace_approximation(model, data)
+    except ModelError:
+        return "the Laplace approximation, NUTS' starting metric, does not exist here"
+    start_seed, nuts_seed = np.random.SeedSequence(seed).spawn(2)
+    starts = [approx.sample(1, np.random.default_rng(s)) for s in start_seed.spawn(chains)]
+    starts = np.log([[d[k][0, 0] for k in approx.names] for d in starts])
+    cores = int(options.get("cores", min(chains, os.cpu_count() or 1)))
+    result = nuts.sample(
+        f, starts, approx.cov, draws=draws, tune=tune, seed=nuts_seed, cores=cores,
+        target_accept=float(options.get("target_accept", 0.8)),
+        max_treedepth=int(options.get("max_treedepth", 10)),
+    )  # fmt: skip
+    draws_dict = {k: np.exp(result.theta[:, :, i]) for i, k in enumerate(approx.names)}
+    stats = _stats_dataset(result.stats)
+    info = {
+        "nuts_sampler": "clvbayes", "draws": draws, "tune": tune, "chains": chains,
+        "target_accept": float(options.get("target_accept", 0.8)),
+        "step_size": [float(e) for e in result.step_size],
+        "n_gradients": result.n_gradients, "sampling_seconds": result.seconds,
+        "cores": cores,
+    }  # fmt: skip
+    posterior = compat.posterior_from_arrays(draws_dict)
+    info.update(check_convergence(posterior, stats, model.param_names))
+    return draws_dict, stats, info
+
+
+def _stats_dataset(stats: dict[str, np.ndarray]):
+    """ArviZ-style ``sample_stats`` Dataset (chain, draw) from :class:`clvbayes.nuts.NutsResult`."""
+    import xarray as xr
+
+    kinds = {"diverging": bool, "tree_depth": np.int64, "n_steps": np.int64}
+    ds = xr.Dataset({k: (("chain", "draw"), np.asarray(v).astype(kinds.get(k, float)))
+                     for k, v in stats.items()})  # fmt: skip
+    return ds.assign_coords(chain=np.arange(ds.sizes["chain"]), draw=np.arange(ds.sizes["draw"]))
 
 
 def _loglik_op(func, n_params: int):

@@ -172,6 +172,13 @@ class CLVModel:
         a hierarchical model overrides it with the joint density."""
         return float(sum(float(self.priors[k].logpdf(params[k])) for k in self.param_names))
 
+    def _log_prior_grad(self, params: dict[str, float]) -> np.ndarray | None:
+        """Gradient of :meth:`_log_prior` in the parameters (order ``param_names``), or None
+        where a model overrides the prior's density (its gradient is then differenced)."""
+        if type(self)._log_prior is not CLVModel._log_prior:
+            return None
+        return np.array([self.priors[k].logpdf_grad(params[k]) for k in self.param_names])
+
     def _pymc_params(self) -> dict[str, Any]:
         """The parameters as PyMC random variables, in the current model context (priors)."""
         return {k: self.priors[k].to_pymc(k) for k in self.param_names}

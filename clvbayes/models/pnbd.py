@@ -71,9 +71,10 @@ class ParetoNBDModel(CLVModel):
     # the (s, beta) ridge has a narrow small-s end: at PyMC's default 0.8 a CDNOW run had
     # 12 divergences there, at 0.95 none (tests/test_models_pnbd.py)
     nuts_defaults: ClassVar[dict[str, Any]] = {"target_accept": 0.95}
-    # PyMC's NUTS runs the exact-gradient NumPy Op; nutpie and numpyro would compile the
-    # quadrature graph, which takes many minutes (tests/test_models_pnbd.py)
-    preferred_nuts_sampler: ClassVar[str | None] = "pymc"
+    # the default NUTS (clvbayes.nuts) and PyMC's run the exact-gradient NumPy likelihood;
+    # nutpie and numpyro would compile the quadrature graph, which takes many minutes
+    # (tests/test_models_pnbd.py), so pass them only knowingly
+    preferred_nuts_sampler: ClassVar[str | None] = None
     display_name: ClassVar[str] = "Pareto/NBD"
     default_priors: ClassVar[dict[str, Prior]] = DEFAULT_PRIORS
     history_columns: ClassVar[tuple[str, ...]] = ("frequency", "recency", "T")
