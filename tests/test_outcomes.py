@@ -149,6 +149,39 @@ def test_per_customer_simulation_matches_expectations(key):
         assert np.all(np.abs(sim[q].mean(axis=0) - e) < 5 * se + 1e-9), (q, sim[q].mean(0), e)
 
 
+@pytest.mark.parametrize("key", ["bgnbd", "mbgnbd"])
+def test_fused_per_customer_simulation_is_independent_and_pinned_to_generic(key):
+    """Customers with the same history get independent futures from the fused kernel (a
+    segment total is a sum of independent outcomes), distributed as the generic path's."""
+    cls = _cls(key)
+    s = 20_000
+    pm, sm = cls(), GammaGammaModel()
+    pp, sp = _params(POINTS[key], s), _params(GG, s)
+    # unsorted, with repeats: customers 0, 2 and 3 share a history
+    h = {
+        "frequency": np.array([3.0, 0.0, 3.0, 3.0]), "recency": np.array([10.0, 0.0, 10.0, 10.0]),
+        "T": np.array([39.0, 20.0, 39.0, 39.0]), "monetary_value": np.array([40.0, 0.0, 40.0, 40.0]),
+    }  # fmt: skip
+    ends, factors = schedule(26.0, 0.01, 1.0)
+    fused = outcomes.simulate_customers(np.random.default_rng(5), pm, sm, pp, sp, h, ends,
+                                        factors, 0.3, period=1.0)  # fmt: skip
+    generic = outcomes.simulate_customers(np.random.default_rng(6), pm, sm, pp, sp, h, ends,
+                                          factors, 0.3)  # fmt: skip
+    for q in ("purchases", "revenue", "clv"):
+        x = fused[q]
+        assert not np.array_equal(x[:, 0], x[:, 2])
+        corr = np.corrcoef(x[:, [0, 2, 3]].T)[np.triu_indices(3, 1)]
+        assert np.all(np.abs(corr) < 0.05), (q, corr)
+        for j in range(4):
+            a, b = x[:, j], generic[q][:, j]
+            se = np.sqrt(a.var() / s + b.var() / s)
+            assert abs(a.mean() - b.mean()) < 5 * se + 1e-12, (q, j)
+            assert stats.ks_2samp(a, b).pvalue > 1e-4, (q, j)
+        # the variance of a sum of identical customers is the sum of their variances
+        same = x[:, [0, 2, 3]]
+        assert same.sum(axis=1).var() == pytest.approx(same.var(axis=0).sum(), rel=0.05)
+
+
 @pytest.mark.parametrize("key", sorted(POINTS))
 def test_extreme_histories_horizons_and_parameters_stay_finite(key):
     """Frequency 10,000, a 10,000-period discounted horizon and parameters far from typical."""

@@ -1103,7 +1103,7 @@ def sample_latent_alive(
 
 def simulate_active_futures(
     seed: int, r, alpha, a, b, frequency, T, t: float, period: float = 1.0, factors=None,
-    mark_shape=None, mark_rate_shape=None,
+    mark_shape=None, mark_rate_shape=None, independent: bool = False,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Futures over ``(T, T + t]`` of customers active at ``T``, per draw and (frequency, T).
 
@@ -1115,6 +1115,8 @@ def simulate_active_futures(
     ends activity with probability ``p``.  One draw of ``(L, p)`` and of the arrivals serves
     every ``T`` with the same ``x`` (time is only rescaled), so each (draw, pair) entry is an
     exact draw of that pair's future; entries of pairs that share ``x`` are dependent.
+    With ``independent=True`` every entry has its own draws (pairs in any order, repeats
+    allowed): one customer per entry, for sums over customers.
 
     With ``mark_shape`` each purchase carries a value ``g_j / G`` with ``g_j ~ Gamma(mark_shape)``
     and ``G ~ Gamma(mark_rate_shape)`` shared by the customer's purchases (Gamma-Gamma values
@@ -1149,7 +1151,8 @@ def simulate_active_futures(
     r, alpha, a, b = (np.ascontiguousarray(v, dtype=float).ravel() for v in (r, alpha, a, b))
     x = np.ascontiguousarray(frequency, dtype=float)
     T = np.ascontiguousarray(T, dtype=float)
-    if np.any(np.diff(x) < 0) or np.any((np.diff(x) == 0) & (np.diff(T) < 0)):
+    if not independent and (np.any(np.diff(x) < 0)
+                            or np.any((np.diff(x) == 0) & (np.diff(T) < 0))):  # fmt: skip
         raise ValueError("pairs must be sorted by frequency, then T.")
     factors = np.ones(1) if factors is None else np.ascontiguousarray(factors, dtype=float)
     marks = mark_shape is not None
@@ -1159,7 +1162,9 @@ def simulate_active_futures(
         np.broadcast_to(mark_rate_shape if marks else 1.0, (n_s, n_p)), dtype=float
     )
     out = np.zeros((4 if marks else 1, n_s, n_p))
-    starts = np.flatnonzero(np.r_[True, x[1:] != x[:-1]]).astype(np.int64)
+    # groups of pairs sharing one arrival stream: runs of equal x, or each pair alone
+    groups = np.ones(n_p, dtype=bool) if independent else np.r_[True, x[1:] != x[:-1]]
+    starts = np.flatnonzero(groups).astype(np.int64)
     _futures_kernel(
         int(seed) % (2**32), r, alpha, a, b, x, T, float(t), float(period), factors, marks,
         m_shape, m_rate, np.r_[starts, n_p].astype(np.int64), out,

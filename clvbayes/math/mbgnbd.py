@@ -591,7 +591,7 @@ def sample_latent_alive(
 
 def simulate_active_futures(
     seed: int, r, alpha, a, b, frequency, T, t: float, period: float = 1.0, factors=None,
-    mark_shape=None, mark_rate_shape=None,
+    mark_shape=None, mark_rate_shape=None, independent: bool = False,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Futures over ``(T, T + t]`` of customers active at ``T``, per draw and (frequency, T).
 
@@ -603,7 +603,7 @@ def simulate_active_futures(
     b1 = np.asarray(b, dtype=float) + 1.0
     return bgnbd.simulate_active_futures(
         seed, r, alpha, a, b1, frequency, T, t, period, factors,
-        mark_shape=mark_shape, mark_rate_shape=mark_rate_shape,
+        mark_shape=mark_shape, mark_rate_shape=mark_rate_shape, independent=independent,
     )  # fmt: skip
 
 

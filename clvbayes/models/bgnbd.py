@@ -206,15 +206,17 @@ class BetaGeoFamily(CLVModel):
         g[buy] = geometric(rng, state["p"][buy])
         return np.minimum(n, g), g > n
 
-    def _fused_futures(self, seed, params, keys, horizon, period, factors, marks=None):
+    def _fused_futures(self, seed, params, keys, horizon, period, factors, marks=None,
+                       independent=False):  # fmt: skip
         """The futures of :func:`clvbayes.predict.outcomes.generic_active_futures` in one
         compiled pass (:func:`clvbayes.math.bgnbd.simulate_active_futures`); ``marks`` from
-        :meth:`GammaGammaModel._fused_marks` adds the unit-scale values."""
+        :meth:`GammaGammaModel._fused_marks` adds the unit-scale values; ``independent``
+        gives every key its own future (keys are then customers, in any order)."""
         r, alpha, a, b = (np.ravel(v) for v in self._args(params))
         shape, rate_shape = marks if marks is not None else (None, None)
         return self._math.simulate_active_futures(
             seed, r, alpha, a, b, keys["frequency"], keys["T"], horizon, period, factors,
-            mark_shape=shape, mark_rate_shape=rate_shape,
+            mark_shape=shape, mark_rate_shape=rate_shape, independent=independent,
         )  # fmt: skip
 
     @staticmethod

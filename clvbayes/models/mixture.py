@@ -271,7 +271,8 @@ class MixturePurchaseModel:
             return None
         return self._dispatch_fused
 
-    def _dispatch_fused(self, seed, params, keys, horizon, period, factors, marks=None):
+    def _dispatch_fused(self, seed, params, keys, horizon, period, factors, marks=None,
+                        independent=False):  # fmt: skip
         size = (np.ravel(params["component"]).size, np.asarray(keys[self.active_columns[0]]).size)
         out: dict[str, np.ndarray] = {}
         first = True
@@ -284,7 +285,8 @@ class MixturePurchaseModel:
             if marks is not None:
                 shape, rate_shape = marks
                 m = (np.ravel(shape)[rows], np.asarray(rate_shape)[rows])
-            part = model._fused_futures(s, sub, keys, horizon, period, factors, m)
+            part = model._fused_futures(s, sub, keys, horizon, period, factors, m,
+                                        independent=independent)  # fmt: skip
             for name, v in part.items():
                 if name not in out:
                     out[name] = np.zeros(size, dtype=np.asarray(v).dtype)

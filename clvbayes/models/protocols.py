@@ -30,9 +30,11 @@ Conventions shared by every method:
   of ``monetary_value``.
 
 Optional accelerators (looked up with ``getattr``, never required): a purchase model may
-have ``_fused_futures(seed, params, keys, horizon, period, factors, marks=None)`` and a
-spend model ``_fused_marks(params, keys)`` -- the same futures as the generic path, in one
-compiled pass (BG/NBD family x Gamma-Gamma).  ``tests/test_outcomes.py`` pins each one to
+have ``_fused_futures(seed, params, keys, horizon, period, factors, marks=None,
+independent=False)`` and a spend model ``_fused_marks(params, keys)`` -- the same futures as
+the generic path, in one compiled pass (BG/NBD family x Gamma-Gamma); keys sorted by
+``active_columns`` may share random streams (exact per key, dependent across keys) unless
+``independent``, which gives every key, in any order, its own future.  ``tests/test_outcomes.py`` pins each one to
 the generic path.
 
 :func:`purchase_models` is the registry of purchase models that implement

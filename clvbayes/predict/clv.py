@@ -582,7 +582,7 @@ def _segment_outcome_totals(job: _Job, rng, tot_e, resid_var, codes, n_groups, m
         hc = {c: np.asarray(data[c])[hist[sl]] for c in job.columns}
         sim = outcomes_lib.simulate_customers(
             rng, job.purchase_model, job.spend_model, job.sim_pparams, job.sim_sparams,
-            hc, job.ends, job.factors, job.margin,
+            hc, job.ends, job.factors, job.margin, job.period,
         )  # fmt: skip
         onehot = sparse.csr_matrix(
             (np.ones(hist[sl].size), (np.arange(hist[sl].size), member_codes[sl])),

@@ -172,18 +172,28 @@ def generic_active_futures(rng, purchase_model, spend_model, pparams, sparams, k
     return {k: v.reshape(shape) for k, v in out.items()}
 
 
+def _has_fused(purchase_model, spend_model) -> bool:
+    """Whether the models' fused kernel (one compiled pass for futures and values) applies."""
+    if getattr(purchase_model, "_fused_futures", None) is None:
+        return False
+    return spend_model is None or getattr(spend_model, "_fused_marks", None) is not None
+
+
 def active_futures(seed, purchase_model, spend_model, pparams, sparams, keys, ends, factors,
-                   period) -> dict[str, np.ndarray]:  # fmt: skip
+                   period, independent: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
     """:func:`generic_active_futures`, or the models' fused accelerator when both have one.
 
     ``seed`` is a non-negative 32-bit integer; ``period`` the discount period (time unit),
     needed by the fused kernels, which place each purchase in period ``ceil(t / period)``.
+    The fused kernels share random streams between sorted keys with equal ``x`` (each
+    entry exact, entries dependent); ``independent=True`` gives every key its own, for keys
+    that are customers to be summed.  The generic path is independent in any case.
     """
-    fused = getattr(purchase_model, "_fused_futures", None)
-    marks_of = getattr(spend_model, "_fused_marks", None) if spend_model is not None else None
-    if fused is not None and (spend_model is None or marks_of is not None):
+    if _has_fused(purchase_model, spend_model):
+        marks_of = getattr(spend_model, "_fused_marks", None)
         marks = marks_of(sparams, keys) if marks_of is not None else None
-        return fused(seed, pparams, keys, float(ends[-1]), period, factors, marks)
+        return purchase_model._fused_futures(seed, pparams, keys, float(ends[-1]), period,
+                                             factors, marks, independent=independent)  # fmt: skip
     rng = np.random.default_rng(seed)
     return generic_active_futures(
         rng, purchase_model, spend_model, pparams, sparams, keys, ends, factors
@@ -191,12 +201,15 @@ def active_futures(seed, purchase_model, spend_model, pparams, sparams, keys, en
 
 
 def simulate_customers(rng, purchase_model, spend_model, pparams, sparams, hc, ends, factors,
-                       margin) -> dict[str, np.ndarray]:  # fmt: skip
+                       margin, period: float | None = None) -> dict[str, np.ndarray]:  # fmt: skip
     """One simulated outcome per (draw, customer), customers independent: arrays ``(S, c)``.
 
     Each customer is active at ``T`` with its own P(alive); an active customer's future is
-    :func:`generic_active_futures` on its own history (no sharing), so every entry is an
-    exact, independent draw from the customer's posterior predictive distribution.
+    :func:`active_futures` on its own history (no sharing), so every entry is an exact,
+    independent draw from the customer's posterior predictive distribution.  Where the
+    models have a fused kernel it simulates every cell's active future in one compiled pass
+    and the inactive cells' are dropped (zero purchases and value; their unit value, which
+    does not depend on activity, is kept); otherwise only the active cells are simulated.
     Memory: a few arrays of ``(S, c)``.
 
     Returns
@@ -208,9 +221,15 @@ def simulate_customers(rng, purchase_model, spend_model, pparams, sparams, hc, e
     """
     p_alive = purchase_model._p_alive_arrays(pparams, hc)
     alive = rng.random(p_alive.shape) < p_alive
-    fut = generic_active_futures(
-        rng, purchase_model, spend_model, pparams, sparams, hc, ends, factors, active=alive
-    )
+    if _has_fused(purchase_model, spend_model) and period is not None:
+        seed = int(rng.integers(2**32))
+        fut = active_futures(seed, purchase_model, spend_model, pparams, sparams, hc, ends,
+                             factors, period, independent=True)  # fmt: skip
+        fut = {k: v if k == "one" else np.where(alive, v, 0.0) for k, v in fut.items()}
+    else:
+        fut = generic_active_futures(
+            rng, purchase_model, spend_model, pparams, sparams, hc, ends, factors, active=alive
+        )
     outcome = {"alive": alive.astype(float), "purchases": fut["purchases"]}
     if spend_model is None:
         return outcome
