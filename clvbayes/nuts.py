@@ -252,7 +252,7 @@ class _Chain:
         h0 = self._hamiltonian(self.lp, p)
         direction = 0
         for _ in range(50):
-            theta, p1, grad, lp = self._leapfrog(self.theta, p, self.grad, eps)
+            _, p1, _, lp = self._leapfrog(self.theta, p, self.grad, eps)
             delta = h0 - self._hamiltonian(lp, p1)
             up = delta > math.log(0.8)
             if direction == 0:
