@@ -112,6 +112,20 @@ class LogDensity:
         self.weights = model._likelihood_weights(data)
         self.exact = model._loglik_sum_function(data)
 
+    def __getstate__(self) -> dict:
+        """What a NUTS worker process needs: with an exact gradient neither the data (the
+        prepared function holds its arrays) nor the model's fitted state (data, draws)."""
+        state = dict(self.__dict__)
+        if self.exact is not None:
+            import copy
+
+            state["data"] = None
+            model = copy.copy(self.model)
+            for name in ("data_", "_draws", "_posterior", "sample_stats_", "fit_info_"):
+                model.__dict__.pop(name, None)
+            state["model"] = model
+        return state
+
     def _loglik(self, p: np.ndarray) -> float:
         params = dict(zip(self.names, p, strict=True))
         return float(np.sum(self.weights * self.model._loglik(params, self.data)))

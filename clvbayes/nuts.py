@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["MAX_ENERGY_ERROR", "NutsResult", "sample", "tuning_schedule"]
+__all__ = ["MAX_ENERGY_ERROR", "NutsResult", "sample", "start_workers", "stop_workers", "tuning_schedule"]
 
 MAX_ENERGY_ERROR = 1000.0
 """A leapfrog step whose Hamiltonian rises by more than this ends a transition as divergent."""
@@ -332,59 +332,142 @@ def _run_chain(f: LogDensity, start: np.ndarray, inv_mass: np.ndarray, draws: in
     return theta, out, tuning, eps, chain.inv_mass, chain.n_grad
 
 
-def _start_child(jobs: list[tuple]):
-    """Start ``python -m clvbayes.nuts`` on ``jobs`` (pickled to a temporary file), or None
-    where they cannot be pickled.  A plain subprocess, not :mod:`multiprocessing`: it never
-    re-runs the user's ``__main__`` (a script without a main guard stays correct) and is
-    safe whatever threads this process runs."""
-    import pickle
-    import subprocess
-    import sys
-    import tempfile
+class _Worker:
+    """A child process (``python -m clvbayes.nuts``) that runs chains on request.
 
-    try:
-        payload = pickle.dumps(jobs, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
+    A plain subprocess, not :mod:`multiprocessing`: it never re-runs the user's ``__main__``
+    (a script without a main guard stays correct) and is safe whatever threads this process
+    runs.  It is kept for the next fit (a job run fits two models), so its start-up, ~0.7 s
+    of imports, is paid once per process, and :func:`start_workers` lets a caller pay it
+    while it does other work.  Jobs and results travel as length-prefixed pickles over its
+    stdin and stdout (its own prints go to stderr, which is discarded).
+    """
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+        import threading
+
+        self.lock = threading.Lock()  # one job at a time (sample() may run in threads)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "clvbayes.nuts"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def run(self, payload: bytes):
+        """Send pickled jobs and wait for their results; None if the child could not run them."""
+        import pickle
+
+        try:
+            with self.lock:
+                self.proc.stdin.write(len(payload).to_bytes(8, "little") + payload)
+                self.proc.stdin.flush()
+                reply = _read_message(self.proc.stdout)
+        except (OSError, ValueError):
+            reply = None
+        if reply is None:
+            self.close()
+            return None
+        status, results = pickle.loads(reply)
+        return results if status == "ok" else None
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=5)
+        except Exception:
+            self.proc.kill()
+
+
+_WORKERS: list[_Worker] = []
+
+
+def start_workers(n: int) -> None:
+    """Have ``n`` child processes ready for :func:`sample` (started now, in the background)."""
+    _WORKERS[:] = [w for w in _WORKERS if w.alive()]
+    while len(_WORKERS) < n:
+        if not _WORKERS:
+            import atexit
+
+            atexit.register(stop_workers)
+        _WORKERS.append(_Worker())
+
+
+def stop_workers() -> None:
+    """End the child processes of :func:`start_workers` (also done at exit)."""
+    while _WORKERS:
+        _WORKERS.pop().close()
+
+
+def _read_message(stream) -> bytes | None:
+    header = stream.read(8)
+    if len(header) < 8:
         return None
-    folder = tempfile.mkdtemp(prefix="clvbayes-nuts-")
-    job_path, out_path = f"{folder}/jobs.pkl", f"{folder}/results.pkl"
-    with open(job_path, "wb") as fh:
-        fh.write(payload)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clvbayes.nuts", job_path, out_path],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    return proc, folder, out_path
+    n = int.from_bytes(header, "little")
+    body = stream.read(n)
+    return body if len(body) == n else None
 
 
-def _child_results(child, jobs: list[tuple]) -> list:
-    """The results of a child started by :func:`_start_child`; where it could not run the
-    jobs (e.g. a model class it cannot import), they run here instead, so a failure that is
-    the data's own surfaces with its message in this process."""
+def _run_elsewhere(groups: list[list[tuple]]) -> list:
+    """Run each group of jobs in its own worker, concurrently with the caller; returns one
+    thread-like handle per group whose ``result()`` is the list of results (run here where a
+    worker could not: unpicklable jobs, a class it cannot import, a crash)."""
     import pickle
-    import shutil
+    import threading
 
-    if child is None:
-        return [_run_chain(*job) for job in jobs]
-    proc, folder, out_path = child
-    try:
-        _, _err = proc.communicate()
-        if proc.returncode == 0:
-            with open(out_path, "rb") as fh:
-                return pickle.load(fh)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    return [_run_chain(*job) for job in jobs]
+    start_workers(len(groups))
+    handles = []
+    for worker, jobs in zip(_WORKERS, groups, strict=False):
+        box: dict = {}
+        try:
+            payload = pickle.dumps(jobs, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            payload = None
+
+        def work(worker=worker, payload=payload, box=box):
+            box["results"] = worker.run(payload) if payload is not None else None
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        handles.append((thread, box, jobs))
+    return handles
 
 
-def _child_main(job_path: str, out_path: str) -> None:
+def _collect(handle) -> list:
+    thread, box, jobs = handle
+    thread.join()
+    results = box.get("results")
+    return results if results is not None else [_run_chain(*job) for job in jobs]
+
+
+def _serve() -> None:
+    """The worker's loop: read jobs from stdin, write results to stdout, until stdin closes."""
+    import os
     import pickle
+    import sys
 
-    with open(job_path, "rb") as fh:
-        jobs = pickle.load(fh)
-    results = [_run_chain(*job) for job in jobs]
-    with open(out_path, "wb") as fh:
-        pickle.dump(results, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything printed goes to stderr, never into the replies
+    inp = sys.stdin.buffer
+    try:  # the imports a clvbayes job needs, before the first one arrives
+        import clvbayes.inference
+        import clvbayes.models  # noqa: F401
+    except Exception:
+        pass
+    while True:
+        message = _read_message(inp)
+        if message is None:
+            return
+        try:
+            reply = ("ok", [_run_chain(*job) for job in pickle.loads(message)])
+        except BaseException as exc:  # reported to the caller, which runs the jobs itself
+            reply = ("error", repr(exc))
+        data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        out.write(len(data).to_bytes(8, "little") + data)
+        out.flush()
 
 
 def sample(
@@ -419,8 +502,9 @@ def sample(
     max_treedepth : int
         At most ``2**max_treedepth - 1`` leapfrog steps per draw.
     cores : int
-        Processes to run the chains in: this one and ``cores - 1`` child processes
-        (``python -m clvbayes.nuts``, each ~0.5 s to start), the chains dealt out in turn.
+        Processes to run the chains in: this one and ``cores - 1`` worker processes
+        (``python -m clvbayes.nuts``, ~0.7 s to start, then kept for later fits; see
+        :func:`start_workers`), the chains dealt out in turn.
         ``f`` must be picklable for that; where it is not, or a child fails, its chains run
         here.  Each chain has its own seed from ``seed``, so the draws do not depend on
         ``cores``.
@@ -446,12 +530,16 @@ def sample(
     groups = [list(range(chains))[k::max(1, min(int(cores), chains))]
               for k in range(max(1, min(int(cores), chains)))]  # fmt: skip
     results: list = [None] * chains
-    children = [_start_child([jobs[c] for c in group]) for group in groups[1:]]
-    for c in groups[0]:  # this process runs the first share itself
-        results[c] = _run_chain(*jobs[c])
-    for group, child in zip(groups[1:], children, strict=True):
-        for c, result in zip(group, _child_results(child, [jobs[c] for c in group]), strict=True):
-            results[c] = result
+    handles = _run_elsewhere([[jobs[c] for c in g] for g in groups[1:]]) if groups[1:] else []
+    try:
+        for c in groups[0]:  # this process runs the first share itself
+            results[c] = _run_chain(*jobs[c])
+        for group, handle in zip(groups[1:], handles, strict=True):
+            for c, result in zip(group, _collect(handle), strict=True):
+                results[c] = result
+    except BaseException:  # e.g. KeyboardInterrupt: do not leave children sampling
+        stop_workers()
+        raise
     seconds = time.perf_counter() - t0
     return NutsResult(
         theta=np.stack([r[0] for r in results]),
@@ -464,7 +552,5 @@ def sample(
     )
 
 
-if __name__ == "__main__":  # the child process of sample(cores > 1)
-    import sys
-
-    _child_main(sys.argv[1], sys.argv[2])
+if __name__ == "__main__":  # a worker process of sample(cores > 1)
+    _serve()

@@ -32,6 +32,7 @@ bug.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -586,6 +587,10 @@ def _fit_options(args: Options) -> dict[str, Any]:
 def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any]) -> RunResult:
     """The slow steps of :func:`run_report`, once the options, input and output are checked."""
     grid = run_grid(args)
+    if args.method == "nuts":  # NUTS' worker processes start while the data are read
+        from clvbayes import nuts
+
+        nuts.start_workers(min(args.chains, os.cpu_count() or 1) - 1)
     with progress.step("reading transactions"):
         tx, source = _read_input(args)
     if grid.discrete:  # the value options need amounts (the file's header was checked)
