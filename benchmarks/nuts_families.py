@@ -1,8 +1,8 @@
 """Benchmark: NUTS on every registered purchase model, on the CDNOW sample (39-week calibration).
 
 For each model of :func:`clvbayes.models.protocols.purchase_models` (BG/NBD, MBG/NBD,
-Pareto/NBD), in a fresh process, ``model.fit(rfm, method="nuts")`` with the model's default
-NUTS back-end and settings (4 chains x 1000 draws after 1000 tuning steps, seed 1): wall time
+Pareto/NBD) and Gamma-Gamma, in a fresh process, ``model.fit(rfm, method="nuts")`` with each
+NUTS back-end of ``--samplers`` (default: the default back-end, clvbayes' own) and settings (4 chains x 1000 draws after 1000 tuning steps, seed 1): wall time
 of the fit (compilation included), divergences, max r_hat, smallest bulk and tail ESS over the
 parameters, and ESS per second of fit.  Each model is fitted ``--repeats`` times (fresh
 processes; the first includes compiling into an empty or warm cache, as it finds it).
@@ -11,6 +11,7 @@ Usage::
 
     python benchmarks/nuts_families.py               # writes benchmarks/results/nuts_families.md
     python benchmarks/nuts_families.py --smoke       # 2 x 100 draws, to a temporary folder
+    python benchmarks/nuts_families.py --samplers clvbayes,pymc   # both back-ends, side by side
 """
 
 from __future__ import annotations
@@ -29,26 +30,29 @@ _CHILD = textwrap.dedent(
     t0 = time.perf_counter()
     from clvbayes.data import calibration_holdout_split
     from clvbayes.datasets import CALIBRATION_END, OBSERVATION_END, load_cdnow_transactions
+    from clvbayes.models import GammaGammaModel
     from clvbayes.models.protocols import purchase_models
     key, draws, tune, chains = sys.argv[1], *map(int, sys.argv[2:5])
+    sampler = None if sys.argv[5] == "default" else sys.argv[5]
     rfm = calibration_holdout_split(
         load_cdnow_transactions(), calibration_end=CALIBRATION_END,
         observation_end=OBSERVATION_END, time_unit="weeks", duplicate_rows="keep",
+        monetary_value_col="amount",
     )
-    cls = purchase_models()[key]
+    cls = GammaGammaModel if key == "gg" else purchase_models()[key]
     t_import = time.perf_counter() - t0
     t1 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = cls().fit(rfm, method="nuts", draws=draws, tune=tune, chains=chains, seed=1,
-                          progressbar=False)
+                          progressbar=False, nuts_sampler=sampler)
     fit_s = time.perf_counter() - t1
     info = model.fit_info_
     print(json.dumps({
         "model": cls.__name__, "key": key, "fit_s": fit_s, "import_and_data_s": t_import,
         "sampler": info.get("nuts_sampler"), "divergences": info.get("divergences"),
         "max_r_hat": info.get("max_r_hat"), "min_ess_bulk": info.get("min_ess_bulk"),
-        "min_ess_tail": info.get("min_ess_tail"),
+        "min_ess_tail": info.get("min_ess_tail"), "n_gradients": info.get("n_gradients"),
         "warnings": sorted({type(w.message).__name__ for w in caught}),
     }))
     """
@@ -60,16 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--samplers", default="default",
+                        help="comma-separated NUTS back-ends (clvbayes, pymc, nutpie, numpyro)")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated keys (bgnbd, mbgnbd, pnbd, gg); default all")
     args = parser.parse_args(argv)
     from clvbayes.models.protocols import purchase_models
 
     draws, tune, chains = (100, 100, 2) if args.smoke else (1000, 1000, 4)
     repeats = 1 if args.smoke else args.repeats
     rows = []
-    for key in purchase_models():
+    keys = args.models.split(",") if args.models else [*purchase_models(), "gg"]
+    jobs = [(k, s) for k in keys for s in args.samplers.split(",")]
+    for key, sampler in jobs:
         for rep in range(repeats):
             out = subprocess.run(
-                [sys.executable, "-c", _CHILD, key, str(draws), str(tune), str(chains)],
+                [sys.executable, "-c", _CHILD, key, str(draws), str(tune), str(chains), sampler],
                 capture_output=True, text=True, cwd=ROOT, check=False,
             )  # fmt: skip
             if out.returncode != 0:
@@ -82,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
     cols = ["model", "run", "sampler", "fit_s", "divergences", "max_r_hat", "min_ess_bulk",
-            "min_ess_tail", "ess_bulk_per_s", "load_1min"]  # fmt: skip
+            "min_ess_tail", "ess_bulk_per_s", "n_gradients", "load_1min"]  # fmt: skip
     text = (
         "# NUTS on every purchase model (CDNOW sample, 39-week calibration, 2,357 customers)\n\n"
         f"{chains} chains x {draws} draws after {tune} tuning steps, seed 1, each fit in a fresh "
         "process; `fit_s` is the wall time of `model.fit` (compilation included). Command: "
-        "`python benchmarks/nuts_families.py`.\n\n"
+        f"`python benchmarks/nuts_families.py --samplers {args.samplers}`.\n\n"
         + markdown_table([{c: r.get(c) for c in cols} for r in rows])
         + "\n\n" + info_block(machine_info(["pymc", "pytensor", "arviz", "numpy", "nutpie"]))
     )  # fmt: skip
