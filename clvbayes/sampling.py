@@ -42,9 +42,11 @@ def default_nuts_sampler() -> str:
     compressed histories directly (no PyMC import, no PyTensor compilation, chains in this
     process and ``cores - 1`` children), starting from the Laplace approximation's
     covariance as a dense metric.  Measured on the PyMC 6.4 stack, 2-core machine, CDNOW
-    sample, 4 chains x 1,000 draws after 1,000 tuning steps (``benchmarks/peer.py``):
-    BG/NBD 3 s and Gamma-Gamma 2 s, against 20-30 s each with PyMC's NUTS on the same
-    likelihood (``nuts_sampler="pymc"``), with the same posterior
+    sample, 4 chains x 1,000 draws after 1,000 tuning steps, idle machine: BG/NBD 3.8 s and
+    Gamma-Gamma 2.0 s in a fresh process, 3.5 s and 1.3 s inside ``clvbayes run`` (workers
+    started early), against 20-30 s each with PyMC's NUTS on the same likelihood
+    (``nuts_sampler="pymc"``; ``python benchmarks/nuts_families.py --samplers
+    clvbayes,pymc``), with the same posterior
     (``tests/test_nuts.py::test_cdnow_posterior_matches_pymc``).
 
     The other back-ends stay available: ``"pymc"`` (PyMC's NUTS on the same NumPy
