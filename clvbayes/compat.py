@@ -158,8 +158,37 @@ def psis_log_weights(log_ratios: np.ndarray, reff: float) -> tuple[np.ndarray, n
         observation, ``S`` draws.
     reff : float
         Relative efficiency of the draws (mean ESS / S).
+
+    Returns
+    -------
+    log_w : ndarray, shape (n, S)
+    k : ndarray, shape (n,)
+        ``inf`` for a row whose largest ratios are all equal (repeated draws, e.g. a chain
+        that stood still): no Pareto tail can be fitted, so its weights are the raw
+        normalised ratios and the infinite k marks the estimate as unreliable.
     """
     log_ratios = np.asarray(log_ratios, dtype=float)
+    try:
+        return _psis(log_ratios, reff)
+    except ValueError:  # ArviZ 1.x refuses a constant tail ("All tail values are the same")
+        pass
+    log_w = log_ratios - _logsumexp_rows(log_ratios)[:, None]
+    k = np.full(log_ratios.shape[0], np.inf)
+    for i, row in enumerate(log_ratios):
+        try:
+            w_i, k_i = _psis(row[None, :], reff)
+        except ValueError:
+            continue
+        log_w[i], k[i] = w_i[0], k_i.reshape(-1)[0]
+    return log_w, k
+
+
+def _logsumexp_rows(x: np.ndarray) -> np.ndarray:
+    m = np.max(x, axis=1)
+    return m + np.log(np.sum(np.exp(x - m[:, None]), axis=1))
+
+
+def _psis(log_ratios: np.ndarray, reff: float) -> tuple[np.ndarray, np.ndarray]:
     if ARVIZ_MAJOR >= 1:
         import arviz_stats  # noqa: F401  (registers the .azstats accessor)
         import xarray as xr

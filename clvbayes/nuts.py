@@ -41,7 +41,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["MAX_ENERGY_ERROR", "NutsResult", "sample", "start_workers", "stop_workers", "tuning_schedule"]
+__all__ = [
+    "MAX_ENERGY_ERROR",
+    "NutsResult",
+    "sample",
+    "start_workers",
+    "stop_workers",
+    "tuning_schedule",
+]
 
 MAX_ENERGY_ERROR = 1000.0
 """A leapfrog step whose Hamiltonian rises by more than this ends a transition as divergent."""
@@ -84,19 +91,26 @@ class NutsResult:
     tuning_stats: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+#: Fewest tuning iterations after the last metric update (step size only), and fewest
+#: iterations a metric window may hold (see :func:`tuning_schedule`).
+MIN_TERMINAL, MIN_WINDOW = 20, 20
+
+
 def tuning_schedule(tune: int) -> list[int]:
     """Iterations (0-based, within tuning) after which the dense metric is re-estimated.
 
     Stan's windows: an initial buffer of 75 iterations (step size only), windows of 25, 50,
     100, ... (the last one stretched to the terminal buffer) and a terminal buffer of 50; for
-    ``tune < 150`` the buffers are 15 % and 10 % of ``tune`` and one window fills the rest.
-    Returns the last iteration of each window; empty when ``tune < 20`` (step size only).
+    ``tune < 150`` the initial buffer is 15 % of ``tune``, the terminal buffer 10 % but at
+    least :data:`MIN_TERMINAL` iterations (the step size is tuned afresh for the new metric
+    there, and a few iterations of dual averaging leave it far too large: every trajectory
+    diverges and the chain stands still), and one window fills the rest if it holds at
+    least :data:`MIN_WINDOW` iterations.  Returns the last iteration of each window; empty
+    for step-size-only tuning (``tune < 46``).
     """
-    if tune < 20:
-        return []
     if tune < 150:
-        start, end = int(0.15 * tune), tune - int(0.1 * tune)
-        return [end - 1]
+        start, end = int(0.15 * tune), tune - max(int(0.1 * tune), MIN_TERMINAL)
+        return [end - 1] if end - start >= MIN_WINDOW else []
     start, end, width = 75, tune - 50, 25
     ends = []
     while start < end:
@@ -271,7 +285,7 @@ class _DualAveraging:
     def __init__(self, eps: float, target: float) -> None:
         self.target, self.mu = target, math.log(10.0 * eps)
         self.count, self.s_bar, self.x_bar = 0, 0.0, 0.0
-        self.eps = eps
+        self.eps = self.eps0 = eps
 
     def update(self, accept: float) -> float:
         self.count += 1
@@ -285,7 +299,13 @@ class _DualAveraging:
 
     @property
     def final(self) -> float:
-        return math.exp(self.x_bar) if self.count else self.eps
+        """The tuned step size: the averaged iterate; after fewer than 20 updates (whose
+        iterates explore step sizes up to 10x the starting one) no larger than the start."""
+        if not self.count:
+            return self.eps
+        if self.count < MIN_TERMINAL:
+            return min(math.exp(self.x_bar), self.eps0)
+        return math.exp(self.x_bar)
 
 
 def _run_chain(f: LogDensity, start: np.ndarray, inv_mass: np.ndarray, draws: int, tune: int,

@@ -102,6 +102,23 @@ def test_diagnostics_and_psis_against_definitions():
     assert np.all(k < 0.5)
 
 
+def test_psis_marks_a_row_of_repeated_draws_unreliable_instead_of_failing():
+    """Draws from a chain that stood still repeat one value: no Pareto tail can be fitted
+    (ArviZ 1.x raises); that row gets k = inf and the raw normalised ratios, the others
+    their usual smoothed weights."""
+    rng = np.random.default_rng(6)
+    ratios = rng.normal(scale=0.3, size=(3, 400))
+    ratios[1, :] = -2.0
+    ratios[1, :40] = rng.normal(size=40) - 5.0  # the largest 360 ratios are equal
+    log_w, k = compat.psis_log_weights(ratios, reff=1.0)
+    assert np.isinf(k[1]) and np.all(k[[0, 2]] < 0.5)
+    np.testing.assert_allclose(np.exp(log_w).sum(axis=1), 1.0, rtol=1e-10)
+    expected = ratios[1] - np.log(np.exp(ratios[1]).sum())
+    np.testing.assert_allclose(log_w[1], expected, rtol=1e-12)
+    alone, _ = compat.psis_log_weights(ratios[[0]], reff=1.0)
+    np.testing.assert_allclose(log_w[0], alone[0], rtol=1e-12)
+
+
 def test_netcdf_layout_is_readable_by_the_installed_arviz(bgnbd_mle, tmp_path):
     import arviz as az
 

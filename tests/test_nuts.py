@@ -143,8 +143,25 @@ def test_a_density_that_cannot_be_pickled_runs_its_chains_here():
 def test_tuning_windows_are_stans():
     assert nuts.tuning_schedule(1000) == [99, 149, 249, 449, 949]
     assert nuts.tuning_schedule(500) == [99, 149, 249, 449]
-    assert nuts.tuning_schedule(100) == [89]
+    # short tuning: 15 % initial buffer, a terminal buffer of at least 20 iterations
+    assert nuts.tuning_schedule(100) == [79]
+    assert nuts.tuning_schedule(50) == [29]
+    # too short for a window of 20: step size only
+    assert nuts.tuning_schedule(40) == []
     assert nuts.tuning_schedule(10) == []
+
+
+@pytest.mark.parametrize("tune", [5, 25, 40, 60])
+def test_short_tuning_never_leaves_a_chain_standing_still(tune):
+    """A smoke run's 25 tuning steps once ended two steps after a metric update, with a step
+    size from two rounds of dual averaging (up to 14x too large): every trajectory diverged,
+    every draw was the start, and PSIS-LOO failed on the identical draws."""
+    mu, cov = _target()
+    result = nuts.sample(GaussianDensity(mu, cov), np.tile(mu, (20, 1)), 1.5 * cov, draws=25,
+                         tune=tune, seed=4, cores=1)  # fmt: skip
+    distinct = np.array([len(np.unique(chain[:, 0])) for chain in result.theta])
+    assert distinct.min() >= 15, distinct
+    assert result.stats["diverging"].mean() < 0.05
 
 
 @pytest.mark.parametrize(
