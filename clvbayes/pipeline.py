@@ -587,6 +587,11 @@ def _fit_options(args: Options) -> dict[str, Any]:
 def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any]) -> RunResult:
     """The slow steps of :func:`run_report`, once the options, input and output are checked."""
     grid = run_grid(args)
+    from clvbayes import kernel_cache
+
+    notice = kernel_cache.first_run_notice()
+    if notice:
+        progress.say(f"clvbayes: {notice}")
     if args.method == "nuts":  # NUTS' worker processes start while the data are read
         from clvbayes import nuts
 
