@@ -144,13 +144,14 @@ class LogDensity:
                 value = self._loglik(p)
                 grad = _central_gradient(lambda t: self._loglik(np.exp(t)), theta)
             if self.use_priors:
-                params = dict(zip(self.names, p, strict=True))
-                value += self.model._log_prior(params)
-                prior_grad = self.model._log_prior_grad(params) if np.isfinite(value) else None
-                if prior_grad is None:
+                params = dict(zip(self.names, p.tolist(), strict=True))
+                both = self.model._log_prior_and_grad(params)
+                if both is None:  # a joint (e.g. hierarchical) prior: differenced
+                    value += self.model._log_prior(params)
                     grad = grad + _central_gradient(self._log_prior, theta, h=1e-6)
                 else:
-                    grad = grad + prior_grad * p  # chain rule: d/dtheta = p d/dp
+                    value += both[0]
+                    grad = grad + both[1] * p  # chain rule: d/dtheta = p d/dp
             if self.jacobian:
                 value += float(theta.sum())
                 grad = grad + 1.0

@@ -491,14 +491,18 @@ def _sum_histories(rng, n=3000):
 
 
 @pytest.fixture(
-    params=[(8192, 2048, {"mixed"}), (64, 100, {"mixed", "one x"}), (7, 1, {"one x"})],
-    ids=["default", "small", "tiny"],
-)
+    params=[(8192, 2048, {"mixed"}, True), (8192, 2048, {"mixed"}, False),
+            (64, 100, {"mixed", "one x"}, False), (7, 1, {"one x"}, False)],
+    ids=["loop", "default", "small", "tiny"],
+)  # fmt: skip
 def sum_chunking(request, monkeypatch):
-    """Chunk size, single-frequency threshold and the chunk kinds they give on the test data."""
-    chunk, block_min, kinds = request.param
+    """Chunk size, single-frequency threshold and the chunk kinds they give on the test data;
+    the test data (~2,000 histories with x > 0) take the compiled loop unless it is turned
+    off, so that the NumPy passes of large data are checked on the same histories."""
+    chunk, block_min, kinds, loop = request.param
     monkeypatch.setattr(bgnbd, "_SUM_CHUNK", chunk)
     monkeypatch.setattr(bgnbd, "_SUM_BLOCK_MIN", block_min)
+    monkeypatch.setattr(bgnbd, "_SUM_LOOP_MAX", bgnbd._SUM_LOOP_MAX if loop else 0)
     return kinds
 
 

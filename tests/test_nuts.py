@@ -201,6 +201,10 @@ def test_prior_gradient_matches_differences_of_its_density(dist):
         h = 1e-6 * x
         numeric = (prior.logpdf(x + h) - prior.logpdf(x - h)) / (2 * h)
         assert prior.logpdf_grad(x) == pytest.approx(float(numeric), rel=1e-6, abs=1e-8)
+        # the plain-float density of the hot path is the NumPy one (checked against SciPy)
+        assert prior.logpdf_scalar(x) == pytest.approx(float(prior.logpdf(x)), rel=1e-13)
+    assert prior.logpdf_scalar(-1.0) == -np.inf
+    np.testing.assert_equal(prior.logpdf_scalar(0.0), float(prior.logpdf(0.0)))  # x = 0 too
 
 
 def test_default_fit_uses_own_nuts_and_records_what_it_did(cdnow):

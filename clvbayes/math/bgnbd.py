@@ -259,6 +259,11 @@ def p_alive(r, alpha, a, b, frequency, recency, T) -> np.ndarray | float:
 _SUM_CHUNK = 8192
 _SUM_BLOCK_MIN = 2048  # a frequency shared by this many histories gets chunks of its own
 _SOFTPLUS_CAP = 36.0  # log(1 + exp(d)) rounds to d in float64 for d >= 36
+#: Up to this many histories with x > 0 the softplus sum is one compiled loop: NumPy's
+#: ~20 passes cost ~2 us each in call overhead whatever the length (about 120 us of the
+#: 170 us of a CDNOW gradient), while the loop's scalar transcendental functions cost
+#: ~15 ns per history against NumPy's vectorised ~10 ns: beyond this the passes win.
+_SUM_LOOP_MAX = 16384
 
 
 @dataclass(frozen=True, eq=False)
@@ -445,6 +450,16 @@ def _loglik_sum_and_grad(r, alpha, a, b, data: LoglikSumData) -> tuple[float, np
     x_pos = data.pos_x_values
     c = np.log(a) - np.log(b + (x_pos - 1.0))
     inv_b = 1.0 / (b + (x_pos - 1.0))
+    if data.x.size <= _SUM_LOOP_MAX:
+        sp, sum_s_D, sum_s_rxQ, s_by_x = _softplus_sums_loop(
+            r, alpha, data.T, data.recency, data.x, data.weights, data.pos_x_index, c
+        )
+        total += sp
+        sum_s = s_by_x.sum()
+        grad = np.array(
+            [g_r + sum_s_D, g_alpha + sum_s_rxQ, g_a + sum_s / a, g_b - s_by_x @ inv_b]
+        )
+        return float(total), grad
     sum_s = sum_s_b = sum_s_D = sum_s_rxQ = 0.0
     work = np.empty((5, data.chunk_size))
     cap = np.full(data.chunk_size, _SOFTPLUS_CAP)
@@ -489,6 +504,30 @@ def _loglik_sum_and_grad(r, alpha, a, b, data: LoglikSumData) -> tuple[float, np
             sum_s_rxQ += rx @ A
     grad = np.array([g_r + sum_s_D, g_alpha + sum_s_rxQ, g_a + sum_s / a, g_b - sum_s_b])
     return float(total), grad
+
+
+@numba.njit(nogil=True, cache=True)
+def _softplus_sums_loop(r, alpha, T, recency, x, w, x_index, c):  # pragma: no cover - compiled
+    """The softplus part of :func:`_loglik_sum_and_grad` as one loop over the histories:
+    ``(sum w softplus(d), sum s D, sum s (r + x) Q, s summed per frequency)``, the same
+    terms and the same capped softplus as the NumPy passes."""
+    total = sum_s_D = sum_s_rxQ = 0.0
+    s_by_x = np.zeros(c.size)
+    for i in range(x.size):
+        A = T[i] + alpha
+        B = recency[i] + alpha
+        D = np.log(A / B)
+        Q = (B - A) / (A * B)
+        rx = r + x[i]
+        d = D * rx + c[x_index[i]]
+        y = np.exp(min(d, _SOFTPLUS_CAP))
+        e = 1.0 + y
+        total += w[i] * max(np.log(e), d)
+        s = w[i] * (y / e)
+        sum_s_D += s * D
+        sum_s_rxQ += rx * s * Q
+        s_by_x[x_index[i]] += s
+    return total, sum_s_D, sum_s_rxQ, s_by_x
 
 
 def _np_betaln(a, b):

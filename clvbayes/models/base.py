@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 import warnings
@@ -172,12 +173,18 @@ class CLVModel:
         a hierarchical model overrides it with the joint density."""
         return float(sum(float(self.priors[k].logpdf(params[k])) for k in self.param_names))
 
-    def _log_prior_grad(self, params: dict[str, float]) -> np.ndarray | None:
-        """Gradient of :meth:`_log_prior` in the parameters (order ``param_names``), or None
-        where a model overrides the prior's density (its gradient is then differenced)."""
+    def _log_prior_and_grad(self, params: dict[str, float]) -> tuple[float, np.ndarray] | None:
+        """:meth:`_log_prior` and its gradient in plain floats (the NUTS hot path), or None
+        where a model overrides the prior's density."""
         if type(self)._log_prior is not CLVModel._log_prior:
             return None
-        return np.array([self.priors[k].logpdf_grad(params[k]) for k in self.param_names])
+        priors = self.priors
+        value = 0.0
+        grad = np.empty(len(self.param_names))
+        for i, k in enumerate(self.param_names):
+            value += priors[k].logpdf_scalar(params[k])
+            grad[i] = priors[k].logpdf_grad(params[k]) if math.isfinite(value) else 0.0
+        return value, grad
 
     def _pymc_params(self) -> dict[str, Any]:
         """The parameters as PyMC random variables, in the current model context (priors)."""

@@ -89,6 +89,51 @@ _LOGPDF_GRAD = {
 }
 
 
+def _half(x: float, logp) -> float:
+    return logp() if x >= 0.0 else -math.inf
+
+
+_LOG_PI = math.log(math.pi)
+
+# name -> the log density at a plain float (``math``, no arrays: NUTS calls it at every
+# leapfrog step, where NumPy's per-call overhead cost as much as the likelihood of 1,000
+# histories); a test holds each to the NumPy form above
+_LOGPDF_SCALAR = {
+    "HalfFlat": lambda x: 0.0 if x >= 0.0 else -math.inf,
+    "HalfNormal": lambda x, sigma: _half(
+        x, lambda: _LOG_2 - 0.5 * _LOG_2PI - math.log(sigma) - 0.5 * (x / sigma) ** 2
+    ),
+    "HalfCauchy": lambda x, beta: _half(
+        x, lambda: _LOG_2 - _LOG_PI - math.log(beta) - math.log1p((x / beta) ** 2)
+    ),
+    "HalfStudentT": lambda x, nu, sigma: _half(
+        x,
+        lambda: _LOG_2
+        + math.lgamma((nu + 1) / 2)
+        - math.lgamma(nu / 2)
+        - 0.5 * math.log(nu * math.pi)
+        - math.log(sigma)
+        - (nu + 1) / 2 * math.log1p((x / sigma) ** 2 / nu),
+    ),
+    "Exponential": lambda x, lam: _half(x, lambda: math.log(lam) - lam * x),
+    "Gamma": lambda x, alpha, beta: _half(
+        x,
+        lambda: alpha * math.log(beta) - math.lgamma(alpha) + (alpha - 1) * math.log(x) - beta * x,
+    ),
+    "LogNormal": lambda x, mu, sigma: _half(
+        x,
+        lambda: -math.log(x)
+        - math.log(sigma)
+        - 0.5 * _LOG_2PI
+        - (math.log(x) - mu) ** 2 / (2 * sigma**2),
+    ),
+    "Weibull": lambda x, alpha, beta: _half(
+        x,
+        lambda: math.log(alpha / beta) + (alpha - 1) * math.log(x / beta) - (x / beta) ** alpha,
+    ),
+}
+
+
 @dataclass(frozen=True)
 class Prior:
     """A prior on a positive model parameter.
@@ -136,6 +181,13 @@ class Prior:
         """Log density at ``x`` (NumPy/SciPy; used by MAP fitting)."""
         x = np.asarray(x, dtype=float)
         return _SCIPY_LOGPDF[self.dist][1](x, **self.params)
+
+    def logpdf_scalar(self, x: float) -> float:
+        """:meth:`logpdf` at one point, with plain floats (the NUTS hot path)."""
+        try:
+            return float(_LOGPDF_SCALAR[self.dist](float(x), **self.params))
+        except (ValueError, OverflowError, ZeroDivisionError):  # x = 0: the NumPy limits
+            return float(self.logpdf(x))
 
     def logpdf_grad(self, x: float) -> float:
         """Derivative of the log density at a point ``x > 0`` (per unit of the parameter)."""
