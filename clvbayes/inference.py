@@ -25,6 +25,7 @@ PyMC model first (seconds) and adds a dependency.  The approximation is the same
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -126,6 +127,27 @@ class LogDensity:
             state["model"] = model
         return state
 
+    def _exact_call(self, theta: np.ndarray, p: np.ndarray) -> tuple[float, np.ndarray] | None:
+        """Exact likelihood gradient and independent priors (or none); None otherwise."""
+        values = p.tolist()
+        prior = None
+        if self.use_priors:
+            prior = self.model._log_prior_and_grad(dict(zip(self.names, values, strict=True)))
+            if prior is None:  # a joint prior: the general path differences it
+                return None
+        value, grad_p = self.exact(*values)
+        value = float(value)
+        if prior is not None:
+            value += prior[0]
+            grad_p = grad_p + prior[1]
+        grad = grad_p * p  # chain rule: d/dtheta = p d/dp
+        if self.jacobian:
+            value += math.fsum(theta.tolist())
+            grad += 1.0
+        if not (math.isfinite(value) and np.isfinite(grad).all()):
+            return -np.inf, np.zeros_like(theta)
+        return value, grad
+
     def _loglik(self, p: np.ndarray) -> float:
         params = dict(zip(self.names, p, strict=True))
         return float(np.sum(self.weights * self.model._loglik(params, self.data)))
@@ -136,6 +158,10 @@ class LogDensity:
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         theta = np.asarray(theta, dtype=float)
         p = np.exp(theta)
+        if self.exact is not None:  # the hot path of NUTS: as few NumPy calls as possible
+            fast = self._exact_call(theta, p)
+            if fast is not None:
+                return fast
         with np.errstate(all="ignore"):
             if self.exact is not None:
                 value, grad_p = self.exact(*p)

@@ -19,7 +19,9 @@ import importlib
 
 #: Modules holding the cached kernels the main job uses.
 KERNEL_MODULES = (
+    "clvbayes.math._special",
     "clvbayes.math.bgnbd",
+    "clvbayes.math.gamma_gamma",
     "clvbayes.math.pnbd",
     "clvbayes.predict.clv",
     "clvbayes.predict.summary",

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from scipy import integrate, optimize, special, stats
 
-from clvbayes.math import bgnbd
+from clvbayes.math import _special, bgnbd
 from clvbayes.math.discount import discounted_increments, schedule
 
 MLE = (0.2426, 4.4136, 0.7929, 2.4259)
@@ -534,6 +534,17 @@ def test_loglik_sum_and_grad_match_symbolic_gradient(
     ref_total, ref_grad = symbolic_sum_and_grad(params, x, t_x, T, w)
     assert total == pytest.approx(ref_total, rel=1e-10)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-7)
+
+
+def test_compiled_digamma_matches_scipy():
+    """The digamma of the compiled small-data kernel (recurrence + asymptotic series)."""
+    from scipy import special
+
+    x = np.r_[np.logspace(-6, 6, 400), 9.999999, 10.0, 10.000001, 1.0, 2.0, 0.5]
+    got = np.array([_special.digamma_scalar(v) for v in x])
+    np.testing.assert_allclose(got, special.digamma(x), rtol=2e-14, atol=2e-14)
+    assert _special.digamma_scalar(np.inf) == np.inf
+    assert np.isnan(_special.digamma_scalar(np.nan)) and np.isnan(_special.digamma_scalar(-np.inf))
 
 
 def test_loglik_sum_gradient_matches_finite_differences(cdnow_summary):

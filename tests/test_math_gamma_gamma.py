@@ -367,12 +367,14 @@ def symbolic_sum_and_grad():
     return lambda params, x, m, w: fn(np.asarray(params, float), x, m, np.asarray(w, float))
 
 
-@pytest.mark.parametrize("chunk", [8192, 100, 7])
+@pytest.mark.parametrize("chunk", [None, 8192, 100, 7])  # None: the compiled small-data loop
 @pytest.mark.parametrize("params", SUM_POINTS)
 def test_loglik_sum_and_grad_match_symbolic_gradient(
     params, chunk, symbolic_sum_and_grad, rng, monkeypatch
 ):
-    monkeypatch.setattr(gg, "_SUM_CHUNK", chunk)
+    if chunk is not None:  # the NumPy passes of large data, on the same histories
+        monkeypatch.setattr(gg, "_SUM_CHUNK", chunk)
+        monkeypatch.setattr(gg, "_SUM_LOOP_MAX", 0)
     x, m, w = _spend_histories(rng)
     data = gg.prepare_loglik_sum(x, m, w)
     total, grad = gg.loglik_sum_and_grad(*params, data)

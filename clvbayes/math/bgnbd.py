@@ -89,6 +89,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -104,6 +105,7 @@ from clvbayes.math._checks import check_horizon as _check_horizon
 from clvbayes.math._checks import check_parameters
 from clvbayes.math._checks import scalar_if_0d as _scalar_if_0d
 from clvbayes.math._special import betaln_accurate as _betaln
+from clvbayes.math._special import digamma_scalar as _digamma
 from clvbayes.math._xp import NUMPY, betaln
 
 __all__ = [
@@ -432,6 +434,13 @@ def loglik_sum_and_grad(r, alpha, a, b, data: LoglikSumData) -> tuple[float, np.
 
 def _loglik_sum_and_grad(r, alpha, a, b, data: LoglikSumData) -> tuple[float, np.ndarray]:
     W = data.n_customers
+    if data.x.size <= _SUM_LOOP_MAX:  # small data: one compiled call, no NumPy passes
+        out = _loglik_sum_and_grad_loop(
+            r, alpha, a, b, W, data.x_values, data.x_weights, data.T_values, data.T_weights,
+            data.T_x_weights, data.T, data.recency, data.x, data.weights, data.pos_x_values,
+            data.pos_x_index,
+        )  # fmt: skip
+        return float(out[0]), out[1:]
     # terms of x alone: once per distinct frequency
     xv, wx = data.x_values, data.x_weights
     F = special.gammaln(r + xv) - special.gammaln(r) + _np_betaln(a, b + xv) - _np_betaln(a, b)
@@ -450,16 +459,6 @@ def _loglik_sum_and_grad(r, alpha, a, b, data: LoglikSumData) -> tuple[float, np
     x_pos = data.pos_x_values
     c = np.log(a) - np.log(b + (x_pos - 1.0))
     inv_b = 1.0 / (b + (x_pos - 1.0))
-    if data.x.size <= _SUM_LOOP_MAX:
-        sp, sum_s_D, sum_s_rxQ, s_by_x = _softplus_sums_loop(
-            r, alpha, data.T, data.recency, data.x, data.weights, data.pos_x_index, c
-        )
-        total += sp
-        sum_s = s_by_x.sum()
-        grad = np.array(
-            [g_r + sum_s_D, g_alpha + sum_s_rxQ, g_a + sum_s / a, g_b - s_by_x @ inv_b]
-        )
-        return float(total), grad
     sum_s = sum_s_b = sum_s_D = sum_s_rxQ = 0.0
     work = np.empty((5, data.chunk_size))
     cap = np.full(data.chunk_size, _SOFTPLUS_CAP)
@@ -506,7 +505,49 @@ def _loglik_sum_and_grad(r, alpha, a, b, data: LoglikSumData) -> tuple[float, np
     return float(total), grad
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _nb_betaln(a, b):  # pragma: no cover - compiled
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _loglik_sum_and_grad_loop(r, alpha, a, b, W, xv, wx, Tv, Tw, Txw, T, recency, x, w, pos_xv,
+                              x_index):  # fmt: skip  # pragma: no cover - compiled
+    """:func:`_loglik_sum_and_grad` in one compiled call: the same decomposition (per
+    frequency, per T, the softplus sum over histories with x > 0); returns
+    ``[total, d/dr, d/dalpha, d/da, d/db]``."""
+    psi_r, psi_b, psi_ab = _digamma(r), _digamma(b), _digamma(a + b)
+    lg_r, bl_ab = math.lgamma(r), _nb_betaln(a, b)
+    total = g_r = g_a = g_b = 0.0
+    for k in range(xv.size):  # terms of x alone
+        xk, wk = xv[k], wx[k]
+        psi_abx = _digamma(a + b + xk)
+        total += wk * (math.lgamma(r + xk) - lg_r + _nb_betaln(a, b + xk) - bl_ab)
+        g_r += wk * (_digamma(r + xk) - psi_r)
+        g_a += wk * (psi_ab - psi_abx)
+        g_b += wk * (_digamma(b + xk) - psi_b + psi_ab - psi_abx)
+    log_alpha = np.log(alpha)
+    total += r * log_alpha * W
+    g_r += W * log_alpha
+    g_alpha = r * W / alpha
+    for j in range(Tv.size):  # terms of T alone
+        log_aT = np.log(alpha + Tv[j])
+        coef = r * Tw[j] + Txw[j]
+        total -= coef * log_aT
+        g_r -= Tw[j] * log_aT
+        g_alpha -= coef / (alpha + Tv[j])
+    c = np.log(a) - np.log(b + (pos_xv - 1.0))
+    sp, sum_s_D, sum_s_rxQ, s_by_x = _softplus_sums_loop(r, alpha, T, recency, x, w, x_index, c)
+    out = np.empty(5)
+    out[0] = total + sp
+    out[1] = g_r + sum_s_D
+    out[2] = g_alpha + sum_s_rxQ
+    out[3] = g_a + s_by_x.sum() / a
+    out[4] = g_b - np.sum(s_by_x / (b + (pos_xv - 1.0)))
+    return out
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def _softplus_sums_loop(r, alpha, T, recency, x, w, x_index, c):  # pragma: no cover - compiled
     """The softplus part of :func:`_loglik_sum_and_grad` as one loop over the histories:
     ``(sum w softplus(d), sum s D, sum s (r + x) Q, s summed per frequency)``, the same

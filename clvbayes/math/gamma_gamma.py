@@ -62,10 +62,12 @@ All functions broadcast: parameters may be posterior-draw arrays such as shape
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+import numba
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import special
@@ -77,6 +79,7 @@ from clvbayes.math._checks import as_float as _as_float
 from clvbayes.math._checks import check_parameters
 from clvbayes.math._checks import positions as _positions
 from clvbayes.math._checks import scalar_if_0d as _scalar_if_0d
+from clvbayes.math._special import digamma_scalar as _digamma
 from clvbayes.math._xp import NUMPY, betaln
 
 __all__ = [
@@ -223,6 +226,9 @@ def loglik_frequency_terms(p, q, frequency, xp: SimpleNamespace = NUMPY):
 # --------------------------------------------------------------------------------------------
 # weighted total log-likelihood and its gradient (the hot path of NUTS)
 # --------------------------------------------------------------------------------------------
+#: Up to this many histories the sum is one compiled loop: NumPy's per-call overhead
+#: dominates small data (see clvbayes.math.bgnbd); beyond it, the NumPy passes below.
+_SUM_LOOP_MAX = 16384
 # Histories per pass: the work arrays (64 KiB each) stay in cache, and the dot products stay
 # at or below 10,000 elements, above which OpenBLAS runs them multi-threaded (10-100x slower
 # when the other cores are busy, e.g. with the other chains).
@@ -349,6 +355,12 @@ def loglik_sum_and_grad(p, q, gamma, data: LoglikSumData) -> tuple[float, np.nda
 
 def _loglik_sum_and_grad(p, q, gamma, data: LoglikSumData) -> tuple[float, np.ndarray]:
     W = data.n_customers
+    if data.spend.size <= _SUM_LOOP_MAX:  # small data: one compiled call, no NumPy passes
+        out = _loglik_sum_and_grad_loop(
+            p, q, gamma, W, data.x_values, data.x_weights, data.spend, data.weights_x_and_w,
+            data.sum_wx_log_spend, data.sum_w_log_zbar,
+        )  # fmt: skip
+        return float(out[0]), out[1:]
     xv, wx = data.x_values, data.x_weights
     px = p * xv
     psi_pxq = special.digamma(px + q)
@@ -375,6 +387,37 @@ def _loglik_sum_and_grad(p, q, gamma, data: LoglikSumData) -> tuple[float, np.nd
         q * W / gamma - p * s_xi - q * s_i,
     ])  # fmt: skip
     return float(total), grad
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _loglik_sum_and_grad_loop(p, q, gamma, W, xv, wx, spend, wxw, sum_wx_log_spend,
+                              sum_w_log_zbar):  # fmt: skip  # pragma: no cover - compiled
+    """:func:`_loglik_sum_and_grad` in one compiled call (the same sums);
+    returns ``[total, d/dp, d/dq, d/dgamma]``."""
+    s_xl = s_xi = s_l = s_i = 0.0
+    for i in range(spend.size):  # log(y) and 1 / y against the rows (w x, w)
+        y = spend[i] + gamma
+        log_y, inv_y = np.log(y), 1.0 / y
+        s_xl += wxw[0, i] * log_y
+        s_xi += wxw[0, i] * inv_y
+        s_l += wxw[1, i] * log_y
+        s_i += wxw[1, i] * inv_y
+    lg_q, psi_q = math.lgamma(q), _digamma(q)
+    w_log_b = g_p = g_q = 0.0
+    for k in range(xv.size):  # log B(p x, q) and its derivatives, once per frequency
+        px = p * xv[k]
+        psi_pxq = _digamma(px + q)
+        w_log_b += wx[k] * (math.lgamma(px) + lg_q - math.lgamma(px + q))
+        g_p += wx[k] * xv[k] * (_digamma(px) - psi_pxq)
+        g_q += wx[k] * (psi_q - psi_pxq)
+    log_gamma = np.log(gamma)
+    out = np.empty(4)
+    out[0] = (-w_log_b + q * W * log_gamma - p * s_xl - q * s_l + p * sum_wx_log_spend
+              - sum_w_log_zbar)  # fmt: skip
+    out[1] = -g_p - s_xl + sum_wx_log_spend
+    out[2] = -g_q + W * log_gamma - s_l
+    out[3] = q * W / gamma - p * s_xi - q * s_i
+    return out
 
 
 HEAVY_TAIL_FIX = (

@@ -85,52 +85,79 @@ _LOGPDF_GRAD = {
     "Exponential": lambda x, lam: -lam,
     "Gamma": lambda x, alpha, beta: (alpha - 1.0) / x - beta,
     "LogNormal": lambda x, mu, sigma: -(1.0 + (math.log(x) - mu) / sigma**2) / x,
-    "Weibull": lambda x, alpha, beta: (alpha - 1.0) / x - alpha / beta * (x / beta) ** (alpha - 1.0),
+    "Weibull": lambda x, alpha, beta: (
+        (alpha - 1.0) / x - alpha / beta * (x / beta) ** (alpha - 1.0)
+    ),
 }
 
 
-def _half(x: float, logp) -> float:
-    return logp() if x >= 0.0 else -math.inf
-
-
 _LOG_PI = math.log(math.pi)
+_HALF_NORMAL_C = _LOG_2 - 0.5 * _LOG_2PI
 
-# name -> the log density at a plain float (``math``, no arrays: NUTS calls it at every
-# leapfrog step, where NumPy's per-call overhead cost as much as the likelihood of 1,000
-# histories); a test holds each to the NumPy form above
-_LOGPDF_SCALAR = {
-    "HalfFlat": lambda x: 0.0 if x >= 0.0 else -math.inf,
-    "HalfNormal": lambda x, sigma: _half(
-        x, lambda: _LOG_2 - 0.5 * _LOG_2PI - math.log(sigma) - 0.5 * (x / sigma) ** 2
-    ),
-    "HalfCauchy": lambda x, beta: _half(
-        x, lambda: _LOG_2 - _LOG_PI - math.log(beta) - math.log1p((x / beta) ** 2)
-    ),
-    "HalfStudentT": lambda x, nu, sigma: _half(
-        x,
-        lambda: _LOG_2
+
+def _s_half_flat(x):
+    return 0.0 if x >= 0.0 else -math.inf
+
+
+def _s_half_normal(x, sigma):
+    return _HALF_NORMAL_C - math.log(sigma) - 0.5 * (x / sigma) ** 2 if x >= 0.0 else -math.inf
+
+
+def _s_half_cauchy(x, beta):
+    if x < 0.0:
+        return -math.inf
+    return _LOG_2 - _LOG_PI - math.log(beta) - math.log1p((x / beta) ** 2)
+
+
+def _s_half_student_t(x, nu, sigma):
+    if x < 0.0:
+        return -math.inf
+    return (
+        _LOG_2
         + math.lgamma((nu + 1) / 2)
         - math.lgamma(nu / 2)
         - 0.5 * math.log(nu * math.pi)
         - math.log(sigma)
-        - (nu + 1) / 2 * math.log1p((x / sigma) ** 2 / nu),
-    ),
-    "Exponential": lambda x, lam: _half(x, lambda: math.log(lam) - lam * x),
-    "Gamma": lambda x, alpha, beta: _half(
-        x,
-        lambda: alpha * math.log(beta) - math.lgamma(alpha) + (alpha - 1) * math.log(x) - beta * x,
-    ),
-    "LogNormal": lambda x, mu, sigma: _half(
-        x,
-        lambda: -math.log(x)
-        - math.log(sigma)
-        - 0.5 * _LOG_2PI
-        - (math.log(x) - mu) ** 2 / (2 * sigma**2),
-    ),
-    "Weibull": lambda x, alpha, beta: _half(
-        x,
-        lambda: math.log(alpha / beta) + (alpha - 1) * math.log(x / beta) - (x / beta) ** alpha,
-    ),
+        - (nu + 1) / 2 * math.log1p((x / sigma) ** 2 / nu)
+    )
+
+
+def _s_exponential(x, lam):
+    return math.log(lam) - lam * x if x >= 0.0 else -math.inf
+
+
+def _s_gamma(x, alpha, beta):
+    if x < 0.0:
+        return -math.inf
+    return alpha * math.log(beta) - math.lgamma(alpha) + (alpha - 1) * math.log(x) - beta * x
+
+
+def _s_log_normal(x, mu, sigma):
+    if x < 0.0:
+        return -math.inf
+    log_x = math.log(x)
+    return -log_x - math.log(sigma) - 0.5 * _LOG_2PI - (log_x - mu) ** 2 / (2 * sigma**2)
+
+
+def _s_weibull(x, alpha, beta):
+    if x < 0.0:
+        return -math.inf
+    return math.log(alpha / beta) + (alpha - 1) * math.log(x / beta) - (x / beta) ** alpha
+
+
+# name -> the log density at a plain float (``math``, positional parameters in the order of
+# ``_SCIPY_LOGPDF``; no arrays: NUTS calls it at every leapfrog step, where NumPy's per-call
+# overhead cost as much as the likelihood of 1,000 histories); a test holds each to the
+# NumPy form above
+_LOGPDF_SCALAR = {
+    "HalfFlat": _s_half_flat,
+    "HalfNormal": _s_half_normal,
+    "HalfCauchy": _s_half_cauchy,
+    "HalfStudentT": _s_half_student_t,
+    "Exponential": _s_exponential,
+    "Gamma": _s_gamma,
+    "LogNormal": _s_log_normal,
+    "Weibull": _s_weibull,
 }
 
 
@@ -172,6 +199,8 @@ class Prior:
                 raise ValueError(f"Prior {dist!r}: parameter {key}={value!r} must be positive.")
         object.__setattr__(self, "dist", dist)
         object.__setattr__(self, "params", {k: float(v) for k, v in params.items()})
+        # the hot path's positional arguments (not a field: equality and repr use params)
+        object.__setattr__(self, "_args", tuple(self.params[k] for k in required))
 
     def __repr__(self) -> str:
         args = "".join(f", {k}={v:g}" for k, v in self.params.items())
@@ -185,13 +214,13 @@ class Prior:
     def logpdf_scalar(self, x: float) -> float:
         """:meth:`logpdf` at one point, with plain floats (the NUTS hot path)."""
         try:
-            return float(_LOGPDF_SCALAR[self.dist](float(x), **self.params))
+            return _LOGPDF_SCALAR[self.dist](x, *self._args)
         except (ValueError, OverflowError, ZeroDivisionError):  # x = 0: the NumPy limits
             return float(self.logpdf(x))
 
     def logpdf_grad(self, x: float) -> float:
         """Derivative of the log density at a point ``x > 0`` (per unit of the parameter)."""
-        return float(_LOGPDF_GRAD[self.dist](float(x), **self.params))
+        return float(_LOGPDF_GRAD[self.dist](x, *self._args))
 
     def to_pymc(self, name: str) -> Any:
         """Create the PyMC random variable ``name`` inside the current model context."""
