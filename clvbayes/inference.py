@@ -127,27 +127,6 @@ class LogDensity:
             state["model"] = model
         return state
 
-    def _exact_call(self, theta: np.ndarray, p: np.ndarray) -> tuple[float, np.ndarray] | None:
-        """Exact likelihood gradient and independent priors (or none); None otherwise."""
-        values = p.tolist()
-        prior = None
-        if self.use_priors:
-            prior = self.model._log_prior_and_grad(dict(zip(self.names, values, strict=True)))
-            if prior is None:  # a joint prior: the general path differences it
-                return None
-        value, grad_p = self.exact(*values)
-        value = float(value)
-        if prior is not None:
-            value += prior[0]
-            grad_p = grad_p + prior[1]
-        grad = grad_p * p  # chain rule: d/dtheta = p d/dp
-        if self.jacobian:
-            value += math.fsum(theta.tolist())
-            grad += 1.0
-        if not (math.isfinite(value) and np.isfinite(grad).all()):
-            return -np.inf, np.zeros_like(theta)
-        return value, grad
-
     def _loglik(self, p: np.ndarray) -> float:
         params = dict(zip(self.names, p, strict=True))
         return float(np.sum(self.weights * self.model._loglik(params, self.data)))
@@ -158,30 +137,32 @@ class LogDensity:
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         theta = np.asarray(theta, dtype=float)
         p = np.exp(theta)
-        if self.exact is not None:  # the hot path of NUTS: as few NumPy calls as possible
-            fast = self._exact_call(theta, p)
-            if fast is not None:
-                return fast
-        with np.errstate(all="ignore"):
-            if self.exact is not None:
-                value, grad_p = self.exact(*p)
-                value, grad = float(value), np.asarray(grad_p, dtype=float) * p
-            else:
+        values = p.tolist()  # plain floats: the hot path of NUTS makes few NumPy calls
+        params = dict(zip(self.names, values, strict=True))
+        # independent priors: value and gradient in p; None for a joint prior
+        prior = self.model._log_prior_and_grad(params) if self.use_priors else None
+        if self.exact is not None:
+            value, grad_p = self.exact(*values)
+            value = float(value)
+            if prior is not None:
+                value += prior[0]
+                grad_p = grad_p + prior[1]
+            grad = grad_p * p  # chain rule: d/dtheta = p d/dp
+        else:
+            with np.errstate(all="ignore"):
                 value = self._loglik(p)
                 grad = _central_gradient(lambda t: self._loglik(np.exp(t)), theta)
-            if self.use_priors:
-                params = dict(zip(self.names, p.tolist(), strict=True))
-                both = self.model._log_prior_and_grad(params)
-                if both is None:  # a joint (e.g. hierarchical) prior: differenced
-                    value += self.model._log_prior(params)
-                    grad = grad + _central_gradient(self._log_prior, theta, h=1e-6)
-                else:
-                    value += both[0]
-                    grad = grad + both[1] * p  # chain rule: d/dtheta = p d/dp
-            if self.jacobian:
-                value += float(theta.sum())
-                grad = grad + 1.0
-        if not (np.isfinite(value) and np.all(np.isfinite(grad))):
+            if prior is not None:
+                value += prior[0]
+                grad = grad + prior[1] * p
+        if self.use_priors and prior is None:  # a joint (e.g. hierarchical) prior: differenced
+            with np.errstate(all="ignore"):
+                value += self.model._log_prior(params)
+                grad = grad + _central_gradient(self._log_prior, theta, h=1e-6)
+        if self.jacobian:
+            value += math.fsum(theta.tolist())
+            grad = grad + 1.0
+        if not (math.isfinite(value) and np.isfinite(grad).all()):
             return -np.inf, np.zeros_like(theta)
         return value, grad
 
