@@ -67,6 +67,7 @@ from clvbayes.units import annual_to_period_rate, table_time_unit
 OUTCOMES = ("purchases", "spend", "revenue", "clv")
 SEGMENT_QUANTITIES = ("alive", "purchases", "revenue", "clv")
 EXACT_SEGMENT_MIN = 1000  # segments at least this large get normal totals given each draw
+MIN_CHUNKS, MIN_CHUNK_ITEMS = 4, 128  # small jobs still split for the threads (see _chunks)
 
 
 @dataclass
@@ -239,16 +240,14 @@ def score_customers(
         )
         customers[f"{q}_pit"] = np.empty(data.n_customers)
         customers.iloc[job.order, customers.columns.get_loc(f"{q}_pit")] = vals
-    segments = {}
-    rng_total = np.random.default_rng(seeds[-1])
-    for g, codes in job.groupings.items():
-        n_groups = len(job.labels[g])
-        totals_r = None
-        if outcomes:
-            totals_r = _segment_outcome_totals(
-                job, rng_total, totals_e[g], resid_var[g], codes, n_groups, max_chunk_elements
-            )
-        segments[g] = _segment_table(totals_e[g], totals_r, job.labels[g], job.hist_group[g], prob)
+    totals_r = (
+        _segment_outcome_totals(job, seeds[-1], totals_e, resid_var, max_chunk_elements, n_jobs)
+        if outcomes else {}
+    )  # fmt: skip
+    segments = {
+        g: _segment_table(totals_e[g], totals_r.get(g), job.labels[g], job.hist_group[g], prob)
+        for g in job.groupings
+    }
     settings = {
         "horizon": float(horizon), "time_unit": time_unit, "discount_rate_per_period": float(discount_rate),
         "annual_discount_rate": annual_discount_rate, "period": float(period), "margin": float(margin),
@@ -552,44 +551,69 @@ def _outcome_kernel(uniform, p_alive, sample_draw, pair, fut, has_spend, scale, 
         resid[3, i] = acc3 / n_sim
 
 
-def _segment_outcome_totals(job: _Job, rng, tot_e, resid_var, codes, n_groups, max_elements):
-    """Simulated outcome totals per segment, arrays (n_sim, n_groups) per quantity.
+def _segment_outcome_totals(job: _Job, seed_seq, tot_e, resid_var, max_elements, n_jobs):
+    """Simulated outcome totals per segment of every grouping: ``{grouping: {quantity:
+    array (n_sim, n_groups)}}``.
 
     Segments of at least ``EXACT_SEGMENT_MIN`` customers: given the parameters, the total is
     a sum of that many independent outcomes, so it is drawn as normal with the exact
     conditional mean (per draw) and the summed conditional variances of its customers
     (estimated without bias from the outcome samples).  Smaller segments: every customer's
     outcome is simulated independently (as a full posterior-predictive draw) and summed.
+    A customer in small segments of several groupings is simulated once and counted in
+    each of them, so the groupings' totals come from one simulated future.  Chunks of
+    customers run in ``n_jobs`` threads, each with its own seed: the totals do not depend
+    on ``n_jobs``.
     """
+    seeds = seed_seq.spawn(2)
+    rng = np.random.default_rng(seeds[0])
     sample_draw = job.sample_draw
     n_sim = sample_draw.size
-    out = {}
-    for q, e in tot_e.items():
-        noise = rng.standard_normal((n_sim, n_groups)) * np.sqrt(resid_var[q])
-        out[q] = e[sample_draw] + noise
-    sizes = np.bincount(codes, minlength=n_groups)
-    small = np.flatnonzero(sizes < EXACT_SEGMENT_MIN)
-    if small.size == 0:
+    out, in_small = {}, {}
+    for g, codes in job.groupings.items():
+        n_groups = len(job.labels[g])
+        small = np.bincount(codes, minlength=n_groups) < EXACT_SEGMENT_MIN
+        out[g] = {}
+        for q, e in tot_e[g].items():
+            noise = rng.standard_normal((n_sim, n_groups)) * np.sqrt(resid_var[g][q])
+            out[g][q] = np.where(small, 0.0, e[sample_draw] + noise)
+        if small.any():
+            in_small[g] = small[codes]
+    if not in_small:
         return out
+    members = np.flatnonzero(np.logical_or.reduce(list(in_small.values())))
     data = job.data
-    members = np.flatnonzero(np.isin(codes, small))
-    hist = data.inverse[members]
-    member_codes = codes[members]
-    for q in out:
-        out[q][:, small] = 0.0
-    for c0, c1 in _chunks(members.size, n_sim, max_elements):
-        sl = slice(c0, c1)
-        hc = {c: np.asarray(data[c])[hist[sl]] for c in job.columns}
+    chunks = _chunks(members.size, n_sim, max_elements)
+    chunk_seeds = seeds[1].spawn(len(chunks))
+
+    def simulate(i: int) -> dict:
+        sl = slice(*chunks[i])
+        hist = data.inverse[members[sl]]
+        hc = {c: np.asarray(data[c])[hist] for c in job.columns}
         sim = outcomes_lib.simulate_customers(
-            rng, job.purchase_model, job.spend_model, job.sim_pparams, job.sim_sparams,
-            hc, job.ends, job.factors, job.margin, job.period,
+            np.random.default_rng(chunk_seeds[i]), job.purchase_model, job.spend_model,
+            job.sim_pparams, job.sim_sparams, hc, job.ends, job.factors, job.margin, job.period,
         )  # fmt: skip
-        onehot = sparse.csr_matrix(
-            (np.ones(hist[sl].size), (np.arange(hist[sl].size), member_codes[sl])),
-            shape=(hist[sl].size, n_groups),
-        )
-        for q in out:
-            out[q] += (onehot.T @ sim[q].T).T
+        sums = {}
+        for g, flags in in_small.items():
+            rows = np.flatnonzero(flags[members[sl]])
+            onehot = sparse.csr_matrix(
+                (np.ones(rows.size), (rows, job.groupings[g][members[sl]][rows])),
+                shape=(hist.size, len(job.labels[g])),
+            )
+            sums[g] = {q: (onehot.T @ sim[q].T).T for q in out[g]}
+        return sums
+
+    n_workers = max(1, min(n_jobs or os.cpu_count() or 1, len(chunks)))
+    pool = ThreadPoolExecutor(n_workers) if n_workers > 1 else None
+    try:  # summed in chunk order whatever the threads: reproducible
+        for sums in (pool.map if pool else map)(simulate, range(len(chunks))):
+            for g, by_q in sums.items():
+                for q, v in by_q.items():
+                    out[g][q] += v
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
     return out
 
 
@@ -612,6 +636,9 @@ def _chunks(n_items: int, per_item: int, max_elements: int) -> list[tuple[int, i
     """Consecutive ``(start, stop)`` ranges of items with at most ``max_elements`` items x
     ``per_item`` (draws or samples) each (at least one item per range)."""
     step = max(1, max_elements // max(per_item, 1))
+    # at least MIN_CHUNKS ranges of MIN_CHUNK_ITEMS or more, so that small jobs use every
+    # core too; a function of the sizes only, so results never depend on the thread count
+    step = min(step, max(MIN_CHUNK_ITEMS, -(-n_items // MIN_CHUNKS)))
     return [(i, min(i + step, n_items)) for i in range(0, n_items, step)]
 
 
