@@ -122,30 +122,26 @@ def to_arviz(groups: Mapping[str, Any], attrs: Mapping[str, Any] | None = None):
 
 
 def rhat(posterior, var_names: Sequence[str]) -> dict[str, float]:
-    """Rank-normalised split r_hat per variable (Vehtari et al. 2021)."""
-    out = _diagnostics().rhat(posterior[list(var_names)])
-    return {k: float(out[k]) for k in var_names}
+    """Rank-normalised split r_hat per scalar variable (Vehtari et al. 2021), the same on
+    both ArviZ stacks (:func:`clvbayes.diagnostics.rhat`)."""
+    from clvbayes import diagnostics
+
+    return {k: diagnostics.rhat(_chain_draw(posterior, k)) for k in var_names}
 
 
 def ess(posterior, var_names: Sequence[str], method: str = "bulk") -> dict[str, float]:
-    """Effective sample size per variable (``method``: "bulk", "tail" or "mean")."""
-    out = _diagnostics().ess(posterior[list(var_names)], method=method)
-    return {k: float(out[k]) for k in var_names}
+    """Effective sample size per scalar variable (``method``: "bulk", "tail" or "mean"),
+    the same on both ArviZ stacks (:func:`clvbayes.diagnostics.ess`)."""
+    from clvbayes import diagnostics
+
+    return {k: diagnostics.ess(_chain_draw(posterior, k), method) for k in var_names}
 
 
-@cache
-def _diagnostics():
-    """The module whose ``rhat`` and ``ess`` clvbayes calls: ``arviz_stats`` on ArviZ 1.x (the
-    functions ``arviz.rhat`` / ``arviz.ess`` are, without importing ``arviz`` itself, which
-    pulls in arviz_plots and matplotlib: about a second of every NUTS fit in a fresh
-    process), ``arviz`` on 0.x."""
-    if ARVIZ_MAJOR >= 1:
-        import arviz_stats
-
-        return arviz_stats
-    import arviz
-
-    return arviz
+def _chain_draw(posterior, name: str) -> np.ndarray:
+    da = posterior[name]
+    if set(da.dims) != {"chain", "draw"}:
+        raise ValueError(f"{name!r} has dims {da.dims}; diagnostics need a scalar (chain, draw).")
+    return da.transpose("chain", "draw").values
 
 
 def psis_log_weights(log_ratios: np.ndarray, reff: float) -> tuple[np.ndarray, np.ndarray]:

@@ -442,15 +442,25 @@ def check_convergence(
     n_div = 0
     if sample_stats is not None and "diverging" in sample_stats:
         n_div = int(sample_stats["diverging"].sum())
-    rhat = max(compat.rhat(posterior, var_names).values()) if chains > 1 else np.nan
-    ess_bulk = min(compat.ess(posterior, var_names, "bulk").values())
-    ess_tail = min(compat.ess(posterior, var_names, "tail").values())
+    rhats = compat.rhat(posterior, var_names) if chains > 1 else {}
+    bulk = compat.ess(posterior, var_names, "bulk")
+    tail = compat.ess(posterior, var_names, "tail")
+    rhat = max(rhats.values(), default=np.nan)
+    ess_bulk, ess_tail = min(bulk.values()), min(tail.values())
+    # undefined diagnostics (a parameter that never moved, non-finite draws) are a problem too
+    undefined = [k for k in var_names if not (np.isfinite(bulk[k]) and np.isfinite(tail[k])
+                                               and np.isfinite(rhats.get(k, 0.0)))]  # fmt: skip
+    if undefined:
+        rhat = np.inf if chains > 1 else np.nan
+        ess_bulk = ess_tail = 0.0
     problems = []
+    if undefined:
+        problems.append(f"diagnostics undefined for {undefined} (constant or non-finite draws)")
     if n_div:
         problems.append(f"{n_div} divergent transitions")
-    if chains > 1 and rhat > max_rhat:
+    if chains > 1 and rhat > max_rhat and not undefined:
         problems.append(f"max r_hat {rhat:.3f} > {max_rhat}")
-    if min(ess_bulk, ess_tail) < min_ess_per_chain * chains:
+    if min(ess_bulk, ess_tail) < min_ess_per_chain * chains and not undefined:
         problems.append(
             f"low effective sample size (bulk {ess_bulk:.0f}, tail {ess_tail:.0f}; "
             f"want >= {min_ess_per_chain * chains})"

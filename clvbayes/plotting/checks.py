@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import sparse, stats
+from scipy import sparse
 
 from clvbayes.data import compress, validate_rfm
 from clvbayes.plotting._common import (
@@ -559,6 +559,8 @@ def plot_pit(
         edgecolor="white",
         label="observed PIT",
     )
+    from scipy import stats  # here, not at import: scipy.stats takes ~0.4 s to import
+
     lo, hi = stats.binom.interval(prob, n, 1 / bins)
     ax.fill_between([0, 1], lo * bins / n, hi * bins / n, color=MODEL_COLOR, alpha=0.3,
                     linewidth=0, zorder=3, label=f"{prob:.0%} range if calibrated")  # fmt: skip

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from clvbayes.plotting._common import (
     MODEL_COLOR,
@@ -137,6 +136,8 @@ def plot_posteriors(
     axes = np.asarray(axes, dtype=object).ravel()
     if axes.size != len(names):
         raise ValueError(f"Need {len(names)} axes (one per parameter {names}), got {axes.size}.")
+    from scipy import stats  # here, not at import: scipy.stats takes ~0.4 s to import
+
     draws = model.draws()
     laplace = (getattr(model, "fit_info_", None) or {}).get("laplace_sd", {})
     single = _n_draws(model) < 2
