@@ -319,6 +319,36 @@ def test_prior_log_densities_match_scipy(prior, frozen):
     np.testing.assert_allclose(prior.logpdf(x), frozen.logpdf(x), rtol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "prior, frozen",
+    [
+        (Prior("HalfNormal", sigma=3), stats.halfnorm(scale=3)),
+        (Prior("HalfCauchy", beta=2), stats.halfcauchy(scale=2)),
+        (Prior("Exponential", lam=0.5), stats.expon(scale=2)),
+        (Prior("Gamma", alpha=2.5, beta=4), stats.gamma(2.5, scale=0.25)),
+        (Prior("Gamma", alpha=1.0, beta=4), stats.gamma(1.0, scale=0.25)),
+        (Prior("Gamma", alpha=0.5, beta=4), stats.gamma(0.5, scale=0.25)),
+        (Prior("LogNormal", mu=0.3, sigma=1.2), stats.lognorm(1.2, scale=np.exp(0.3))),
+        (Prior("Weibull", alpha=1.0, beta=2), stats.weibull_min(1.0, scale=2)),
+        (Prior("Weibull", alpha=1.5, beta=2), stats.weibull_min(1.5, scale=2)),
+    ],
+)
+def test_prior_log_densities_at_the_edges_are_their_limits(prior, frozen):
+    """At 0 the limit of the density (0 * log 0 is 0, the log-normal's density tends to 0),
+    at inf and below 0 no density: never NaN, in the NumPy form and the NUTS scalar form."""
+    x = np.array([0.0, np.inf, -1.0, 1e-300])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = prior.logpdf(x)
+        scalar = [prior.logpdf_scalar(float(v)) for v in x]
+    with np.errstate(all="ignore"):
+        want = frozen.logpdf(x)
+    want[1] = -np.inf  # scipy: nan or -inf at inf, depending on the family
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_allclose(scalar, want, rtol=1e-12)
+    assert Prior("HalfFlat").logpdf(-1.0) == -np.inf and Prior("HalfFlat").logpdf(3.0) == 0.0
+
+
 def test_half_student_t_prior_matches_scipy():
     x = np.array([0.01, 1.0, 8.0])
     ref = stats.t.logpdf(x, df=3, scale=2) + np.log(2)

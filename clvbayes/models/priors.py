@@ -20,16 +20,22 @@ _LOG_2 = np.log(2.0)
 _LOG_2PI = np.log(2.0 * np.pi)
 
 
-def _positive(x: np.ndarray, logp: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(x >= 0, logp, -np.inf)
+def _positive(x: np.ndarray, logp, at_zero: float | None = None) -> np.ndarray:
+    """``logp`` on ``[0, inf)``; ``-inf`` below 0 and at ``inf`` (where the formulas give
+    ``inf - inf``), ``at_zero`` at 0 where the formula's limit needs saying (``0 * log 0``)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        logp = logp(x) if callable(logp) else logp
+        out = np.where((x >= 0) & (x < np.inf), logp, -np.inf)
+        if at_zero is not None:
+            out = np.where(x == 0, at_zero, out)
+        return out
 
 
 # name -> (required parameter names, log density on [0, inf)).  Written out in NumPy rather
 # than through scipy.stats, whose per-call overhead dominated MAP fits; a test checks each
 # against scipy.stats.
 _SCIPY_LOGPDF = {
-    "HalfFlat": ((), lambda x: np.zeros_like(x)),
+    "HalfFlat": ((), lambda x: _positive(x, np.zeros_like(x))),
     "HalfNormal": (
         ("sigma",),
         lambda x, sigma: _positive(
@@ -56,19 +62,23 @@ _SCIPY_LOGPDF = {
     "Gamma": (
         ("alpha", "beta"),
         lambda x, alpha, beta: _positive(
-            x, alpha * np.log(beta) - special.gammaln(alpha) + (alpha - 1) * np.log(x) - beta * x
+            x, lambda x: alpha * np.log(beta) - special.gammaln(alpha)
+            + special.xlogy(alpha - 1, x) - beta * x
         ),
     ),
     "LogNormal": (
         ("mu", "sigma"),
         lambda x, mu, sigma: _positive(
-            x, -np.log(x) - np.log(sigma) - 0.5 * _LOG_2PI - (np.log(x) - mu) ** 2 / (2 * sigma**2)
+            x, lambda x: -np.log(x) - np.log(sigma) - 0.5 * _LOG_2PI
+            - (np.log(x) - mu) ** 2 / (2 * sigma**2),
+            at_zero=-np.inf,  # the density tends to 0 at 0
         ),
     ),
     "Weibull": (
         ("alpha", "beta"),
         lambda x, alpha, beta: _positive(
-            x, np.log(alpha / beta) + (alpha - 1) * np.log(x / beta) - (x / beta) ** alpha
+            x, lambda x: np.log(alpha / beta) + special.xlogy(alpha - 1, x / beta)
+            - (x / beta) ** alpha
         ),
     ),
 }
@@ -213,6 +223,8 @@ class Prior:
 
     def logpdf_scalar(self, x: float) -> float:
         """:meth:`logpdf` at one point, with plain floats (the NUTS hot path)."""
+        if not x < math.inf:  # inf (or NaN): no density
+            return -math.inf
         try:
             return _LOGPDF_SCALAR[self.dist](x, *self._args)
         except (ValueError, OverflowError, ZeroDivisionError):  # x = 0: the NumPy limits
