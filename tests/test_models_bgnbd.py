@@ -303,17 +303,17 @@ def test_nuts_default_priors_match_mle(cdnow):
     assert m.fit_info_["divergences"] == 0
 
 
-@pytest.mark.parametrize(
-    "prior, frozen",
-    [
-        (Prior("HalfNormal", sigma=3), stats.halfnorm(scale=3)),
-        (Prior("HalfCauchy", beta=2), stats.halfcauchy(scale=2)),
-        (Prior("Exponential", lam=0.5), stats.expon(scale=2)),
-        (Prior("Gamma", alpha=2.5, beta=4), stats.gamma(2.5, scale=0.25)),
-        (Prior("LogNormal", mu=0.3, sigma=1.2), stats.lognorm(1.2, scale=np.exp(0.3))),
-        (Prior("Weibull", alpha=1.5, beta=2), stats.weibull_min(1.5, scale=2)),
-    ],
-)
+PRIORS_VS_SCIPY = [
+    (Prior("HalfNormal", sigma=3), stats.halfnorm(scale=3)),
+    (Prior("HalfCauchy", beta=2), stats.halfcauchy(scale=2)),
+    (Prior("Exponential", lam=0.5), stats.expon(scale=2)),
+    (Prior("Gamma", alpha=2.5, beta=4), stats.gamma(2.5, scale=0.25)),
+    (Prior("LogNormal", mu=0.3, sigma=1.2), stats.lognorm(1.2, scale=np.exp(0.3))),
+    (Prior("Weibull", alpha=1.5, beta=2), stats.weibull_min(1.5, scale=2)),
+]
+
+
+@pytest.mark.parametrize("prior, frozen", PRIORS_VS_SCIPY)
 def test_prior_log_densities_match_scipy(prior, frozen):
     x = np.array([1e-3, 0.1, 0.7, 2.0, 15.0])
     np.testing.assert_allclose(prior.logpdf(x), frozen.logpdf(x), rtol=1e-12)
@@ -322,15 +322,10 @@ def test_prior_log_densities_match_scipy(prior, frozen):
 @pytest.mark.parametrize(
     "prior, frozen",
     [
-        (Prior("HalfNormal", sigma=3), stats.halfnorm(scale=3)),
-        (Prior("HalfCauchy", beta=2), stats.halfcauchy(scale=2)),
-        (Prior("Exponential", lam=0.5), stats.expon(scale=2)),
-        (Prior("Gamma", alpha=2.5, beta=4), stats.gamma(2.5, scale=0.25)),
+        *PRIORS_VS_SCIPY,  # and the shapes whose formula has 0 * log 0 or inf at 0:
         (Prior("Gamma", alpha=1.0, beta=4), stats.gamma(1.0, scale=0.25)),
         (Prior("Gamma", alpha=0.5, beta=4), stats.gamma(0.5, scale=0.25)),
-        (Prior("LogNormal", mu=0.3, sigma=1.2), stats.lognorm(1.2, scale=np.exp(0.3))),
         (Prior("Weibull", alpha=1.0, beta=2), stats.weibull_min(1.0, scale=2)),
-        (Prior("Weibull", alpha=1.5, beta=2), stats.weibull_min(1.5, scale=2)),
     ],
 )
 def test_prior_log_densities_at_the_edges_are_their_limits(prior, frozen):
