@@ -1,7 +1,7 @@
-"""``python -m clvbayes``: the ``clvbayes`` command (:func:`clvbayes.cli.main`)."""
+"""``python -m clvbayes``: the ``clvbayes`` command (:func:`clvbayes.cli.console_main`)."""
 
 import sys
 
-from clvbayes.cli import main
+from clvbayes.cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())

@@ -717,5 +717,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
+def console_main() -> int:
+    """The ``clvbayes`` console script and ``python -m clvbayes``: :func:`main`, then a quick exit.
+
+    Before the interpreter shuts down, every object is moved out of the garbage collector's
+    reach (:func:`gc.freeze`): the process is about to end, and its last collection over the
+    ~260,000 objects of a job's imports and results took ~1 s of a 10 s CDNOW job.  Files,
+    atexit handlers and worker shutdown are unaffected.  In-process callers use :func:`main`.
+    """
+    import gc
+
+    status = main()
+    gc.freeze()
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

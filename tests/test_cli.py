@@ -304,6 +304,18 @@ def test_no_command_prints_help(capsys):
     assert "run" in capsys.readouterr().err
 
 
+def test_console_main_returns_mains_status_and_freezes_for_a_quick_exit(monkeypatch, capsys):
+    import gc
+
+    monkeypatch.setattr(sys, "argv", ["clvbayes"])
+    try:
+        assert cli.console_main() == 2  # no command: help, status 2, as main()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert "run" in capsys.readouterr().err
+
+
 def test_console_script_in_a_real_process(tmp_path):
     # the installed console script (next to this Python first), else the module
     exe = shutil.which("clvbayes", path=str(Path(sys.executable).parent)) or shutil.which(

@@ -131,6 +131,16 @@ def test_same_seed_same_draws_whatever_the_cores_and_other_seeds_differ():
     assert not np.array_equal(one.theta[0], one.theta[1])
 
 
+def test_workers_end_cleanly_when_stopped():
+    nuts.start_workers(1)
+    worker = nuts._WORKERS[-1]
+    mu, cov = _target(2)
+    nuts.sample(GaussianDensity(mu, cov), np.tile(mu, (2, 1)), cov, draws=20, tune=20, seed=1,
+                cores=2)  # fmt: skip
+    nuts.stop_workers()
+    assert worker.proc.returncode == 0 and not nuts._WORKERS
+
+
 def test_a_density_that_cannot_be_pickled_runs_its_chains_here():
     mu, cov = _target(3)
     f = _gaussian(mu, cov)  # a closure: no child process can receive it
