@@ -127,6 +127,28 @@ def test_netcdf_layout_is_readable_by_the_installed_arviz(bgnbd_mle, tmp_path):
     assert float(loaded.posterior["r"].values.ravel()[0]) == float(bgnbd_mle.draws()["r"][0, 0])
 
 
+def test_model_files_hold_what_xarrays_to_netcdf_writes(bgnbd_mle, tmp_path):
+    """write_groups bypasses to_netcdf (one open file, no dask scheduler query): the groups,
+    their variables, dtypes, encodings and attributes read back as from to_netcdf's file."""
+    import xarray as xr
+
+    groups, attrs = bgnbd_mle._file_groups(True)
+    ours, ref = tmp_path / "ours.nc", tmp_path / "ref.nc"
+    compat.write_groups(ours, groups, attrs)
+    xr.Dataset(attrs=dict(attrs)).to_netcdf(ref, mode="w", engine=compat.ENGINE)
+    for name, ds in groups.items():
+        ds.to_netcdf(ref, mode="a", group=name, engine=compat.ENGINE)
+    got, got_attrs = compat.read_groups(ours)
+    want, want_attrs = compat.read_groups(ref)
+    assert got_attrs == want_attrs == dict(attrs)
+    assert list(got) == list(want) == [k for k, v in groups.items() if v is not None]
+    for name in want:
+        xr.testing.assert_identical(got[name], want[name])
+        for var in want[name].variables:
+            assert got[name][var].dtype == want[name][var].dtype
+            assert got[name][var].encoding.get("dtype") == want[name][var].encoding.get("dtype")
+
+
 @pytest.mark.parametrize("stack", ["pymc5", "pymc6"])
 def test_models_saved_by_either_stack_load_with_identical_predictions(stack):
     """Fixtures written by tests/fixtures/saved_models/make.py under each stack."""
