@@ -47,6 +47,7 @@ __all__ = [
     "sample",
     "start_workers",
     "stop_workers",
+    "submit",
     "tuning_schedule",
 ]
 
@@ -422,6 +423,42 @@ def stop_workers() -> None:
         _WORKERS.pop().close()
 
 
+def submit(fn, *args):
+    """Run ``fn(*args)`` in a worker of :func:`start_workers`, in the background.
+
+    For work that can overlap the caller's (the report's plots while it writes its tables):
+    ``fn`` and ``args`` are pickled, so ``fn`` is a module-level function.  Returns ``None``
+    when no worker is running (nothing is started here), else a function that waits and
+    returns ``(True, value)``, or ``(False, None)`` where the worker could not run it (it
+    raised, could not unpickle it or died): the caller then does the work itself, which
+    raises any error where the caller can handle it.  Jobs sent to one worker run in turn.
+    """
+    import pickle
+    import threading
+
+    worker = next((w for w in _WORKERS if w.alive()), None)
+    if worker is None:
+        return None
+    try:
+        payload = pickle.dumps(("call", fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
+    box: dict = {}
+
+    def work() -> None:
+        box["results"] = worker.run(payload)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+
+    def wait():
+        thread.join()
+        results = box.get("results")
+        return (False, None) if results is None else (True, results[0])
+
+    return wait
+
+
 def _read_message(stream) -> bytes | None:
     header = stream.read(8)
     if len(header) < 8:
@@ -483,10 +520,14 @@ def _serve() -> None:
             out.flush()  # (~0.5 s of module clean-up the caller would wait for); nothing
             os._exit(0)  # here holds unwritten state
         try:
-            reply = ("ok", [_run_chain(*job) for job in pickle.loads(message)])
+            job = pickle.loads(message)
+            if isinstance(job, tuple):  # ("call", fn, args) from submit(); chains: a list
+                reply = ("ok", (job[1](*job[2]),))
+            else:
+                reply = ("ok", [_run_chain(*chain) for chain in job])
+            data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
         except BaseException as exc:  # reported to the caller, which runs the jobs itself
-            reply = ("error", repr(exc))
-        data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+            data = pickle.dumps(("error", repr(exc)), protocol=pickle.HIGHEST_PROTOCOL)
         out.write(len(data).to_bytes(8, "little") + data)
         out.flush()
 

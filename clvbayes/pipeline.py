@@ -654,6 +654,10 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
             f"clvbayes: no spend model: {what}, so the report gives P(alive), expected "
             "transactions and DERT, no CLV"
         )
+    if args.method == "nuts":  # the fits are done: NUTS' worker prepares the report's plots
+        from clvbayes.report.plots import prepare_plots_elsewhere
+
+        prepare_plots_elsewhere()
 
     horizon = args.horizon or default_horizon(grid)
     common: dict[str, Any] = dict(margin=args.margin, prob=args.prob, seed=args.seed + 2,

@@ -141,6 +141,28 @@ def test_workers_end_cleanly_when_stopped():
     assert worker.proc.returncode == 0 and not nuts._WORKERS
 
 
+def _fails():
+    raise RuntimeError("in the worker")
+
+
+def test_submit_runs_a_function_in_a_worker_and_says_when_it_could_not():
+    import math
+
+    nuts.stop_workers()
+    assert nuts.submit(math.hypot, 3.0, 4.0) is None  # no worker running: the caller works
+    nuts.start_workers(1)
+    try:
+        assert nuts.submit(math.hypot, 3.0, 4.0)() == (True, 5.0)
+        assert nuts.submit(print, "x")() == (True, None)  # a None value is still a value
+        assert nuts.submit(_fails)() == (False, None)  # raised there: the caller redoes it
+        assert nuts.submit(lambda: 1) is None  # cannot be pickled
+        first, second = nuts.submit(math.sqrt, 4.0), nuts.submit(math.sqrt, 9.0)
+        assert (first(), second()) == ((True, 2.0), (True, 3.0))  # in turn, one worker
+        assert nuts._WORKERS[0].alive()  # a failed job does not end the worker
+    finally:
+        nuts.stop_workers()
+
+
 def test_a_density_that_cannot_be_pickled_runs_its_chains_here():
     mu, cov = _target(3)
     f = _gaussian(mu, cov)  # a closure: no child process can receive it

@@ -352,6 +352,43 @@ def test_replaces_an_old_report_but_not_a_foreign_folder(tables, tmp_path):
     assert (foreign / "thesis.tex").read_text() == "precious"
 
 
+def test_plots_drawn_in_a_nuts_worker_are_the_same_files(tables, tmp_path, monkeypatch):
+    from clvbayes import nuts
+
+    customers, segments = tables
+    settings = {"time_unit": "weeks", "horizon": 52, "prob": 0.8}
+
+    def write(out):
+        return write_report(out, customers, segments, {}, {}, fmt="csv", settings=settings)
+
+    nuts.stop_workers()
+    here = write(tmp_path / "here")
+    outcomes = []
+    real = nuts.submit
+
+    def spy(fn, *args):
+        wait = real(fn, *args)
+
+        def waited():
+            outcomes.append(wait())
+            return outcomes[-1]
+
+        return waited
+
+    monkeypatch.setattr(nuts, "submit", spy)
+    nuts.start_workers(1)
+    try:
+        there = write(tmp_path / "there")
+    finally:
+        nuts.stop_workers()
+    assert len(outcomes) == 1 and outcomes[0][0], "the plots were not drawn in the worker"
+    names = json.loads((there / "model_summary.json").read_text())["files"]["plots"]
+    assert names == outcomes[0][1] and len(names) >= 3
+    for name in names:
+        assert (there / name).read_bytes() == (here / name).read_bytes(), name
+    validate_report(there)
+
+
 def test_format_option(tables, tmp_path):
     out = _write(tmp_path / "r", tables)
     assert (out / "customers.csv").exists() and not (out / "customers.parquet").exists()

@@ -47,6 +47,54 @@ def _plot_rf(ax, customers: pd.DataFrame) -> None:
     ax.figure.colorbar(im, ax=ax, label="mean CLV")
 
 
+#: Customers up to which the report's plots are drawn in a NUTS worker process while this
+#: one writes the tables and model files (above it, pickling the table costs more).
+PLOTS_ELSEWHERE_MAX = 200_000
+
+
+def _import_plotting() -> None:
+    """Import what the plots need (matplotlib ~0.9 s): sent to an idle worker in advance."""
+    import matplotlib.figure  # noqa: F401
+
+    import clvbayes.plotting  # noqa: F401
+
+
+def prepare_plots_elsewhere() -> None:
+    """Have a running NUTS worker (:func:`clvbayes.nuts.start_workers`) import matplotlib now,
+    in the background, so that :func:`draw_plots_soon` finds it ready; no-op without one."""
+    from clvbayes import nuts
+
+    nuts.submit(_import_plotting)
+
+
+def draw_plots_soon(
+    draw, folder: Path, customers: pd.DataFrame, segments: pd.DataFrame,
+    settings: Mapping[str, Any],
+):  # fmt: skip
+    """Start ``draw(folder, customers, segments, settings)`` (:func:`_write_plots`); returns
+    a function that waits and returns the names of the files written.
+
+    With a running NUTS worker, at most :data:`PLOTS_ELSEWHERE_MAX` customers and a
+    module-level ``draw`` the plots are drawn there, concurrently with the caller; otherwise
+    (and if the worker fails for any reason) by the returned function itself, here, so that
+    an error is raised in this process.
+    """
+    from clvbayes import nuts
+
+    pending = None
+    if len(customers) <= PLOTS_ELSEWHERE_MAX:
+        pending = nuts.submit(draw, folder, customers, segments, dict(settings))
+
+    def finish() -> list[str]:
+        if pending is not None:
+            done, names = pending()
+            if done:
+                return names
+        return draw(folder, customers, segments, settings)
+
+    return finish
+
+
 def _write_plots(
     folder: Path, customers: pd.DataFrame, segments: pd.DataFrame, settings: Mapping[str, Any]
 ) -> list[str]:

@@ -23,7 +23,7 @@ from clvbayes.report.folder import (
     staged_writing,
 )
 from clvbayes.report.lock import publish_staged
-from clvbayes.report.plots import _write_model_plots, _write_plots
+from clvbayes.report.plots import _write_model_plots, _write_plots, draw_plots_soon
 from clvbayes.report.schema import (
     _POINT_FIT_NOTE,
     DISCRETE_PLOT,
@@ -146,13 +146,31 @@ def _fill(
     extra: Mapping[str, Any] | None,
     comparison: ModelComparison | None = None,
 ) -> None:
-    """Write every report file into the staging folder (each named in the journal first)."""
+    """Write every report file into the staging folder (each named in the journal first).
+
+    The plots are started first (:func:`~clvbayes.report.plots.draw_plots_soon`: in a NUTS
+    worker process when one is running) and collected after the tables and model files.
+    """
+    writing = staged_writing(stage)
+    plot_files = (*PLOTS, "segment_totals.png", DISCRETE_PLOT)
+    stage.expect(*plot_files)
+    drawing = draw_plots_soon(
+        _write_plots, stage.path, tables["customers"], tables["segments"], settings
+    )
+    try:
+        _fill_rest(stage, writing, drawing, plot_files, tables, models, provenance, formats,
+                   settings, holdout, extra, comparison)  # fmt: skip
+    except BaseException:
+        drawing()  # never leave a worker writing into a staging folder that is removed
+        raise
+
+
+def _fill_rest(stage, writing, drawing, plot_files, tables, models, provenance, formats,
+               settings, holdout, extra, comparison) -> None:  # fmt: skip
+    """:func:`_fill` once the plots are under way (``drawing()`` waits for their names)."""
     tmp, out = stage.path, stage.out
     customers_table, segments = tables["customers"], tables["segments"]
     table_files = [f"{t}.{f}" for t in tables for f in formats]
-
-    writing = staged_writing(stage)
-
     with writing(*table_files):
         for name, df in tables.items():
             _write_table(df, tmp, name, formats)
@@ -180,8 +198,8 @@ def _fill(
             raise _write_failed(out, f"the model file {file}", err) from err
         model_files[name] = file
         model_summaries[name] = _model_summary(name, model, prob)
-    with writing(*PLOTS, "segment_totals.png", DISCRETE_PLOT):
-        plots = _write_plots(tmp, customers_table, segments, settings)
+    with writing(*plot_files):
+        plots = drawing()
         plots += _write_model_plots(tmp, models, settings)
     from clvbayes import __version__
 
