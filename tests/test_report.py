@@ -389,6 +389,16 @@ def test_plots_drawn_in_a_nuts_worker_are_the_same_files(tables, tmp_path, monke
     validate_report(there)
 
 
+def test_a_failure_before_the_plots_draws_none_here(tables, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(report.writer, "_write_plots", lambda *a: calls.append(a) or [])
+    model = FakeModel(fail=OSError(28, "No space left on device"))
+    with pytest.raises(report.ReportWriteError, match="model file"):
+        write_report(tmp_path / "r", *tables, {"bgnbd": model}, {}, fmt="csv")
+    assert calls == []  # the error is raised at once, without drawing the plots first
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_format_option(tables, tmp_path):
     out = _write(tmp_path / "r", tables)
     assert (out / "customers.csv").exists() and not (out / "customers.parquet").exists()

@@ -72,12 +72,13 @@ def draw_plots_soon(
     settings: Mapping[str, Any],
 ):  # fmt: skip
     """Start ``draw(folder, customers, segments, settings)`` (:func:`_write_plots`); returns
-    a function that waits and returns the names of the files written.
+    ``finish(draw_here=True)``, which waits and returns the names of the files written.
 
     With a running NUTS worker, at most :data:`PLOTS_ELSEWHERE_MAX` customers and a
     module-level ``draw`` the plots are drawn there, concurrently with the caller; otherwise
-    (and if the worker fails for any reason) by the returned function itself, here, so that
-    an error is raised in this process.
+    (and if the worker fails for any reason) by ``finish`` itself, here, so that an error
+    is raised in this process.  ``finish(draw_here=False)`` only waits for the worker (for
+    a caller that is failing: nothing is drawn here) and returns ``[]``.
     """
     from clvbayes import nuts
 
@@ -85,12 +86,12 @@ def draw_plots_soon(
     if len(customers) <= PLOTS_ELSEWHERE_MAX:
         pending = nuts.submit(draw, folder, customers, segments, dict(settings))
 
-    def finish() -> list[str]:
+    def finish(draw_here: bool = True) -> list[str]:
         if pending is not None:
             done, names = pending()
             if done:
                 return names
-        return draw(folder, customers, segments, settings)
+        return draw(folder, customers, segments, settings) if draw_here else []
 
     return finish
 

@@ -161,7 +161,7 @@ def _fill(
         _fill_rest(stage, writing, drawing, plot_files, tables, models, provenance, formats,
                    settings, holdout, extra, comparison)  # fmt: skip
     except BaseException:
-        drawing()  # never leave a worker writing into a staging folder that is removed
+        drawing(draw_here=False)  # no worker left writing into a staging folder removed
         raise
 
 
