@@ -335,6 +335,38 @@ def test_fast_draw_summaries_equal_numpy_quantiles(kind, prob):
             np.testing.assert_allclose(got["sd"], x.std(axis=0, ddof=1), rtol=1e-10, err_msg=name)
 
 
+def test_order_statistics_equal_a_sort_on_awkward_rows():
+    """The compiled selection behind the intervals (no np.partition / np.sort, which are slow
+    to compile) returns a sort's order statistics on ties, sorted, reversed and constant
+    rows, infinities, and rows that defeat the threshold shortcut (the full-selection path)."""
+    from clvbayes.predict import draw_stats
+    from clvbayes.predict.summary import _select_many
+
+    rng = np.random.default_rng(7)
+    n = 1000
+    rows = {
+        "ties": rng.integers(0, 3, n).astype(float),
+        "sorted": np.arange(n, dtype=float),
+        "reversed": np.arange(n, dtype=float)[::-1].copy(),
+        "constant": np.full(n, 2.5),
+        "infinities": np.r_[np.full(10, -np.inf), rng.standard_normal(n - 20), np.full(10, np.inf)],
+        "two_points": np.r_[np.zeros(n // 2), np.full(n // 2, 1e9)],
+    }
+    for name, row in rows.items():
+        for ks in ([0], [n - 1], [49, 50], [949, 950], [3, 4, 500, 998, 999]):
+            ks = np.array(ks, dtype=np.int64)
+            out = np.empty(ks.size)
+            _select_many(rng.permutation(row), ks, 0, out)
+            np.testing.assert_array_equal(out, np.sort(row)[ks], err_msg=f"{name} {ks}")
+    two_points = np.tile(rows["two_points"], (80, 1)).T  # 1000 draws x 80 columns
+    two_points = rng.permuted(two_points, axis=0)
+    for kind, method in (("ci", "linear"), ("pi", "inverted_cdf")):
+        got = draw_stats(two_points, 0.9, axis=0, kind=kind)
+        want = np.quantile(two_points, [0.05, 0.95], axis=0, method=method)
+        np.testing.assert_array_equal(got["lower"], want[0])
+        np.testing.assert_array_equal(got["upper"], want[1])
+
+
 def test_results_do_not_depend_on_threads(cdnow, bgnbd_mle, gg_mle):
     kw = dict(horizon=26, annual_discount_rate=0.1, seed=4, n_outcome_samples=300, by="segment")
     cdnow = cdnow.assign(segment=np.where(cdnow["frequency"] > 2, "loyal", "other"))
