@@ -584,6 +584,36 @@ def _fit_options(args: Options) -> dict[str, Any]:
     return {}
 
 
+#: Customers the warm-up scores: few enough that their intervals take numpy's quantiles
+#: (the interval kernel, compiled here for the segment labels, is left out) and it reaches
+#: the outcome kernels within a second.
+WARM_UP_CUSTOMERS = 8
+
+
+def warm_up_scoring(rfm: pd.DataFrame, bg, gg, horizon: float, common: dict[str, Any]) -> None:
+    """Score a few customers and throw the result away: on a first run (numba's cache empty)
+    this compiles the outcome kernels into the cache in a worker process while this one
+    computes the segment labels, so that the predictions load them instead of compiling
+    (:func:`clvbayes.nuts.submit`).  The same code path and argument types as the
+    predictions, hence the same compiled signatures."""
+    from clvbayes.predict import score_customers
+
+    score_customers(rfm, bg, gg, horizon=horizon, **{**common, "progress": False})
+
+
+def _lean(model):
+    """A shallow copy of a fitted model without its training data and sampler statistics:
+    what scoring a given customer table needs, cheap to pickle to a worker."""
+    if model is None:
+        return None
+    import copy
+
+    lean = copy.copy(model)
+    for name in ("data_", "sample_stats_"):
+        lean.__dict__.pop(name, None)
+    return lean
+
+
 def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any]) -> RunResult:
     """The slow steps of :func:`run_report`, once the options, input and output are checked."""
     grid = run_grid(args)
@@ -592,10 +622,12 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
     notice = kernel_cache.first_run_notice()
     if notice:
         progress.say(f"clvbayes: {notice}")
-    if args.method == "nuts":  # NUTS' worker processes start while the data are read
-        from clvbayes import nuts
+    from clvbayes import nuts
 
+    if args.method == "nuts":  # NUTS' worker processes start while the data are read
         nuts.start_workers(min(args.chains, os.cpu_count() or 1) - 1)
+    elif notice and (os.cpu_count() or 1) > 1:  # one to compile kernels on the other core
+        nuts.start_workers(1)
     with progress.step("reading transactions"):
         tx, source = _read_input(args)
     if grid.discrete:  # the value options need amounts (the file's header was checked)
@@ -654,11 +686,6 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
             f"clvbayes: no spend model: {what}, so the report gives P(alive), expected "
             "transactions and DERT, no CLV"
         )
-    if args.method == "nuts":  # the fits are done: NUTS' worker prepares the report's plots
-        from clvbayes.report.plots import prepare_plots_elsewhere
-
-        prepare_plots_elsewhere()
-
     horizon = args.horizon or default_horizon(grid)
     common: dict[str, Any] = dict(margin=args.margin, prob=args.prob, seed=args.seed + 2,
                                   progress=not args.quiet,
@@ -673,6 +700,15 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
         common["annual_discount_rate"] = (
             DEFAULT_ANNUAL_DISCOUNT_RATE if args.discount_rate is None else args.discount_rate
         )
+    warmed = None
+    if notice and len(fitted) == 1:  # a first run: the worker compiles the outcome kernels
+        warmed = nuts.submit(warm_up_scoring, rfm.head(WARM_UP_CUSTOMERS),
+                             _lean(next(iter(fitted.values()))), _lean(gg), horizon, common)  # fmt: skip
+    if args.method == "nuts":  # the fits are done: NUTS' worker prepares the report's plots
+        from clvbayes.report.plots import prepare_plots_elsewhere
+
+        prepare_plots_elsewhere()
+
     comparison = None
     if key == COMPARE:
         names = ", ".join(PURCHASE_MODELS.get(k, k) for k in fitted)
@@ -699,6 +735,8 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
         wanted = ["p_alive_mean", *([value] if value else [])]
         labels = label_customers(rfm.join(quick.customers[wanted]), clv_col=value)
     by = ["segment", *(["clv_decile"] if gg is not None else []), *groups]
+    if warmed is not None:
+        warmed()  # compiling them here too would only share the cores with the worker
     with progress.step("predicting every customer and segment totals"):
         keyed = rfm.assign(segment=labels["segment"])
         if gg is not None:

@@ -73,3 +73,41 @@ def test_clvbayes_run_prints_the_notice_only_on_the_first_run(tmp_path):
         runs.append(res.stderr)
     assert "clvbayes: first run on this installation:" in runs[0]
     assert "first run" not in runs[1]
+
+
+_COLD_JOB = textwrap.dedent(
+    """
+    import json, sys
+    from numba.core import event
+    compiled = []
+    class Seen(event.Listener):
+        def on_start(self, ev):
+            f = ev.data["dispatcher"].py_func
+            compiled.append(f"{f.__module__}.{f.__name__}")
+        def on_end(self, ev):
+            pass
+    event.register("numba:compile", Seen())
+    from clvbayes import cli
+    rc = cli.main(["run", "--method", "map", "--output", sys.argv[1], "--quiet"])
+    print(json.dumps({"rc": rc, "compiled": sorted(set(compiled))}))
+    """
+)
+
+
+@pytest.mark.slow  # a whole run into an empty cache
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the warm-up uses a second core")
+def test_a_first_run_compiles_the_outcome_kernels_in_a_worker_not_here(tmp_path):
+    """On a first run the worker process compiles the outcome kernels while this one labels
+    the segments, and the predictions load them from the cache: this process compiles the
+    labels' kernels (the interval kernel) but none of the outcome simulation."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    out = subprocess.run([sys.executable, "-c", _COLD_JOB, str(tmp_path / "report")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+                         check=True)  # fmt: skip
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["rc"] == 0
+    assert "clvbayes.predict.summary._row_stats_kernel" in seen["compiled"]  # here, as before
+    outcome = {"clvbayes.math.bgnbd._futures_kernel", "clvbayes.predict.clv._outcome_kernel"}
+    assert not outcome & set(seen["compiled"]), seen["compiled"]
+    assert (tmp_path / "report" / "customers.csv").is_file()
