@@ -158,8 +158,9 @@ class _Chain:
         p_new = p_half + (0.5 * eps) * grad_new
         return theta_new, p_new, grad_new, lp
 
-    def _hamiltonian(self, lp: float, p: np.ndarray) -> float:
-        h = -lp + 0.5 * float(p @ (self.inv_mass @ p))
+    def _hamiltonian(self, lp: float, p: np.ndarray, sharp: np.ndarray | None = None) -> float:
+        """``-lp`` plus the kinetic energy; ``sharp`` is ``inv_mass @ p`` where known."""
+        h = -lp + 0.5 * float(p @ (self.inv_mass @ p if sharp is None else sharp))
         return h if math.isfinite(h) else math.inf
 
     def draw_momentum(self) -> np.ndarray:
@@ -190,7 +191,7 @@ class _Chain:
             # biased progressive sampling: prefer the new sub-tree
             if sub_log_w > log_w or self.rng.random() < math.exp(sub_log_w - log_w):
                 sample = proposal
-            log_w = float(np.logaddexp(log_w, sub_log_w))
+            log_w = _logaddexp(log_w, sub_log_w)
             old_rho, rho = rho, rho + sub_rho
             if forward:
                 fwd, sharp_fwd = edge, sharp_outer
@@ -232,14 +233,13 @@ class _Chain:
         """
         if depth == 0:
             theta, p, grad, lp = self._leapfrog(start[0], start[1], start[2], eps)
-            h = self._hamiltonian(lp, p)
-            error = h - h0
+            sharp = self.inv_mass @ p
+            error = self._hamiltonian(lp, p, sharp) - h0
             acc["n_steps"] += 1
             if not error <= MAX_ENERGY_ERROR:  # also NaN
                 acc["divergent"] = True
                 return None
             acc["sum_accept"] += 1.0 if error <= 0 else math.exp(-error)
-            sharp = self.inv_mass @ p
             edge = (theta, p, grad, lp)
             return edge, (theta, grad, lp, p), -error, p, sharp, sharp, p, p
         first = self._build(start, depth - 1, eps, h0, acc)
@@ -250,7 +250,7 @@ class _Chain:
         if second is None:
             return None
         edge2, prop2, log_w2, rho2, sharp_in2, sharp_out2, p_in2, p_out2 = second
-        log_w = np.logaddexp(log_w1, log_w2)
+        log_w = _logaddexp(log_w1, log_w2)
         # uniform (multinomial) choice within the sub-tree
         proposal = prop2 if self.rng.random() < math.exp(log_w2 - log_w) else prop1
         rho = rho1 + rho2
@@ -278,6 +278,16 @@ class _Chain:
             if not 1e-10 < eps < 1e7:
                 break
         return float(np.clip(eps, 1e-10, 1e7))
+
+
+def _logaddexp(x: float, y: float) -> float:
+    """``numpy.logaddexp`` of two floats, the same formula in :mod:`math` (no array call)."""
+    d = x - y
+    if d > 0:
+        return x + math.log1p(math.exp(-d))
+    if d <= 0:
+        return y + math.log1p(math.exp(d))
+    return x + y  # NaN, or infinities of one sign
 
 
 class _DualAveraging:
