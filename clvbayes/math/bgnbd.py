@@ -536,14 +536,21 @@ def _loglik_sum_and_grad_loop(r, alpha, a, b, W, xv, wx, Tv, Tw, Txw, T, recency
         total -= coef * log_aT
         g_r -= Tw[j] * log_aT
         g_alpha -= coef / (alpha + Tv[j])
-    c = np.log(a) - np.log(b + (pos_xv - 1.0))
+    # scalar loops, not array expressions: the same arithmetic, ~1 s less compilation
+    c = np.empty(pos_xv.size)
+    for k in range(pos_xv.size):
+        c[k] = math.log(a) - math.log(b + (pos_xv[k] - 1.0))
     sp, sum_s_D, sum_s_rxQ, s_by_x = _softplus_sums_loop(r, alpha, T, recency, x, w, x_index, c)
+    sum_s = sum_s_b = 0.0
+    for k in range(pos_xv.size):
+        sum_s += s_by_x[k]
+        sum_s_b += s_by_x[k] / (b + (pos_xv[k] - 1.0))
     out = np.empty(5)
     out[0] = total + sp
     out[1] = g_r + sum_s_D
     out[2] = g_alpha + sum_s_rxQ
-    out[3] = g_a + s_by_x.sum() / a
-    out[4] = g_b - np.sum(s_by_x / (b + (pos_xv - 1.0)))
+    out[3] = g_a + sum_s / a
+    out[4] = g_b - sum_s_b
     return out
 
 
@@ -553,7 +560,9 @@ def _softplus_sums_loop(r, alpha, T, recency, x, w, x_index, c):  # pragma: no c
     ``(sum w softplus(d), sum s D, sum s (r + x) Q, s summed per frequency)``, the same
     terms and the same capped softplus as the NumPy passes."""
     total = sum_s_D = sum_s_rxQ = 0.0
-    s_by_x = np.zeros(c.size)
+    s_by_x = np.empty(c.size)
+    for k in range(c.size):
+        s_by_x[k] = 0.0
     for i in range(x.size):
         A = T[i] + alpha
         B = recency[i] + alpha
