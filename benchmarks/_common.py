@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,6 +131,9 @@ class Meter:
         self.profile = dict(profile or {})
         self.profile_filter = profile_filter
         self.stages: dict[str, dict[str, float]] = {}
+        #: Called after each stage (e.g. to save the stages so far for a parent that may
+        #: stop this process at a time limit)
+        self.after_stage: Callable[[], None] | None = None
         self._stage_peak = 0
         self._overall_peak = 0
         self._lock = threading.Lock()
@@ -179,6 +182,8 @@ class Meter:
             else:
                 peak = max_rss_self_mb()
             self.stages[name] = {"seconds": seconds, "peak_rss_mb": peak}
+            if self.after_stage is not None:
+                self.after_stage()
 
     def _write_profile(self, prof, path: str) -> None:
         import io

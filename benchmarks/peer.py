@@ -257,6 +257,8 @@ CHILDREN = {"clvbayes": child_clvbayes, "lifetimes": child_lifetimes,
 def run_as_child(spec: dict) -> int:
     t0 = time.perf_counter()
     meter = Meter(interval=0.05)
+    # the stages done so far, for a parent that stops this process at its time limit
+    meter.after_stage = lambda: write_result({"stages": meter.stages, "partial": True})
     try:
         payload = CHILDREN[spec["tool"]](spec["task"], spec, meter)
     finally:
@@ -425,11 +427,11 @@ def _med(recs, key, stage=None):
 
 
 def _span(recs, key, stage=None) -> str:
-    vals = sorted(
+    vals = (  # a stage finished before a process was stopped at its limit counts
         (r.get("stages", {}).get(stage, {}).get("seconds") if stage else r.get(key))
-        for r in recs if r.get("ok")
+        for r in recs if r.get("ok") or stage
     )  # fmt: skip
-    vals = [v for v in vals if v is not None]
+    vals = sorted(v for v in vals if v is not None)
     if not vals:
         errs = {r.get("error", "failed") for r in recs}
         return "; ".join(sorted(errs))[:120] or "-"
