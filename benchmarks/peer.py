@@ -149,7 +149,7 @@ def child_clvbayes(task: str, spec: dict, meter: Meter) -> dict:
     with meter.stage("predict"):
         scores = score_customers(
             df, bg, gg, horizon=HORIZON, annual_discount_rate=ANNUAL_DISCOUNT, prob=PROB,
-            seed=3, outcomes=task != "laplace-exp",
+            seed=3, outcomes=task != "laplace-exp", n_draws=spec.get("prediction_draws"),
         )  # fmt: skip
     out = {"n_customers": len(scores.customers),
            "clv_total": float(scores.customers["clv_mean"].sum()),

@@ -255,3 +255,33 @@ def test_peer_script_parses_its_sections_and_renders_a_table(tmp_path):
     text = peer.render({"records": recs, "machine": {"python": "3.x"}}, tmp_path, "pytest")
     assert "| 1,000 | clvbayes map | 4.00 |" in text and "1.00 |" in text
     assert (tmp_path / "peer_pytest.md").read_text() == text
+
+
+def test_a_child_stopped_at_its_limit_keeps_the_stages_it_finished(tmp_path):
+    """A peer too slow to finish (pymc-marketing at 100k) still reports its finished stages,
+    and the tables show them instead of 'timed out'."""
+    import peer
+
+    code = textwrap.dedent(
+        """
+        import time
+        import _common
+        meter = _common.Meter()
+        meter.after_stage = lambda: _common.write_result({"stages": meter.stages, "partial": True})
+        with meter.stage("fit_bgnbd"):
+            time.sleep(0.2)
+        with meter.stage("predict"):
+            time.sleep(60)
+        """
+    )
+    script = tmp_path / "child.py"
+    script.write_text(code)
+    env = dict(os.environ, PYTHONPATH=str(BENCH))
+    res = _common.run_child([sys.executable, str(script)], env=env, timeout=5)
+    assert res.timed_out and not res.ok
+    assert res.payload["partial"] and list(res.payload["stages"]) == ["fit_bgnbd"]
+    assert res.payload["stages"]["fit_bgnbd"]["seconds"] >= 0.2
+    rec = {"ok": False, "error": "timed out after 5 s", **res.payload}
+    assert peer._span([rec], None, "fit_bgnbd").startswith("0.")
+    assert peer._span([rec], None, "predict") == "timed out after 5 s"
+    assert peer._span([rec], "wall_seconds") == "timed out after 5 s"
