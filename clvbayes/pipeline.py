@@ -735,9 +735,9 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
         wanted = ["p_alive_mean", *([value] if value else [])]
         labels = label_customers(rfm.join(quick.customers[wanted]), clv_col=value)
     by = ["segment", *(["clv_decile"] if gg is not None else []), *groups]
-    if warmed is not None:
-        warmed()  # compiling them here too would only share the cores with the worker
     with progress.step("predicting every customer and segment totals"):
+        if warmed is not None:  # compiling them here too would only share the cores
+            warmed()
         keyed = rfm.assign(segment=labels["segment"])
         if gg is not None:
             keyed["clv_decile"] = labels["clv_decile"]
