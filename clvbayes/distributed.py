@@ -1012,21 +1012,6 @@ def partition_seed(seed: int, partition: int) -> int:
     return int(state[0])
 
 
-def _draws_only(model):
-    """A copy of a fitted model holding only its posterior draws (small, cheap to ship)."""
-    if model is None:
-        return None
-    import copy
-
-    model.draws()  # raises NotFittedError with the usual message
-    slim = copy.copy(model)
-    slim.data_ = None
-    slim.sample_stats_ = None
-    # the Dataset setter (both ArviZ stacks): the copy gets its own draws, the model keeps its
-    slim.posterior_ = model.posterior_[list(model.param_names)]
-    return slim
-
-
 def _score_partition(
     part: pd.DataFrame, models, seed: int, kwargs: dict, meta, partition_info=None
 ):
@@ -1449,7 +1434,9 @@ def score_customers_dask(
     with _out_lock(out):
         _recover(out)
         _check_out_path(out, overwrite)
-        models = (_draws_only(purchase_model), _draws_only(spend_model))
+        from clvbayes.models.base import draws_only
+
+        models = (draws_only(purchase_model), draws_only(spend_model))
 
         # the output's columns and dtypes: score one made-up customer on the client
         probe = pd.DataFrame(

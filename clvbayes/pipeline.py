@@ -601,19 +601,6 @@ def warm_up_scoring(rfm: pd.DataFrame, bg, gg, horizon: float, common: dict[str,
     score_customers(rfm, bg, gg, horizon=horizon, **{**common, "progress": False})
 
 
-def _lean(model):
-    """A shallow copy of a fitted model without its training data and sampler statistics:
-    what scoring a given customer table needs, cheap to pickle to a worker."""
-    if model is None:
-        return None
-    import copy
-
-    lean = copy.copy(model)
-    for name in ("data_", "sample_stats_"):
-        lean.__dict__.pop(name, None)
-    return lean
-
-
 def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any]) -> RunResult:
     """The slow steps of :func:`run_report`, once the options, input and output are checked."""
     grid = run_grid(args)
@@ -702,8 +689,11 @@ def _job(args: Options, progress: Progress, out_dir: Path, priors: dict[str, Any
         )
     warmed = None
     if notice and len(fitted) == 1:  # a first run: the worker compiles the outcome kernels
+        from clvbayes.models.base import draws_only
+
         warmed = nuts.submit(warm_up_scoring, rfm.head(WARM_UP_CUSTOMERS),
-                             _lean(next(iter(fitted.values()))), _lean(gg), horizon, common)  # fmt: skip
+                             draws_only(next(iter(fitted.values()))), draws_only(gg), horizon,
+                             common)  # fmt: skip
     if args.method == "nuts":  # the fits are done: NUTS' worker prepares the report's plots
         from clvbayes.report.plots import prepare_plots_elsewhere
 

@@ -728,6 +728,28 @@ class CLVModel:
         )  # fmt: skip
 
 
+def draws_only(model: CLVModel | None) -> CLVModel | None:
+    """A copy of a fitted model holding only its posterior draws (small, cheap to ship to
+    another process: a Dask worker, a NUTS worker); ``None`` stays ``None``.
+
+    Raises
+    ------
+    NotFittedError
+        If ``model`` is not fitted.
+    """
+    if model is None:
+        return None
+    import copy
+
+    model.draws()  # raises NotFittedError with the usual message
+    slim = copy.copy(model)
+    slim.data_ = None
+    slim.sample_stats_ = None
+    # the Dataset setter (both ArviZ stacks): the copy gets its own draws, the model keeps its
+    slim.posterior_ = model.posterior_[list(model.param_names)]
+    return slim
+
+
 def summary_table(draws: dict[str, np.ndarray], prob: float = 0.9,
                   point_sd: dict[str, float] | None = None) -> pd.DataFrame:  # fmt: skip
     """The table of :meth:`CLVModel.summary` for draws ``{name: (chain, draw) array}``."""
