@@ -207,14 +207,15 @@ class _Chain:
         theta, grad, lp, p = sample
         self.theta, self.grad, self.lp = theta, grad, lp
         n = max(acc["n_steps"], 1)
+        energy = self._hamiltonian(lp, p)
         return {
             "diverging": float(acc["divergent"]),
             "tree_depth": float(depth),
             "n_steps": float(acc["n_steps"]),
             "step_size": abs(eps),
             "acceptance_rate": acc["sum_accept"] / n,
-            "energy": self._hamiltonian(lp, p),
-            "energy_error": self._hamiltonian(lp, p) - h0,
+            "energy": energy,
+            "energy_error": energy - h0,
             "lp": lp,
         }
 
